@@ -1,0 +1,152 @@
+"""The FastAPI application: core endpoints, middleware, and every installed module's router."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from citybrain import __version__, bus, context, errors, modules
+from citybrain.config import Settings, configure, get_settings
+from citybrain.db import Database, get_db, migrate, set_db
+
+log = logging.getLogger("citybrain")
+
+STATIC_DIR = Path(__file__).parent / "web" / "static"
+
+HTTP_REQUESTS = Counter("citybrain_http_requests_total", "HTTP requests", ["method", "route", "status"])
+HTTP_LATENCY = Histogram("citybrain_http_request_seconds", "HTTP request latency", ["method", "route"],
+                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+
+
+class RequestContextMiddleware:
+    """Gives every request an id and a context (ip, principal) and records its metrics."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+        client = scope.get("client")
+        token = context.begin(rid, client[0] if client else None)
+        scope.setdefault("state", {})["request_id"] = rid
+        status = {"code": 500}
+        start = time.perf_counter()
+
+        async def _send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", rid.encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, _send)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            HTTP_REQUESTS.labels(scope["method"], path, str(status["code"])).inc()
+            HTTP_LATENCY.labels(scope["method"], path).observe(time.perf_counter() - start)
+            context.end(token)
+
+
+def startup(db: Database) -> None:
+    """Prepare a database for serving: migrations, built-in roles, module start hooks."""
+    migrate(db)
+    from citybrain.identity import service as identity
+
+    with db.write() as s:
+        identity.ensure_builtin_roles(s)
+    for _name, mod in modules.parts("startup"):
+        mod.start(db)
+
+
+def shutdown(db: Database) -> None:
+    """Stop module background work."""
+    for _name, mod in modules.parts("startup"):
+        stop = getattr(mod, "stop", None)
+        if stop:
+            stop(db)
+
+
+def create_app(settings: Settings | None = None, *, background: bool = True) -> FastAPI:
+    """Build the application. `background=False` leaves the bus dispatcher and module workers off (tests)."""
+    if settings is not None:
+        configure(settings)
+    settings = get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = get_db()
+        startup(db)
+        if background:
+            d = bus.dispatcher()
+            d.prime_listeners()
+            d.start()
+        try:
+            yield
+        finally:
+            if background:
+                bus.dispatcher().stop()
+                shutdown(db)
+
+    app = FastAPI(
+        title="CityBrain 城市大脑 API",
+        version=__version__,
+        description="城市运行管理平台接口。Every error is application/problem+json with zh-CN and English messages.",
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.add_middleware(RequestContextMiddleware)
+    errors.install(app)
+    app.state.settings = settings
+
+    @app.get("/healthz", tags=["core"], summary="健康检查 Health (checks the database)")
+    def healthz() -> dict:
+        try:
+            get_db().check()
+        except Exception as exc:
+            raise errors.Problem("数据库不可用", "Database unavailable", status=503, code="db_unavailable") from exc
+        return {"status": "ok"}
+
+    @app.get("/metrics", tags=["core"], summary="Prometheus metrics", response_class=Response)
+    def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="CityBrain API",
+            swagger_js_url="/static/vendor/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url="/static/vendor/swagger-ui/swagger-ui.css",
+            swagger_favicon_url="/static/vendor/swagger-ui/favicon-32x32.png",
+        )
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    for _name, mod in modules.parts("api"):
+        for router in getattr(mod, "routers", None) or [mod.router]:
+            app.include_router(router)
+    return app
+
+
+def reset_for_tests(db: Database) -> None:
+    """Point the process at another database (tests)."""
+    bus.reset()
+    set_db(db)
+

@@ -1,0 +1,324 @@
+"""The event bus: publish/subscribe backed by a persisted outbox.
+
+`publish(session, topic, payload)` writes the event in the caller's transaction, so an event exists if
+and only if the change that caused it was committed. A dispatcher delivers events to subscribers in
+order, keeping one cursor per subscriber in the database: a subscriber that fails is retried with
+backoff (at-least-once; handlers must be idempotent) and, after `MAX_ATTEMPTS`, the event is parked in
+`bus_dead_letter` with the error and the cursor moves on. A crash loses nothing: delivery resumes from
+the stored cursors. Topics are dot-separated (`iot.alarm.raised`); patterns use `*` for one token and
+`>` for the rest, as NATS subjects do, so a JetStream relay can sit behind the same interface.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import BigInteger, Integer, String, Text, delete, event, insert, select, update
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from citybrain.db import Base, Database, JSONType, UTCDateTime, get_db, utcnow
+
+log = logging.getLogger("citybrain.bus")
+
+MAX_ATTEMPTS = 5
+BATCH = 500
+
+
+class BusEvent(Base):
+    __tablename__ = "bus_event"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    topic: Mapped[str] = mapped_column(String(200), index=True)
+    payload: Mapped[dict] = mapped_column(JSONType)
+    created_at: Mapped[Any] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class BusCursor(Base):
+    __tablename__ = "bus_cursor"
+    subscriber: Mapped[str] = mapped_column(String(100), primary_key=True)
+    last_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated_at: Mapped[Any] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class BusDeadLetter(Base):
+    __tablename__ = "bus_dead_letter"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subscriber: Mapped[str] = mapped_column(String(100), index=True)
+    event_id: Mapped[int] = mapped_column(BigInteger)
+    topic: Mapped[str] = mapped_column(String(200))
+    error: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[Any] = mapped_column(UTCDateTime, default=utcnow)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One delivered event."""
+
+    id: int
+    topic: str
+    payload: dict
+    created_at: Any
+
+
+Handler = Callable[[Event], None]
+
+
+def topic_matches(pattern: str, topic: str) -> bool:
+    """True if a NATS-style pattern (`*` one token, `>` the rest) matches the topic."""
+    p, t = pattern.split("."), topic.split(".")
+    for i, token in enumerate(p):
+        if token == ">":
+            return len(t) > i
+        if i >= len(t) or (token != "*" and token != t[i]):
+            return False
+    return len(p) == len(t)
+
+
+@dataclass
+class Subscription:
+    name: str
+    patterns: tuple[str, ...]
+    handler: Handler
+
+
+_subscriptions: dict[str, Subscription] = {}
+_listeners: list[Callable[[Event], None]] = []
+
+
+def subscribe(name: str, patterns: str | tuple[str, ...], handler: Handler) -> None:
+    """Register a durable subscriber (its cursor is stored under `name`)."""
+    if isinstance(patterns, str):
+        patterns = (patterns,)
+    _subscriptions[name] = Subscription(name, tuple(patterns), handler)
+
+
+def listen(callback: Callable[[Event], None]) -> Callable[[], None]:
+    """Register a non-durable listener called for every delivered event (live push); returns an unsubscribe."""
+    _listeners.append(callback)
+    return lambda: _listeners.remove(callback) if callback in _listeners else None
+
+
+def publish(session: Session, topic: str, payload: dict[str, Any]) -> None:
+    """Add an event to the caller's transaction; it is delivered after the commit."""
+    session.execute(insert(BusEvent).values(topic=topic, payload=payload, created_at=utcnow()))
+    session.info["bus_published"] = True
+
+
+def publish_many(session: Session, topic: str, payloads: list[dict[str, Any]]) -> None:
+    """Add many events of one topic to the caller's transaction."""
+    if payloads:
+        now = utcnow()
+        session.execute(insert(BusEvent), [{"topic": topic, "payload": p, "created_at": now} for p in payloads])
+        session.info["bus_published"] = True
+
+
+class Dispatcher:
+    """Delivers stored events to subscribers, in a background thread or on demand (`drain`)."""
+
+    def __init__(self, db: Database):
+        self.db = db
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._last_seen = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="citybrain-bus", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.drain(max_rounds=50)
+            except Exception:  # keep the dispatcher alive; the error is logged
+                log.exception("bus dispatch failed")
+            self._wake.wait(timeout=0.5)
+            self._wake.clear()
+
+    def drain(self, max_rounds: int = 1000) -> int:
+        """Deliver pending events until none are left (or max_rounds batches); return how many were handled."""
+        handled = 0
+        with self._lock:
+            for _ in range(max_rounds):
+                n = self._round()
+                handled += n
+                if n == 0:
+                    break
+        return handled
+
+    def _round(self) -> int:
+        handled = 0
+        subs = list(_subscriptions.values())
+        with self.db.read() as s:
+            cursors = {c.subscriber: c for c in s.scalars(select(BusCursor))}
+            head = s.scalar(select(BusEvent.id).order_by(BusEvent.id.desc()).limit(1)) or 0
+        if _listeners and head > self._last_seen:
+            self._notify_listeners(head)
+        for sub in subs:
+            cur = cursors.get(sub.name)
+            last = cur.last_id if cur else self._initial_cursor(sub.name)
+            if last >= head:
+                continue
+            if cur is not None and cur.attempts and cur.updated_at and not self._due(cur):
+                continue
+            handled += self._deliver(sub, last)
+        return handled
+
+    def _initial_cursor(self, name: str) -> int:
+        with self.db.write() as s:
+            s.execute(insert(BusCursor).values(subscriber=name, last_id=0, attempts=0, updated_at=utcnow()))
+            s.commit()
+        return 0
+
+    @staticmethod
+    def _due(cur: BusCursor) -> bool:
+        backoff = min(60.0, 0.2 * 2 ** (cur.attempts - 1))
+        return (utcnow() - cur.updated_at).total_seconds() >= backoff
+
+    def _deliver(self, sub: Subscription, last: int) -> int:
+        with self.db.read() as s:
+            rows = s.execute(
+                select(BusEvent.id, BusEvent.topic, BusEvent.payload, BusEvent.created_at)
+                .where(BusEvent.id > last)
+                .order_by(BusEvent.id)
+                .limit(BATCH)
+            ).all()
+        delivered = 0
+        for row in rows:
+            if any(topic_matches(p, row.topic) for p in sub.patterns):
+                try:
+                    sub.handler(Event(row.id, row.topic, row.payload, row.created_at))
+                except Exception as exc:
+                    self._failed(sub, row, exc)
+                    return delivered
+                delivered += 1
+            last = row.id
+        if rows:
+            self._advance(sub.name, last)
+        return delivered
+
+    def _advance(self, name: str, last_id: int) -> None:
+        with self.db.write() as s:
+            s.execute(
+                update(BusCursor)
+                .where(BusCursor.subscriber == name)
+                .values(last_id=last_id, attempts=0, last_error=None, updated_at=utcnow())
+            )
+            s.commit()
+
+    def _failed(self, sub: Subscription, row: Any, exc: Exception) -> None:
+        log.warning("subscriber %s failed on event %s (%s): %s", sub.name, row.id, row.topic, exc)
+        with self.db.write() as s:
+            cur = s.get(BusCursor, sub.name)
+            attempts = (cur.attempts if cur else 0) + 1
+            if attempts >= MAX_ATTEMPTS:
+                s.add(BusDeadLetter(subscriber=sub.name, event_id=row.id, topic=row.topic, error=repr(exc)[:4000]))
+                s.execute(
+                    update(BusCursor)
+                    .where(BusCursor.subscriber == sub.name)
+                    .values(last_id=row.id, attempts=0, last_error=repr(exc)[:4000], updated_at=utcnow())
+                )
+            else:
+                s.execute(
+                    update(BusCursor)
+                    .where(BusCursor.subscriber == sub.name)
+                    .values(last_id=row.id - 1, attempts=attempts, last_error=repr(exc)[:4000], updated_at=utcnow())
+                )
+            s.commit()
+
+    def _notify_listeners(self, head: int) -> None:
+        with self.db.read() as s:
+            rows = s.execute(
+                select(BusEvent.id, BusEvent.topic, BusEvent.payload, BusEvent.created_at)
+                .where(BusEvent.id > self._last_seen)
+                .order_by(BusEvent.id)
+                .limit(5000)
+            ).all()
+        for row in rows:
+            for cb in list(_listeners):
+                try:
+                    cb(Event(row.id, row.topic, row.payload, row.created_at))
+                except Exception:
+                    log.exception("bus listener failed")
+        self._last_seen = rows[-1].id if rows else head
+
+    def prime_listeners(self) -> None:
+        """Start live listeners from the current head (they do not replay history)."""
+        with self.db.read() as s:
+            self._last_seen = s.scalar(select(BusEvent.id).order_by(BusEvent.id.desc()).limit(1)) or 0
+
+    def purge(self, older_than_days: int = 30) -> int:
+        """Delete delivered events older than the given age; return how many."""
+        with self.db.write() as s:
+            low = s.scalar(select(BusCursor.last_id).order_by(BusCursor.last_id).limit(1))
+            if low is None:
+                return 0
+            cutoff = utcnow().timestamp() - older_than_days * 86400
+            import datetime as _dt
+
+            res = s.execute(
+                delete(BusEvent).where(
+                    BusEvent.id <= low, BusEvent.created_at < _dt.datetime.fromtimestamp(cutoff, _dt.UTC)
+                )
+            )
+            s.commit()
+            return res.rowcount or 0
+
+
+_dispatcher: Dispatcher | None = None
+
+
+def dispatcher() -> Dispatcher:
+    """The process's dispatcher for the current database."""
+    global _dispatcher
+    db = get_db()
+    if _dispatcher is None or _dispatcher.db is not db:
+        if _dispatcher is not None:
+            _dispatcher.stop()
+        _dispatcher = Dispatcher(db)
+    return _dispatcher
+
+
+def drain() -> int:
+    """Deliver every pending event now, in this thread (tests, CLI jobs)."""
+    return dispatcher().drain()
+
+
+def reset() -> None:
+    """Stop the dispatcher (tests switch databases)."""
+    global _dispatcher
+    if _dispatcher is not None:
+        _dispatcher.stop()
+    _dispatcher = None
+
+
+def wait_idle(timeout: float = 5.0) -> None:
+    """Wait until the running dispatcher has nothing pending (tests of the background thread)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if dispatcher().drain(max_rounds=1) == 0:
+            return
+
+
+@event.listens_for(Session, "after_commit")
+def _wake_after_commit(session: Session) -> None:
+    if session.info.pop("bus_published", False) and _dispatcher is not None:
+        _dispatcher.wake()

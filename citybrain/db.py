@@ -1,0 +1,201 @@
+"""Database engines, sessions, shared column types and Alembic migrations.
+
+SQLite (the embedded default) runs in WAL mode with foreign keys and a busy timeout. Two engines share
+one database: reads use deferred transactions; writes use ``BEGIN IMMEDIATE`` on SQLite so a
+read-modify-write never fails on a stale snapshot. On PostgreSQL both are the same engine.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import JSON, DateTime, MetaData, create_engine, event, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+from citybrain import clock
+from citybrain.config import Settings, get_settings
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every CityBrain table."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def utcnow() -> dt.datetime:
+    """The current time, timezone-aware in UTC (from `citybrain.clock`, so tests can move it)."""
+    return clock.now()
+
+
+class UTCDateTime(TypeDecorator):
+    """A timestamp stored in UTC and always returned timezone-aware."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+JSONType = JSON().with_variant(JSON(none_as_null=True), "sqlite")
+
+
+def _json_dumps(obj: Any) -> str:
+    return orjson.dumps(obj, default=str).decode()
+
+
+class Database:
+    """The engines and session factories of one CityBrain database."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.url = settings.sqlalchemy_url
+        self.is_sqlite = self.url.startswith("sqlite")
+        if self.is_sqlite:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            self.engine = self._sqlite_engine(immediate=False)
+            self.write_engine = self._sqlite_engine(immediate=True)
+        else:
+            self.engine = create_engine(
+                self.url, pool_size=10, max_overflow=20, pool_pre_ping=True, json_serializer=_json_dumps
+            )
+            self.write_engine = self.engine
+        self.read_factory = sessionmaker(self.engine, expire_on_commit=False)
+        self.write_factory = sessionmaker(self.write_engine, expire_on_commit=False)
+
+    def _sqlite_engine(self, *, immediate: bool) -> Engine:
+        engine = create_engine(
+            self.url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=8,
+            max_overflow=16,
+            json_serializer=_json_dumps,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session for reading."""
+        with self.read_factory() as session:
+            yield session
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A session for a change; the caller commits (service functions do), rolls back on error."""
+        with self.write_factory() as session:
+            try:
+                yield session
+            except BaseException:
+                session.rollback()
+                raise
+
+    def check(self) -> None:
+        """Raise if the database does not answer."""
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+        if self.write_engine is not self.engine:
+            self.write_engine.dispose()
+
+
+_db: Database | None = None
+_lock = threading.Lock()
+
+
+def get_db() -> Database:
+    """The process's database, opened from the settings on first use."""
+    global _db
+    with _lock:
+        if _db is None:
+            _db = Database(get_settings())
+        return _db
+
+
+def set_db(db: Database | None) -> None:
+    """Replace the process's database (tests, `serve --data-dir`)."""
+    global _db
+    with _lock:
+        if _db is not None and _db is not db:
+            _db.dispose()
+        _db = db
+
+
+# --- migrations -------------------------------------------------------------------------------
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def _version_locations() -> list[str]:
+    from citybrain.modules import module_paths
+
+    locations = [str(MIGRATIONS_DIR / "versions")]
+    for path in module_paths():
+        mig = path / "migrations"
+        if mig.is_dir():
+            locations.append(str(mig))
+    return locations
+
+
+def alembic_config(db: Database | None = None):  # -> alembic.config.Config
+    """An Alembic configuration covering the core and every module's migration branch."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("version_locations", " ".join(_version_locations()))
+    cfg.set_main_option("path_separator", "space")
+    cfg.attributes["db"] = db or get_db()
+    return cfg
+
+
+def migrate(db: Database | None = None) -> None:
+    """Bring the database to the newest revision of every branch (alembic upgrade heads)."""
+    from alembic import command
+
+    command.upgrade(alembic_config(db), "heads")

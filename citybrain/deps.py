@@ -1,0 +1,90 @@
+"""FastAPI dependencies every module's api.py uses: database sessions and the acting principal.
+
+    from citybrain.deps import ReadDB, WriteDB, require, CurrentUser
+
+    @router.post("/cases/{case_id}/dispatch")
+    def dispatch(case_id: int, db: WriteDB, who: Principal = Depends(require("case.dispatch"))): ...
+
+Credentials are read from `Authorization: Bearer cbt_...` (login token), `Authorization: Bearer cbk_...`
+or `X-API-Key: cbk_...` (machine key), or the web's `cb_session` cookie.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from citybrain import context
+from citybrain.context import ANONYMOUS, Principal
+from citybrain.db import get_db
+from citybrain.errors import Unauthorized
+
+SESSION_COOKIE = "cb_session"
+
+
+def read_session() -> Iterator[Session]:
+    """A read session for one request."""
+    with get_db().read() as s:
+        yield s
+
+
+def write_session() -> Iterator[Session]:
+    """A write session for one request (services commit; anything uncommitted is rolled back)."""
+    with get_db().write() as s:
+        yield s
+
+
+ReadDB = Annotated[Session, Depends(read_session)]
+WriteDB = Annotated[Session, Depends(write_session)]
+
+
+def _credential(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    key = request.headers.get("x-api-key")
+    if key:
+        return key.strip()
+    return request.cookies.get(SESSION_COOKIE)
+
+
+def optional_principal(request: Request) -> Principal:
+    """The caller, or ANONYMOUS when no credential is sent (a bad credential is still a 401)."""
+    from citybrain.identity import service as identity
+
+    cred = _credential(request)
+    if not cred:
+        return ANONYMOUS
+    with get_db().write() as s:
+        if cred.startswith("cbk_"):
+            principal = identity.principal_from_api_key(s, key=cred)
+        else:
+            principal = identity.principal_from_token(s, token=cred)
+    context.set_principal(principal)
+    return principal
+
+
+def current_principal(principal: Principal = Depends(optional_principal)) -> Principal:
+    """The authenticated caller (401 if none)."""
+    if principal.kind == "anonymous":
+        raise Unauthorized("请先登录", "Authentication required", code="not_authenticated")
+    return principal
+
+
+CurrentUser = Annotated[Principal, Depends(current_principal)]
+
+
+def require(permission: str) -> Callable[..., Principal]:
+    """A dependency that admits only callers holding `permission`."""
+
+    def _dep(principal: Principal = Depends(current_principal)) -> Principal:
+        from citybrain.identity.service import authorize
+
+        authorize(principal, permission)
+        return principal
+
+    _dep.__name__ = f"require_{permission.replace('.', '_')}"
+    return _dep

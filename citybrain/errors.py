@@ -1,0 +1,205 @@
+"""Errors: every API error is RFC 9457 `application/problem+json` with a zh-CN and an English message.
+
+Raise a `Problem` (or a subclass) anywhere in a service; the handlers installed by `install` turn it,
+validation failures, unknown routes and unexpected exceptions into problem documents. The body carries
+`title`/`detail` in the caller's language (Accept-Language, zh-CN first) and both languages explicitly.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("citybrain.errors")
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class ProblemResponse(JSONResponse):
+    """A problem document, serialised with orjson."""
+
+    media_type = PROBLEM_JSON
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, default=str)
+
+
+class Problem(Exception):
+    """An error a caller can act on: status, stable code, message in zh-CN and English, offending fields."""
+
+    status: int = 400
+    code: str = "bad_request"
+    title_zh: str = "请求有误"
+    title_en: str = "Bad request"
+
+    def __init__(
+        self,
+        zh: str | None = None,
+        en: str | None = None,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ):
+        self.detail_zh = zh or self.title_zh
+        self.detail_en = en or self.title_en
+        if code:
+            self.code = code
+        if status:
+            self.status = status
+        self.errors = errors or []
+        self.headers = headers or {}
+        self.extra = extra
+        super().__init__(self.detail_en)
+
+    def body(self, lang: str, instance: str | None = None, request_id: str | None = None) -> dict[str, Any]:
+        """The problem document in the caller's language."""
+        zh = lang.startswith("zh")
+        doc: dict[str, Any] = {
+            "type": f"urn:citybrain:problem:{self.code}",
+            "title": self.title_zh if zh else self.title_en,
+            "status": self.status,
+            "detail": self.detail_zh if zh else self.detail_en,
+            "code": self.code,
+            "message_zh": self.detail_zh,
+            "message_en": self.detail_en,
+            "errors": self.errors,
+        }
+        if instance:
+            doc["instance"] = instance
+        if request_id:
+            doc["request_id"] = request_id
+        doc.update(self.extra)
+        return doc
+
+
+class BadRequest(Problem):
+    pass
+
+
+class Invalid(Problem):
+    status, code, title_zh, title_en = 422, "invalid", "数据校验未通过", "Validation failed"
+
+
+class Unauthorized(Problem):
+    status, code, title_zh, title_en = 401, "unauthorized", "未登录或凭证无效", "Not authenticated"
+
+    def __init__(self, zh: str | None = None, en: str | None = None, **kw: Any):
+        kw.setdefault("headers", {"WWW-Authenticate": "Bearer"})
+        super().__init__(zh, en, **kw)
+
+
+class Forbidden(Problem):
+    status, code, title_zh, title_en = 403, "forbidden", "没有权限", "Forbidden"
+
+
+class NotFound(Problem):
+    status, code, title_zh, title_en = 404, "not_found", "未找到", "Not found"
+
+
+class Conflict(Problem):
+    status, code, title_zh, title_en = 409, "conflict", "状态冲突", "Conflict"
+
+
+class Locked(Problem):
+    status, code, title_zh, title_en = 423, "locked", "账号已锁定", "Account locked"
+
+
+class TooManyRequests(Problem):
+    status, code, title_zh, title_en = 429, "rate_limited", "请求过于频繁", "Too many requests"
+
+
+class PayloadTooLarge(Problem):
+    status, code, title_zh, title_en = 413, "too_large", "请求体过大", "Payload too large"
+
+
+def request_language(request: Request) -> str:
+    """The caller's language: `lang` cookie, then Accept-Language; zh-CN unless English is asked for."""
+    cookie = request.cookies.get("lang", "")
+    if cookie:
+        return "en" if cookie.startswith("en") else "zh-CN"
+    accept = request.headers.get("accept-language", "").lower()
+    if accept.startswith("en"):
+        return "en"
+    return "zh-CN"
+
+
+def problem_response(request: Request, problem: Problem) -> ProblemResponse:
+    """Render a problem for this request."""
+    rid = getattr(request.state, "request_id", None)
+    return ProblemResponse(
+        problem.body(request_language(request), instance=request.url.path, request_id=rid),
+        status_code=problem.status,
+        media_type=PROBLEM_JSON,
+        headers=problem.headers,
+    )
+
+
+_HTTP_TITLES = {
+    400: ("请求有误", "Bad request"),
+    401: ("未登录或凭证无效", "Not authenticated"),
+    403: ("没有权限", "Forbidden"),
+    404: ("未找到该资源", "Resource not found"),
+    405: ("不支持该请求方法", "Method not allowed"),
+    406: ("不支持请求的格式", "Not acceptable"),
+    413: ("请求体过大", "Payload too large"),
+    415: ("不支持的内容类型", "Unsupported media type"),
+    429: ("请求过于频繁", "Too many requests"),
+}
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "cookie", "form")]
+    return ".".join(parts) or ".".join(str(p) for p in loc)
+
+
+def validation_problem(exc: RequestValidationError) -> Invalid:
+    """A 422 problem naming each offending field."""
+    errors = []
+    for err in exc.errors():
+        errors.append(
+            {
+                "field": _field_name(tuple(err.get("loc", ()))),
+                "in": str(err.get("loc", ("body",))[0]),
+                "message": err.get("msg", ""),
+                "type": err.get("type", ""),
+            }
+        )
+    names = "、".join(e["field"] for e in errors[:5])
+    return Invalid(f"请求数据校验未通过：{names}", f"Request validation failed: {', '.join(e['field'] for e in errors[:5])}", errors=errors)
+
+
+def install(app: FastAPI) -> None:
+    """Install the problem+json handlers on an app."""
+
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> ProblemResponse:
+        return problem_response(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> ProblemResponse:
+        return problem_response(request, validation_problem(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> ProblemResponse:
+        zh, en = _HTTP_TITLES.get(exc.status_code, ("请求失败", "Request failed"))
+        detail_en = exc.detail if isinstance(exc.detail, str) and exc.detail else en
+        p = Problem(zh, detail_en, status=exc.status_code, code=f"http_{exc.status_code}")
+        p.title_zh, p.title_en = zh, en
+        p.headers = dict(exc.headers or {})
+        return problem_response(request, p)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> ProblemResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        p = Problem("服务器内部错误，已记录，请稍后重试", "Internal error; it has been logged", status=500, code="internal")
+        p.title_zh, p.title_en = "服务器内部错误", "Internal server error"
+        return problem_response(request, p)

@@ -1,0 +1,50 @@
+from tests.conftest import login
+
+
+def test_healthz_checks_database(client):
+    r = client.get("/healthz")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok"}
+
+
+def test_unknown_route_is_problem_json_in_chinese_by_default(client):
+    r = client.get("/api/v1/no-such-thing")
+    assert r.status_code == 404
+    assert r.headers["content-type"].startswith("application/problem+json")
+    body = r.json()
+    assert body["status"] == 404 and body["title"] == "未找到该资源"
+    assert body["message_en"] and body["message_zh"]
+
+
+def test_problem_language_follows_accept_language(client):
+    r = client.get("/api/v1/me", headers={"Accept-Language": "en-US"})
+    assert r.status_code == 401
+    assert r.json()["detail"] == "Authentication required"
+
+
+def test_validation_error_names_fields(client, as_role):
+    r = client.post("/api/v1/orgs", json={"code": "", "type": "department"}, headers=as_role("sysadmin"))
+    assert r.status_code == 422
+    fields = {e["field"] for e in r.json()["errors"]}
+    assert {"code", "name"} <= fields
+
+
+def test_docs_served_from_vendored_assets(client):
+    r = client.get("/docs")
+    assert r.status_code == 200
+    assert "/static/vendor/swagger-ui/swagger-ui-bundle.js" in r.text
+    assert "cdn" not in r.text.lower()
+    assert client.get("/static/vendor/swagger-ui/swagger-ui-bundle.js").status_code == 200
+
+
+def test_metrics_exposed(client):
+    client.get("/healthz")
+    r = client.get("/metrics")
+    assert r.status_code == 200
+    assert "citybrain_http_requests_total" in r.text
+
+
+def test_login_and_me(client):
+    h = login(client, "operator")
+    me = client.get("/api/v1/me", headers=h).json()
+    assert me["username"] == "operator" and "case.dispatch" in me["permissions"] and me["city_wide"]
