@@ -88,7 +88,8 @@ def demo(
     if not no_sim:
         sim = modules.part("sim", "runner")
         if sim is not None:
-            threading.Thread(target=sim.run, args=(base,), name="citybrain-sim", daemon=True).start()
+            threading.Thread(target=sim.run, args=(base.replace("0.0.0.0", "127.0.0.1"),), name="citybrain-sim",
+                             daemon=True).start()
     uvicorn.run(create_app(), host=host, port=port, log_level="info", access_log=False)
 
 

@@ -1,0 +1,1 @@
+"""Simulators for the demo: they talk to the server over HTTP/MQTT as real devices and people do."""
