@@ -113,7 +113,7 @@ def ensure_builtin_roles(session: Session) -> None:
         session.add(Permission(code=p))
         changed = True
     if changed:
-        audit.commit(session, action="role.builtin.sync", target_type="role",
+        audit.commit(session, action="role.builtin.sync", target_type="role", actor=context.SYSTEM,
                      after={"new_permissions": sorted(new_perms)})
 
 
