@@ -239,8 +239,8 @@ class Dispatcher:
                 try:
                     sub.handler(Event(row.id, row.topic, row.payload, row.created_at))
                 except Exception as exc:
-                    self._failed(sub, row, exc)
-                    return delivered
+                    # a dead-lettered event is settled too: count it, so drain() carries on past it
+                    return delivered + (1 if self._failed(sub, row, exc) else 0)
                 delivered += 1
             last = row.id
         if rows:
@@ -256,7 +256,8 @@ class Dispatcher:
             )
             s.commit()
 
-    def _failed(self, sub: Subscription, row: Any, exc: Exception) -> None:
+    def _failed(self, sub: Subscription, row: Any, exc: Exception) -> bool:
+        """Record a failed delivery; True if the event went to the dead letters."""
         log.warning("subscriber %s failed on event %s (%s): %s", sub.name, row.id, row.topic, exc)
         with self.db.write() as s:
             cur = s.get(BusCursor, sub.name)
@@ -275,6 +276,7 @@ class Dispatcher:
                     .values(last_id=row.id - 1, attempts=attempts, last_error=repr(exc)[:4000], updated_at=utcnow())
                 )
             s.commit()
+        return attempts >= MAX_ATTEMPTS
 
     def _notify_listeners(self, head: int) -> None:
         while self._last_seen is not None and self._last_seen < head:
