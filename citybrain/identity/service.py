@@ -40,6 +40,15 @@ from citybrain.masking import mask_phone
 
 _hasher = PasswordHasher()  # argon2id, library defaults (RFC 9106 low-memory profile)
 _DUMMY_HASH = _hasher.hash("citybrain-dummy-password")
+
+
+def use_fast_password_hashing() -> None:
+    """Tests only: Argon2id with minimal cost, so hundreds of logins take seconds, not minutes.
+
+    Hashes keep their parameters, so passwords hashed either way verify either way."""
+    global _hasher, _DUMMY_HASH
+    _hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    _DUMMY_HASH = _hasher.hash("citybrain-dummy-password")
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{2,60}$")
 
 
