@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -18,7 +20,7 @@ from schemathesis.checks import (
 from tests.conftest import DEMO_PASSWORD
 
 ROLES = ("sysadmin", "secadmin", "auditor", "handler", None)  # None: no credential
-MAX_EXAMPLES = 12
+MAX_EXAMPLES = int(os.environ.get("CITYBRAIN_FUZZ_EXAMPLES", "12"))  # raise it for a deeper run
 # "No 5xx and no response that breaks its schema". Not positive_data_acceptance (business rules such as the
 # password policy rightly refuse some schema-valid requests with a 422) nor negative_data_rejection (a query
 # parameter given twice is read once, as every framework does).
