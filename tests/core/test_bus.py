@@ -210,3 +210,31 @@ def test_purge_keeps_undelivered_and_the_newest_event(db, subs):
         assert s.scalar(select(func.max(BusEvent.id))) == newest + 1
     bus.drain()
     assert got == [0, 1, 2, 3, 4]
+
+
+def test_an_event_committed_late_is_not_skipped(db, subs):
+    """Transaction A takes an event id, B takes a later one; B must not be delivered before A commits, or the
+    cursor would pass A's id for good (PostgreSQL sequences; SQLite writers are serial anyway)."""
+    import threading
+
+    got = []
+    bus.subscribe("t.late", "t.>", lambda e: got.append(e.payload["who"]))
+    bus.drain()  # the cursor exists before A starts
+    a = db.write_factory()
+    bus.publish(a, "t.e", {"who": "A"})
+    a.flush()
+    b_done = threading.Event()
+
+    def publish_b():
+        _publish(db, "t.e", who="B")
+        b_done.set()
+
+    t = threading.Thread(target=publish_b)
+    t.start()
+    b_done.wait(0.5)  # B waits for A's transaction (returns at once if it does not, and the test then fails)
+    bus.drain()
+    a.commit()
+    a.close()
+    t.join(10)
+    bus.drain()
+    assert got == ["A", "B"]
