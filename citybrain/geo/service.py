@@ -188,7 +188,7 @@ def _area_props(a: Any) -> dict[str, Any]:
 
 
 def parse_bbox(value: str | Sequence[float] | None) -> tuple[float, float, float, float] | None:
-    """`"minx,miny,maxx,maxy"` (or a 4-sequence) -> a checked bbox tuple; None stays None."""
+    """`"minx,miny,maxx,maxy"` (or a 4-sequence) -> a checked bbox tuple (corners in either order); None stays None."""
     if value is None or value == "":
         return None
     parts = value.split(",") if isinstance(value, str) else list(value)
@@ -196,11 +196,12 @@ def parse_bbox(value: str | Sequence[float] | None) -> tuple[float, float, float
         nums = tuple(float(p) for p in parts)
     except (TypeError, ValueError):
         nums = ()
-    if len(nums) != 4 or not all(math.isfinite(n) for n in nums) or nums[0] > nums[2] or nums[1] > nums[3]:
-        raise Invalid("bbox 应为 minx,miny,maxx,maxy 四个数（经度,纬度,经度,纬度，且 min <= max）",
-                      "bbox must be minx,miny,maxx,maxy (lon,lat,lon,lat with min <= max)",
+    if len(nums) != 4 or not all(math.isfinite(n) for n in nums):
+        raise Invalid("bbox 应为 minx,miny,maxx,maxy 四个数（经度,纬度,经度,纬度）",
+                      "bbox must be four numbers minx,miny,maxx,maxy (lon,lat,lon,lat)",
                       errors=[{"field": "bbox", "message": "minx,miny,maxx,maxy"}])
-    return nums  # type: ignore[return-value]
+    a, b, c, d = nums
+    return (min(a, c), min(b, d), max(a, c), max(b, d))
 
 
 def grids_geojson(session: Session, *, bbox: Sequence[float] | str | None = None,
@@ -378,6 +379,38 @@ OVERLAP_TOLERANCE_DEG2 = 1e-10  # ~1.2 m² at this latitude: smaller overlaps ar
 MAX_FEATURES = 100_000
 
 
+def _dump(obj: Any) -> str:
+    """JSON text of anything a client sent (orjson, falling back to json for e.g. huge integers)."""
+    try:
+        return orjson.dumps(obj, default=str).decode()
+    except TypeError:
+        import json
+
+        return json.dumps(obj, default=str, ensure_ascii=False)
+
+
+def _clean(obj: Any) -> Any:
+    """Client-sent properties made storable: integers beyond 64 bits become strings."""
+    if isinstance(obj, bool) or obj is None:
+        return obj
+    if isinstance(obj, int):
+        return obj if -(2**63) <= obj < 2**63 else str(obj)
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def _load(text_: str) -> Any:
+    try:
+        return orjson.loads(text_)
+    except orjson.JSONDecodeError:
+        import json
+
+        return json.loads(text_)
+
+
 class _Reject(Exception):
     def __init__(self, zh: str, en: str):
         super().__init__(en)
@@ -473,7 +506,7 @@ def _area_row(feat: dict[str, Any]) -> dict[str, Any]:
     extra = {k: v for k, v in props.items() if k not in (
         "code", "adcode", "division_code", "level", "name", "name_en", "parent_code", "parent", "kind", "area_m2")}
     return {"code": code, "name": name, "name_en": name_en[:160] if name_en else None, "level": level,
-            "kind": kind[:12] if kind else None, "parent_code": parent or expected_parent, "props": extra,
+            "kind": kind[:12] if kind else None, "parent_code": parent or expected_parent, "props": _clean(extra),
             "geometry": _geometry(feat)}
 
 
@@ -500,7 +533,7 @@ def _grid_row(feat: dict[str, Any]) -> dict[str, Any]:
         raise _Reject("名称最多100字", "name is at most 100 characters")
     skip = ("code", "grid_code", "level", "name", "parent_code", "community_code", "parent", "town_code",
             "district_code", "legacy_code", "area_m2")
-    return {"code": code, "legacy": legacy, "name": name, "props": {k: v for k, v in props.items() if k not in skip},
+    return {"code": code, "legacy": legacy, "name": name, "props": _clean({k: v for k, v in props.items() if k not in skip}),
             "geometry": _geometry(feat)}
 
 
@@ -563,13 +596,13 @@ def import_geojson(session: Session, *, kind: str, data: Any, source: str | None
                 c = feat["properties"].get("code")
                 code = str(c)[:40] if c is not None else None
             rejects.append({"index": i, "code": code, "reason_zh": r.zh[:400], "reason_en": r.en[:400],
-                            "feature": orjson.dumps(feat, default=str).decode()})
+                            "feature": _dump(feat)})
     if rows:
         bad = _overlaps(session, kind, rows)
         if bad:
             for k in sorted(bad):
                 rejects.append({"index": positions[k], "code": rows[k]["code"], "reason_zh": bad[k][0],
-                                "reason_en": bad[k][1], "feature": orjson.dumps(feats[positions[k]]).decode()})
+                                "reason_en": bad[k][1], "feature": _dump(feats[positions[k]])})
             rows = [r for k, r in enumerate(rows) if k not in bad]
     rejects.sort(key=lambda r: r["index"])
     model = Area if kind == "area" else Grid
@@ -624,7 +657,7 @@ def import_rejects(session: Session, *, import_id: int) -> list[dict]:
     if session.get(Import, import_id) is None:
         raise NotFound(f"导入记录 {import_id} 不存在", f"Import {import_id} not found")
     return [{"index": r.feature_index, "code": r.code, "reason_zh": r.reason_zh, "reason_en": r.reason_en,
-             "feature": orjson.loads(r.feature)} for r in
+             "feature": _load(r.feature)} for r in
             session.scalars(select(Rejected).where(Rejected.import_id == import_id).order_by(Rejected.feature_index))]
 
 

@@ -45,7 +45,7 @@ def test_grids_limited_to_visible_area(client, as_role):
     code = r.json()["features"][0]["id"]
     r = client.get(f"/api/v1/geo/grids/{code}", headers=h)
     assert r.status_code == 200 and r.json()["properties"]["community_code"] == comm
-    for bad in ("1,2,3", "a,b,c,d", "113.6,22.7,113.5,22.8", "nan,1,2,3"):
+    for bad in ("1,2,3", "a,b,c,d", "nan,1,2,3", "1e9,1,2,3"):
         r = client.get("/api/v1/geo/grids", params={"bbox": bad}, headers=h)
         assert r.status_code == 422, bad
         assert r.json()["errors"][0]["field"] == "bbox" and r.json()["message_zh"]
