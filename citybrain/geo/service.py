@@ -91,10 +91,15 @@ _engine_revision: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # eng
 _postgis: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> bool
 
 
+_epoch = [0]  # bumped by invalidate(): drops the per-session shortcuts too
+_SESSION_KEY = "geo_index"
+
+
 def invalidate() -> None:
     """Forget cached map revisions so the next lookup re-reads the database (after a change)."""
     with _index_lock:
         _engine_revision.clear()
+        _epoch[0] += 1
 
 
 def _bump_revision(session: Session) -> str:
@@ -105,6 +110,7 @@ def _bump_revision(session: Session) -> str:
         session.execute(update(Meta).where(Meta.key == _REV_KEY).values(value=rev))
     session.flush()
     session.info["geo_changed"] = True
+    session.info.pop(_SESSION_KEY, None)
     event.listen(session, "after_commit", lambda _s: invalidate(), once=True)
     return rev
 
@@ -123,6 +129,18 @@ def _revision(session: Session) -> str:
 
 def grid_index(session: Session) -> GridIndex:
     """The spatial index of the grids in this database (built on first use, cached per revision)."""
+    info = session.info
+    hit = info.get(_SESSION_KEY)
+    now = time.monotonic()
+    if hit is not None and hit[2] == _epoch[0] and now - hit[1] < REVISION_TTL:
+        return hit[0]
+    idx = _index_for(session)
+    if not info.get("geo_changed"):
+        info[_SESSION_KEY] = (idx, now, _epoch[0])
+    return idx
+
+
+def _index_for(session: Session) -> GridIndex:
     rev = _revision(session)
     idx = _indexes.get(rev)
     if idx is not None:
