@@ -36,7 +36,7 @@ def _reader(principal: Annotated[Principal, Depends(current_principal)]) -> Prin
     return principal
 
 
-_NUM = r" *[-+]?\d{1,3}(\.\d{0,17})? *"
+_NUM = r" *[-+]?\d{1,3}(\.\d{0,17})?([eE][-+]?\d{1,2})? *"
 _BBOX = rf"^{_NUM}(,{_NUM}){{3}}$"
 GeoReader = Annotated[Principal, Depends(_reader)]
 
