@@ -211,3 +211,14 @@ def test_change_by_another_process_is_picked_up(db, monkeypatch):
     monkeypatch.setattr(service, "REVISION_TTL", 0.0)  # instead of waiting a second
     with db.read() as s:
         assert service.locate(s, lon=100.005, lat=10.005)["grid_code"] == "440115001001098"
+
+
+def test_parse_bbox():
+    assert service.parse_bbox("113.5,22.7,113.6,22.8") == (113.5, 22.7, 113.6, 22.8)
+    assert service.parse_bbox([113.6, 22.8, 113.5, 22.7]) == (113.5, 22.7, 113.6, 22.8)
+    assert service.parse_bbox(None) is None
+    from citybrain.errors import Invalid
+
+    for bad in ("1,2,3", "inf,1,2,3", "x,1,2,3", [1, 2, 3, float("nan")]):
+        with pytest.raises(Invalid):
+            service.parse_bbox(bad)
