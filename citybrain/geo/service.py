@@ -404,17 +404,24 @@ def _dump(obj: Any) -> str:
     except TypeError:
         import json
 
-        return json.dumps(obj, default=str, ensure_ascii=False)
+        return json.dumps(obj, default=str)
+
+
+def _text(value: str) -> str:
+    """A client string made storable everywhere: no NUL characters, no lone surrogates."""
+    return value.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")
 
 
 def _clean(obj: Any) -> Any:
-    """Client-sent properties made storable: integers beyond 64 bits become strings."""
+    """Client-sent properties made storable: integers beyond 64 bits become strings, strings are cleaned."""
     if isinstance(obj, bool) or obj is None:
         return obj
+    if isinstance(obj, str):
+        return _text(obj)
     if isinstance(obj, int):
         return obj if -(2**63) <= obj < 2**63 else str(obj)
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {_text(str(k)): _clean(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
         return [_clean(v) for v in obj]
     return obj
@@ -468,7 +475,10 @@ def _prop_str(props: dict[str, Any], *keys: str) -> str | None:
             continue
         if isinstance(v, bool) or not isinstance(v, str | int):
             raise _Reject(f"属性 {k} 应为字符串", f"property {k} must be a string")
-        return str(v).strip()
+        v = str(v).strip()
+        if _text(v) != v or any(ord(ch) < 32 for ch in v):
+            raise _Reject(f"属性 {k} 含控制字符或无效字符", f"property {k} contains control or invalid characters")
+        return v
     return None
 
 
@@ -612,8 +622,8 @@ def import_geojson(session: Session, *, kind: str, data: Any, source: str | None
             code = None
             if isinstance(feat, dict) and isinstance(feat.get("properties"), dict):
                 c = feat["properties"].get("code")
-                code = str(c)[:40] if c is not None else None
-            rejects.append({"index": i, "code": code, "reason_zh": r.zh[:400], "reason_en": r.en[:400],
+                code = _text(str(c))[:40] if c is not None else None
+            rejects.append({"index": i, "code": code, "reason_zh": _text(r.zh)[:400], "reason_en": _text(r.en)[:400],
                             "feature": _dump(feat)})
     if rows:
         bad = _overlaps(session, kind, rows)
@@ -634,7 +644,7 @@ def import_geojson(session: Session, *, kind: str, data: Any, source: str | None
         store_grids(session, grids=[{"code": r["legacy"] or r["code"], "name": r["name"], "props": r["props"],
                                      "geometry": r["geometry"]} for r in rows])
     who = context.actor()
-    imp = Import(kind=kind, source=(source or "")[:300] or None, actor=who.label[:100], total=len(feats),
+    imp = Import(kind=kind, source=_text(source or "")[:300] or None, actor=who.label[:100], total=len(feats),
                  created=len(rows) - len(existing), updated=len(existing), rejected=len(rejects))
     session.add(imp)
     session.flush()
