@@ -69,23 +69,37 @@ def _split(items: list, n: int) -> list[list]:
     return out
 
 
+def lattice(cols: int, rows: int, bbox: tuple[float, float, float, float], *, seed: int,
+            jitter: float = 0.22) -> dict[tuple[int, int], tuple[float, float]]:
+    """Vertices (i, j) -> (lon, lat) of a jittered cols x rows lattice over bbox (outer vertices not jittered)."""
+    x0, y0, x1, y1 = bbox
+    dx, dy = (x1 - x0) / cols, (y1 - y0) / rows
+    rng = random.Random(seed)
+    verts: dict[tuple[int, int], tuple[float, float]] = {}
+    for i in range(cols + 1):
+        for j in range(rows + 1):
+            jx = rng.uniform(-jitter, jitter) * dx if 0 < i < cols else 0.0
+            jy = rng.uniform(-jitter, jitter) * dy if 0 < j < rows else 0.0
+            vx, vy = _q(x0 + i * dx + jx), _q(y0 + j * dy + jy)
+            # keep the outermost vertices inside the bbox after rounding
+            vx = min(max(vx, math.ceil(x0 * _Q) / _Q), math.floor(x1 * _Q) / _Q)
+            vy = min(max(vy, math.ceil(y0 * _Q) / _Q), math.floor(y1 * _Q) / _Q)
+            verts[(i, j)] = (vx, vy)
+    return verts
+
+
+def cell(verts: dict[tuple[int, int], tuple[float, float]], i: int, j: int) -> Polygon:
+    """The lattice quadrilateral whose south-west vertex is (i, j)."""
+    return Polygon([verts[(i, j)], verts[(i + 1, j)], verts[(i + 1, j + 1)], verts[(i, j + 1)], verts[(i, j)]])
+
+
 @lru_cache(maxsize=1)
 def build() -> tuple[tuple[DemoArea, ...], tuple[DemoGrid, ...]]:
     """The demo district's areas (district, towns, communities) and unit grids."""
     x0, y0, x1, y1 = dd.BBOX
     cx, cy = dd.CENTER
     dx, dy = (x1 - x0) / COLS, (y1 - y0) / ROWS
-    rng = random.Random(int(dd.DISTRICT_CODE))
-    verts: dict[tuple[int, int], tuple[float, float]] = {}
-    for i in range(COLS + 1):
-        for j in range(ROWS + 1):
-            jx = rng.uniform(-0.22, 0.22) * dx if 0 < i < COLS else 0.0
-            jy = rng.uniform(-0.22, 0.22) * dy if 0 < j < ROWS else 0.0
-            vx, vy = _q(x0 + i * dx + jx), _q(y0 + j * dy + jy)
-            # keep the outermost vertices inside the blueprint's bbox after rounding
-            vx = min(max(vx, math.ceil(x0 * _Q) / _Q), math.floor(x1 * _Q) / _Q)
-            vy = min(max(vy, math.ceil(y0 * _Q) / _Q), math.floor(y1 * _Q) / _Q)
-            verts[(i, j)] = (vx, vy)
+    verts = lattice(COLS, ROWS, dd.BBOX, seed=int(dd.DISTRICT_CODE))
     half_w, half_h = (x1 - x0) / 2, (y1 - y0) / 2
     cells = [(i, j) for i in range(COLS) for j in range(ROWS)
              if _inside_outline((x0 + (i + 0.5) * dx - cx) / half_w, (y0 + (j + 0.5) * dy - cy) / half_h)]
@@ -111,8 +125,7 @@ def build() -> tuple[tuple[DemoArea, ...], tuple[DemoGrid, ...]]:
             ordered = sorted(ccells, key=lambda c: (-c[1], c[0]))  # north -> south, west -> east
             polys = []
             for seq, (i, j) in enumerate(ordered, start=1):
-                poly = Polygon([verts[(i, j)], verts[(i + 1, j)], verts[(i + 1, j + 1)], verts[(i, j + 1)],
-                                verts[(i, j)]])
+                poly = cell(verts, i, j)
                 polys.append(poly)
                 grids.append(DemoGrid(f"{comm.code}{seq:03d}", f"{comm.name}第{seq:03d}网格", comm.code,
                                       town.code, poly, i, j))

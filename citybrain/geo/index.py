@@ -3,13 +3,14 @@
 How it works
 ------------
 The extent of all grids is cut into a uniform raster of cells (about 64 per grid). While building,
-each cell is classified with shapely (GEOS):
+each cell is classified with vectorised numpy:
 
-* **definite** — exactly one grid contains the (slightly enlarged) cell in its interior and no other
-  grid touches it: every point in the cell belongs to that grid, so a lookup is one array read;
-* **candidates** — some grid boundary crosses the cell: the lookup runs an exact point-in-polygon
-  test against the grids whose polygons touch the cell, in code order;
-* **empty** — no grid touches the cell: the point is outside every grid (``None``).
+* **candidates** — the padded bounding box of some grid edge meets the cell (a conservative superset
+  of the cells a boundary crosses), or several grids contain it (overlapping data): the lookup runs
+  the exact point-in-polygon test against those grids, in code order;
+* **definite** — no edge comes near the cell and exactly one grid contains its centre: every point in
+  the cell belongs to that grid, so a lookup is one array read;
+* **empty** — no edge near it and no grid contains it: the point is outside every grid (``None``).
 
 Edge semantics: a grid *covers* a point when the point is in its interior or on its boundary. A point
 on an edge or vertex shared by several grids belongs to the covering grid with the **lowest code**
@@ -31,7 +32,6 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
-import shapely
 
 _ERRBOUND = 1e-15  # > (3 + 16 eps) eps, Shewchuk's orient2d static filter bound
 _PAD = 1e-9  # cells are enlarged by this many degrees (~0.1 mm) before classification
@@ -121,46 +121,93 @@ class GridIndex:
         self.dx, self.dy = dx, dy
         self.inv_dx, self.inv_dy = 1.0 / dx, 1.0 / dy
         ncell = nx * ny
-        contain = np.zeros(ncell, dtype=np.int32)  # how many grids contain the cell in their interior
-        owner = np.full(ncell, -1, dtype=np.int32)
-        touched = np.zeros(ncell, dtype=bool)  # some grid's polygon meets the cell without containing it
-        touching: dict[int, list[int]] = {}
-        for gi, geom in enumerate(self.geoms):
-            gx0, gy0, gx1, gy1 = self.bboxes[gi]
-            ix0 = max(0, int((gx0 - x0 - _PAD) / dx))
-            ix1 = min(nx - 1, int((gx1 - x0 + _PAD) / dx))
-            iy0 = max(0, int((gy0 - y0 - _PAD) / dy))
-            iy1 = min(ny - 1, int((gy1 - y0 + _PAD) / dy))
-            ixs = np.arange(ix0, ix1 + 1)
-            iys = np.arange(iy0, iy1 + 1)
-            gx, gy = np.meshgrid(ixs, iys)
-            gx, gy = gx.ravel(), gy.ravel()
-            boxes = shapely.box(x0 + gx * dx - _PAD, y0 + gy * dy - _PAD,
-                                x0 + (gx + 1) * dx + _PAD, y0 + (gy + 1) * dy + _PAD)
-            shapely.prepare(geom)
-            inter = shapely.intersects(geom, boxes)
-            inside = shapely.contains_properly(geom, boxes)
-            flat = gy * nx + gx
-            ci = flat[inside]
-            contain[ci] += 1
-            owner[ci] = gi
-            edge_cells = flat[inter & ~inside]
-            touched[edge_cells] = True
-            for c in flat[inter].tolist():
-                touching.setdefault(c, []).append(gi)
-        cells = np.full(ncell, EMPTY, dtype=np.int32)
-        definite = (contain == 1) & ~touched
-        cells[definite] = owner[definite]
-        n_cand = 0
-        for c, gis in touching.items():
-            if definite[c]:
-                continue
-            cells[c] = -2 - n_cand
-            self.candidates.append(tuple(sorted(gis)))
-            n_cand += 1
+        cells, self.candidates = self._classify(ncell)
         self.cells_np = cells
         self.cells = array("i", cells.tobytes())
-        self.stats = {"grids": n, "cells": ncell, "definite_cells": int(definite.sum()), "candidate_cells": n_cand}
+        self.stats = {"grids": n, "cells": ncell, "definite_cells": int((cells >= 0).sum()),
+                      "candidate_cells": len(self.candidates)}
+
+    def _ranges(self, lo_x, lo_y, hi_x, hi_y):  # noqa: ANN001, ANN202
+        """Cell index ranges (inclusive, clipped) of padded boxes, conservatively one cell wide extra."""
+        ix0 = np.clip(np.floor((lo_x - self.x0 - 2 * _PAD) / self.dx), 0, self.nx - 1).astype(np.int64)
+        ix1 = np.clip(np.floor((hi_x - self.x0 + 2 * _PAD) / self.dx), 0, self.nx - 1).astype(np.int64)
+        iy0 = np.clip(np.floor((lo_y - self.y0 - 2 * _PAD) / self.dy), 0, self.ny - 1).astype(np.int64)
+        iy1 = np.clip(np.floor((hi_y - self.y0 + 2 * _PAD) / self.dy), 0, self.ny - 1).astype(np.int64)
+        return ix0, ix1, iy0, iy1
+
+    def _pairs(self, owners, ix0, ix1, iy0, iy1):  # noqa: ANN001, ANN202
+        """(cell, owner position) for every cell in each owner's index range."""
+        wx = ix1 - ix0 + 1
+        counts = wx * (iy1 - iy0 + 1)
+        total = int(counts.sum())
+        rep = np.repeat(np.arange(len(counts)), counts)
+        offs = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+        ix = ix0[rep] + offs % wx[rep]
+        iy = iy0[rep] + offs // wx[rep]
+        return iy * self.nx + ix, rep
+
+    def _classify(self, ncell: int) -> tuple[np.ndarray, list[tuple[int, ...]]]:
+        """Label every raster cell definite (grid index), EMPTY, or a candidate list (-2 - k)."""
+        n = self.size
+        e = np.array([edge for es in self.edges for edge in es], dtype=np.float64).reshape(-1, 4)
+        e_grid = np.repeat(np.arange(n, dtype=np.int64), [len(es) for es in self.edges])
+        e_count = np.array([len(es) for es in self.edges], dtype=np.int64)
+        e_start = np.cumsum(e_count) - e_count
+        x1, y1, x2, y2 = e[:, 0], e[:, 1], e[:, 2], e[:, 3]
+        # 1. cells an edge passes through or near (padded cell box meets the segment): exact tests there
+        t_cell, t_edge = self._pairs(e_grid, *self._ranges(np.minimum(x1, x2), y1, np.maximum(x1, x2), y2))
+        ix, iy = t_cell % self.nx, t_cell // self.nx
+        bx0, bx1 = self.x0 + ix * self.dx - _PAD, self.x0 + (ix + 1) * self.dx + _PAD
+        by0, by1 = self.y0 + iy * self.dy - _PAD, self.y0 + (iy + 1) * self.dy + _PAD
+        ax, ay = x1[t_edge], y1[t_edge]
+        vx, vy = x2[t_edge] - ax, y2[t_edge] - ay
+        pos = np.zeros(len(t_cell), dtype=np.int8)
+        neg = np.zeros(len(t_cell), dtype=np.int8)
+        for qx, qy in ((bx0, by0), (bx1, by0), (bx0, by1), (bx1, by1)):
+            o = vx * (qy - ay) - vy * (qx - ax)
+            pos |= o > 0
+            neg |= o < 0
+        meets = ~(pos.astype(bool) ^ neg.astype(bool)) | ((pos == 0) & (neg == 0))
+        t_cell, t_grid = t_cell[meets], e_grid[t_edge[meets]]
+        touched = np.zeros(ncell, dtype=bool)
+        touched[t_cell] = True
+        # 2. which grids contain each cell centre (crossing number, vectorised, in chunks)
+        b = np.array(self.bboxes, dtype=np.float64)
+        c_cell, c_grid = self._pairs(None, *self._ranges(b[:, 0], b[:, 1], b[:, 2], b[:, 3]))
+        inside = np.zeros(len(c_cell), dtype=bool)
+        step = 200_000
+        for lo in range(0, len(c_cell), step):
+            cc, cg = c_cell[lo:lo + step], c_grid[lo:lo + step]
+            cx = self.x0 + (cc % self.nx + 0.5) * self.dx
+            cy = self.y0 + (cc // self.nx + 0.5) * self.dy
+            k = e_count[cg]
+            row = np.repeat(np.arange(len(cc)), k)
+            ei = np.repeat(e_start[cg], k) + (np.arange(int(k.sum())) - np.repeat(np.cumsum(k) - k, k))
+            px, py = cx[row], cy[row]
+            ex1, ey1, ex2, ey2 = x1[ei], y1[ei], x2[ei], y2[ei]
+            cross = (ey1 <= py) & (py < ey2) & ((ex2 - ex1) * (py - ey1) - (ey2 - ey1) * (px - ex1) > 0)
+            inside[lo:lo + step] = np.bincount(row, weights=cross, minlength=len(cc)) % 2 == 1
+        in_cell, in_grid = c_cell[inside], c_grid[inside]
+        contain = np.bincount(in_cell, minlength=ncell)
+        owner = np.full(ncell, EMPTY, dtype=np.int32)
+        owner[in_cell] = in_grid
+        definite = (contain == 1) & ~touched
+        cells = np.where(definite, owner, EMPTY).astype(np.int32)
+        # 3. candidate lists: grids touching the cell, plus grids containing its centre (overlaps)
+        need = touched | (contain > 1)
+        keep = need[in_cell]
+        key = np.sort(np.concatenate([t_cell * n + t_grid, in_cell[keep] * n + in_grid[keep]]))
+        key = key[np.r_[True, key[1:] != key[:-1]]] if len(key) else key
+        k_cell, k_grid = key // n, key % n
+        if len(k_cell) == 0:
+            return cells, []
+        starts = np.flatnonzero(np.r_[True, k_cell[1:] != k_cell[:-1]])
+        uniq = k_cell[starts]
+        cells[uniq] = -2 - np.arange(len(uniq), dtype=np.int32)
+        bounds = np.r_[starts, len(k_cell)].tolist()
+        grids = k_grid.tolist()
+        candidates = [tuple(grids[bounds[i]:bounds[i + 1]]) for i in range(len(uniq))]
+        return cells, candidates
 
     def lookup(self, lon: float, lat: float) -> int | None:
         """The index (in code order) of the grid that owns the point, or None."""

@@ -369,3 +369,276 @@ def locate_postgis(session: Session, *, lon: float, lat: float) -> str | None:
     return session.scalar(text(
         "SELECT code FROM geo_grid WHERE ST_Covers(geom, ST_SetSRID(ST_MakePoint(:lon, :lat), 4326)) "
         "ORDER BY code LIMIT 1"), {"lon": float(lon), "lat": float(lat)})
+
+
+# --- import and export -------------------------------------------------------------------------------------
+
+KINDS = ("area", "grid")
+OVERLAP_TOLERANCE_DEG2 = 1e-10  # ~1.2 m² at this latitude: smaller overlaps are rounding, not data errors
+MAX_FEATURES = 100_000
+
+
+class _Reject(Exception):
+    def __init__(self, zh: str, en: str):
+        super().__init__(en)
+        self.zh, self.en = zh, en
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise Invalid(f"未知的导入类型 {kind!r}（area 或 grid）", f"Unknown kind {kind!r} (area or grid)",
+                      errors=[{"field": "kind", "message": "area | grid"}])
+
+
+def _load_collection(data: Any) -> list[Any]:
+    if isinstance(data, bytes | str):
+        try:
+            data = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise Invalid(f"文件不是有效的 JSON：{exc}", f"Not valid JSON: {exc}",
+                          errors=[{"field": "file", "message": str(exc)}]) from None
+    if not isinstance(data, dict) or data.get("type") != "FeatureCollection" or not isinstance(
+            data.get("features"), list):
+        raise Invalid("应为 GeoJSON FeatureCollection（type 与 features 数组）",
+                      "Expected a GeoJSON FeatureCollection (type and a features array)",
+                      errors=[{"field": "type", "message": "FeatureCollection"}])
+    feats = data["features"]
+    if len(feats) > MAX_FEATURES:
+        raise Invalid(f"要素过多（{len(feats)}），单次最多 {MAX_FEATURES} 个",
+                      f"Too many features ({len(feats)}); at most {MAX_FEATURES} per import",
+                      errors=[{"field": "features", "message": f"max {MAX_FEATURES}"}])
+    return feats
+
+
+def _prop_str(props: dict[str, Any], *keys: str) -> str | None:
+    for k in keys:
+        v = props.get(k)
+        if v is None or v == "":
+            continue
+        if isinstance(v, bool) or not isinstance(v, str | int):
+            raise _Reject(f"属性 {k} 应为字符串", f"property {k} must be a string")
+        return str(v).strip()
+    return None
+
+
+def _geometry(feat: dict[str, Any]) -> Any:
+    g = feat.get("geometry")
+    if not isinstance(g, dict) or g.get("type") not in ("Polygon", "MultiPolygon"):
+        raise _Reject("几何应为 Polygon 或 MultiPolygon", "geometry must be a Polygon or MultiPolygon")
+    try:
+        geom = shape(g)
+    except Exception as exc:  # noqa: BLE001 - shapely raises many kinds on malformed coordinates
+        raise _Reject(f"几何坐标无法解析：{exc}", f"geometry coordinates cannot be read: {exc}") from None
+    if geom.is_empty:
+        raise _Reject("几何为空", "geometry is empty")
+    x0, y0, x1, y1 = geom.bounds
+    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+        raise _Reject("坐标含非数值", "coordinates are not finite numbers")
+    if x0 < -180 or x1 > 180 or y0 < -90 or y1 > 90:
+        raise _Reject("坐标超出 WGS84 经纬度范围（应为 经度,纬度）",
+                      "coordinates outside WGS84 lon/lat range (expected lon,lat order)")
+    if not geom.is_valid:
+        reason = shapely.is_valid_reason(geom)
+        raise _Reject(f"几何无效：{reason}", f"invalid geometry: {reason}")
+    if geom.area <= 0:
+        raise _Reject("面积为零", "polygon has zero area")
+    if geom.has_z:
+        geom = shapely.force_2d(geom)
+    return geom
+
+
+def _area_row(feat: dict[str, Any]) -> dict[str, Any]:
+    props = feat.get("properties") or {}
+    if not isinstance(props, dict):
+        raise _Reject("properties 应为对象", "properties must be an object")
+    code = _prop_str(props, "code", "adcode", "division_code")
+    if not code or not _AREA_CODE.match(code):
+        raise _Reject(f"区划代码 {code!r} 无效：应为6位（区县）、9位（街镇）或12位（社区村）数字",
+                      f"area code {code!r} invalid: 6 (district), 9 (town) or 12 (community) digits")
+    level = level_of_code(code)
+    given = _prop_str(props, "level")
+    if given and given != level:
+        raise _Reject(f"级别 {given!r} 与代码长度不符（应为 {level}）",
+                      f"level {given!r} does not match the code's length ({level} expected)")
+    name = _prop_str(props, "name")
+    if not name or len(name) > 100:
+        raise _Reject("名称必填，最多100字", "name is required (at most 100 characters)")
+    parent = _prop_str(props, "parent_code", "parent")
+    expected_parent = {"town": code[:6], "community": code[:9]}.get(level)
+    if parent and expected_parent and parent != expected_parent:
+        raise _Reject(f"上级代码 {parent} 与代码 {code} 不符（应为 {expected_parent}）",
+                      f"parent code {parent} does not match code {code} ({expected_parent} expected)")
+    name_en = _prop_str(props, "name_en")
+    kind = _prop_str(props, "kind")
+    extra = {k: v for k, v in props.items() if k not in (
+        "code", "adcode", "division_code", "level", "name", "name_en", "parent_code", "parent", "kind", "area_m2")}
+    return {"code": code, "name": name, "name_en": name_en[:160] if name_en else None, "level": level,
+            "kind": kind[:12] if kind else None, "parent_code": parent or expected_parent, "props": extra,
+            "geometry": _geometry(feat)}
+
+
+def _grid_row(feat: dict[str, Any]) -> dict[str, Any]:
+    props = feat.get("properties") or {}
+    if not isinstance(props, dict):
+        raise _Reject("properties 应为对象", "properties must be an object")
+    raw = _prop_str(props, "code", "grid_code")
+    try:
+        code, legacy = normalise_grid_code(raw or "")
+    except Invalid:
+        raise _Reject(f"网格编码 {raw!r} 无效：应为15位数字（12位社区代码+3位顺序码），或14位旧编码",
+                      f"grid code {raw!r} invalid: 15 digits (12-digit community code + 3-digit sequence) "
+                      "or a legacy 14-digit code") from None
+    level = _prop_str(props, "level")
+    if level and level != "grid":
+        raise _Reject(f"级别 {level!r} 不是 grid", f"level {level!r} is not grid")
+    parent = _prop_str(props, "parent_code", "community_code", "parent")
+    if parent and parent != code[:12]:
+        raise _Reject(f"所属社区 {parent} 与网格编码前12位 {code[:12]} 不符",
+                      f"community {parent} does not match the grid code's first 12 digits {code[:12]}")
+    name = _prop_str(props, "name") or f"网格{code}"
+    if len(name) > 100:
+        raise _Reject("名称最多100字", "name is at most 100 characters")
+    skip = ("code", "grid_code", "level", "name", "parent_code", "community_code", "parent", "town_code",
+            "district_code", "legacy_code", "area_m2")
+    return {"code": code, "legacy": legacy, "name": name, "props": {k: v for k, v in props.items() if k not in skip},
+            "geometry": _geometry(feat)}
+
+
+def _overlaps(session: Session, kind: str, rows: list[dict[str, Any]]) -> dict[int, tuple[str, str]]:
+    """Rows (by position) whose polygon overlaps a kept polygon of the same kind/level, with the reason."""
+    model = Grid if kind == "grid" else Area
+    new_codes = {r["code"] for r in rows}
+    q = select(model.code, model.geojson)
+    if kind == "area":
+        levels = {r["level"] for r in rows}
+        q = q.where(Area.level.in_(levels))
+        q = q.add_columns(Area.level)
+    existing = [r for r in session.execute(q).all() if r.code not in new_codes]
+    geoms = list(shapely.from_geojson([r.geojson for r in existing])) if existing else []
+    labels = [(r.code, getattr(r, "level", "grid")) for r in existing]
+    base = len(geoms)
+    geoms += [r["geometry"] for r in rows]
+    labels += [(r["code"], r.get("level", "grid")) for r in rows]
+    tree = shapely.STRtree(geoms)
+    bad: dict[int, tuple[str, str]] = {}
+    for i in range(len(rows)):
+        gi = base + i
+        for j in sorted(tree.query(geoms[gi], predicate="intersects").tolist()):
+            if j == gi or labels[j][1] != labels[gi][1]:
+                continue
+            if j >= base and (j >= gi or (j - base) in bad):
+                continue  # only check against kept data and earlier accepted rows
+            if shapely.intersection(geoms[gi], geoms[j]).area > OVERLAP_TOLERANCE_DEG2:
+                bad[i] = (f"与 {labels[j][0]} 重叠", f"overlaps {labels[j][0]}")
+                break
+    return bad
+
+
+def import_geojson(session: Session, *, kind: str, data: Any, source: str | None = None) -> dict:
+    """Import a FeatureCollection of areas or grids: valid features are stored (replacing the same codes),
+    bad ones are kept in `geo_import_rejected` with their reason; audited; returns the import report."""
+    from citybrain import bus, context
+    from citybrain.audit import service as audit
+    from citybrain.geo.models import Import, Rejected
+
+    _check_kind(kind)
+    feats = _load_collection(data)
+    rows: list[dict[str, Any]] = []
+    positions: list[int] = []
+    rejects: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for i, feat in enumerate(feats):
+        try:
+            if not isinstance(feat, dict) or feat.get("type") != "Feature":
+                raise _Reject("不是 GeoJSON Feature", "not a GeoJSON Feature")
+            row = _area_row(feat) if kind == "area" else _grid_row(feat)
+            if row["code"] in seen:
+                raise _Reject(f"编码 {row['code']} 在文件中重复", f"code {row['code']} appears twice in the file")
+            seen.add(row["code"])
+            rows.append(row)
+            positions.append(i)
+        except _Reject as r:
+            code = None
+            if isinstance(feat, dict) and isinstance(feat.get("properties"), dict):
+                c = feat["properties"].get("code")
+                code = str(c)[:40] if c is not None else None
+            rejects.append({"index": i, "code": code, "reason_zh": r.zh[:400], "reason_en": r.en[:400],
+                            "feature": orjson.dumps(feat, default=str).decode()})
+    if rows:
+        bad = _overlaps(session, kind, rows)
+        if bad:
+            for k in sorted(bad):
+                rejects.append({"index": positions[k], "code": rows[k]["code"], "reason_zh": bad[k][0],
+                                "reason_en": bad[k][1], "feature": orjson.dumps(feats[positions[k]]).decode()})
+            rows = [r for k, r in enumerate(rows) if k not in bad]
+    rejects.sort(key=lambda r: r["index"])
+    model = Area if kind == "area" else Grid
+    codes = [r["code"] for r in rows]
+    existing = set()
+    for chunk in _chunks(codes, 500):
+        existing |= set(session.scalars(select(model.code).where(model.code.in_(chunk))))
+    if kind == "area":
+        store_areas(session, areas=rows)
+    else:
+        store_grids(session, grids=[{"code": r["legacy"] or r["code"], "name": r["name"], "props": r["props"],
+                                     "geometry": r["geometry"]} for r in rows])
+    who = context.actor()
+    imp = Import(kind=kind, source=(source or "")[:300] or None, actor=who.label[:100], total=len(feats),
+                 created=len(rows) - len(existing), updated=len(existing), rejected=len(rejects))
+    session.add(imp)
+    session.flush()
+    if rejects:
+        session.execute(insert(Rejected), [
+            {"import_id": imp.id, "feature_index": r["index"], "code": r["code"], "reason_zh": r["reason_zh"],
+             "reason_en": r["reason_en"], "feature": r["feature"]} for r in rejects])
+    report = import_report(imp, rejects)
+    if rows:
+        bus.publish(session, "geo.map.changed", {"kind": kind, "import_id": imp.id, "created": imp.created,
+                                                 "updated": imp.updated, "org_ids": []})
+    audit.commit(session, action="geo.import", target_type="geo_import", target_id=imp.id,
+                 after={k: report[k] for k in ("kind", "source", "total", "created", "updated", "rejected")})
+    return report
+
+
+def import_report(imp: Any, rejects: list[dict[str, Any]], *, limit: int = 200) -> dict:
+    """An import's summary with (up to `limit`) rejected features' positions, codes and reasons."""
+    return {"import_id": imp.id, "kind": imp.kind, "source": imp.source, "actor": imp.actor, "at": imp.at,
+            "total": imp.total, "created": imp.created, "updated": imp.updated, "rejected": imp.rejected,
+            "rejects": [{"index": r["index"], "code": r["code"], "reason_zh": r["reason_zh"],
+                         "reason_en": r["reason_en"]} for r in rejects[:limit]]}
+
+
+def list_imports(session: Session, *, limit: int = 50) -> list[dict]:
+    """Recent imports, newest first."""
+    from citybrain.geo.models import Import
+
+    return [import_report(i, []) | {"rejects": []} for i in
+            session.scalars(select(Import).order_by(Import.id.desc()).limit(limit))]
+
+
+def import_rejects(session: Session, *, import_id: int) -> list[dict]:
+    """The features an import rejected: position, code, reasons and the original feature."""
+    from citybrain.errors import NotFound
+    from citybrain.geo.models import Import, Rejected
+
+    if session.get(Import, import_id) is None:
+        raise NotFound(f"导入记录 {import_id} 不存在", f"Import {import_id} not found")
+    return [{"index": r.feature_index, "code": r.code, "reason_zh": r.reason_zh, "reason_en": r.reason_en,
+             "feature": orjson.loads(r.feature)} for r in
+            session.scalars(select(Rejected).where(Rejected.import_id == import_id).order_by(Rejected.feature_index))]
+
+
+def export_geojson(session: Session, *, kind: str, level: str | None = None) -> dict:
+    """All areas (optionally one level) or all grids as a FeatureCollection that `import_geojson` reads back."""
+    _check_kind(kind)
+    if kind == "area":
+        return areas_geojson(session, level=level)
+    return grids_geojson(session)
+
+
+def area_names(session: Session, *, codes: Sequence[str]) -> dict[str, str]:
+    """Names of the given area codes (unknown codes are left out)."""
+    codes = [c for c in codes if c]
+    if not codes:
+        return {}
+    return dict(session.execute(select(Area.code, Area.name).where(Area.code.in_(codes))).all())
