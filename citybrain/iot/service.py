@@ -44,6 +44,7 @@ log = logging.getLogger("citybrain.iot")
 CST = dt.timezone(dt.timedelta(hours=8))
 FUTURE_TOLERANCE_MS = 300_000  # a reading may be at most 5 minutes ahead of the server clock
 MAX_BATCH_READINGS = 50_000
+RATE_WINDOW_MS = 60_000  # rate-of-change rules compare readings at least a minute apart
 CODE_RE = re.compile(r"^[0-9A-Za-z_-]{4,40}$")
 STATUSES = ("online", "offline", "disabled")
 RULE_KINDS = ("threshold", "duration", "rate", "nodata")
@@ -128,6 +129,7 @@ class _State:
     since: dict[tuple[int, int], int] | None = None  # duration rules: condition holds since (ms)
     last: dict[tuple[int, str], tuple[int, float | None]] = field(default_factory=dict)
     last_loaded: set[int] = field(default_factory=set)
+    rate_ref: dict[tuple[int, int], tuple[int, float]] = field(default_factory=dict)  # rate rules' reference
     keys: dict[str, tuple[Principal, float]] = field(default_factory=dict)  # gateway key cache
 
 
@@ -915,6 +917,7 @@ class _Pending:
     open_now: dict[tuple[int, int], int | None] = field(default_factory=dict)  # staged open-alarm changes
     bumps: dict[int, tuple[int, float | None]] = field(default_factory=dict)  # alarm id -> (count+, last value)
     loaded: set[int] = field(default_factory=set)
+    rate_ref: dict[tuple[int, int], tuple[int, float]] = field(default_factory=dict)
 
     def apply(self, st: _State) -> None:
         assert st.open_alarms is not None and st.since is not None
@@ -930,6 +933,7 @@ class _Pending:
                 st.since[key] = since
         st.last.update(self.last)
         st.last_loaded.update(self.loaded)
+        st.rate_ref.update(self.rate_ref)
 
 
 def _cond(r: RuleInfo, v: float) -> bool:
@@ -1075,10 +1079,15 @@ def _latest_and_rules(session: Session, st: _State, rows: list[tuple], pending: 
         for r in rlist:
             akey = (r.id, did)
             aid = pending.open_now[akey] if akey in pending.open_now else open_alarms.get(akey)
-            if r.kind == "rate":
-                if prev is None or prev[1] is None:
+            if r.kind == "rate":  # change per minute, measured over at least RATE_WINDOW_MS
+                ref = pending.rate_ref.get(akey) or st.rate_ref.get(akey)
+                if ref is None:
+                    ref = (prev[0], prev[1]) if prev is not None and prev[1] is not None else (ts, v)
+                    pending.rate_ref[akey] = ref
+                if ts - ref[0] < RATE_WINDOW_MS:
                     continue
-                x = (v - prev[1]) / ((ts - prev[0]) / 60000.0)
+                x = (v - ref[1]) / ((ts - ref[0]) / 60000.0)
+                pending.rate_ref[akey] = (ts, v)
             else:
                 x = v
             hit = _cond(r, x)
