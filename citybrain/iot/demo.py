@@ -13,7 +13,8 @@ from pathlib import Path
 
 from sqlalchemy import func, select, update
 
-from citybrain import context, demo_district as dd
+from citybrain import context
+from citybrain import demo_district as dd
 from citybrain.audit import service as audit
 from citybrain.config import get_settings
 from citybrain.context import SYSTEM
