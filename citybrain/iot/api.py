@@ -76,6 +76,7 @@ def _telemetry(headers: Any, raw: bytes) -> dict[str, Any]:
                 raise Forbidden("该凭证无权上报物联数据", "This key may not send telemetry (needs iot.ingest)",
                                 code="permission_denied")
             context.set_principal(sender)
+            s.commit()  # end the credential lookup's transaction before waiting for the ingestion lock
         else:
             AUTH_FAILURES.labels("http").inc()
             raise Unauthorized("请提供设备编码与密钥或网关密钥",

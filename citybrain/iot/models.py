@@ -39,8 +39,9 @@ class Device(Base):
     status_changed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     secret_hash: Mapped[str] = mapped_column(String(64))
     secret_rotated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
-    accepted_count: Mapped[int] = mapped_column(BigInteger, default=0)
     rejected_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    # newest value of each property: {"prop": [ts_ms, value]}, written with the readings in one transaction
+    latest: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     installed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -54,19 +55,6 @@ class Reading(Base):
     device_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     prop: Mapped[str] = mapped_column(String(40), primary_key=True)
     ts: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    value: Mapped[float | None] = mapped_column(Float, nullable=True)
-    text: Mapped[str | None] = mapped_column(String(200), nullable=True)
-
-
-class Latest(Base):
-    """The newest value of each device property."""
-
-    __tablename__ = "iot_latest"
-    __table_args__ = {"sqlite_with_rowid": False}
-
-    device_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    prop: Mapped[str] = mapped_column(String(40), primary_key=True)
-    ts: Mapped[int] = mapped_column(BigInteger)
     value: Mapped[float | None] = mapped_column(Float, nullable=True)
     text: Mapped[str | None] = mapped_column(String(200), nullable=True)
 

@@ -37,7 +37,7 @@ from citybrain.context import Principal
 from citybrain.db import utcnow
 from citybrain.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
 from citybrain.iot import catalog
-from citybrain.iot.models import Alarm, DailyCount, DeadLetter, Device, Latest, Reading, Rule, RuleState
+from citybrain.iot.models import Alarm, DailyCount, DeadLetter, Device, Reading, Rule, RuleState
 
 log = logging.getLogger("citybrain.iot")
 
@@ -127,8 +127,7 @@ class _State:
     nodata_rules: list[RuleInfo] = field(default_factory=list)
     open_alarms: dict[tuple[int, int], int] | None = None  # (rule_id, device_id) -> alarm id
     since: dict[tuple[int, int], int] | None = None  # duration rules: condition holds since (ms)
-    last: dict[tuple[int, str], tuple[int, float | None]] = field(default_factory=dict)
-    last_loaded: set[int] = field(default_factory=set)
+    docs: dict[int, dict[str, tuple[int, Any]]] = field(default_factory=dict)  # device -> prop -> (ts, value)
     rate_ref: dict[tuple[int, int], tuple[int, float]] = field(default_factory=dict)  # rate rules' reference
     keys: dict[str, tuple[Principal, float]] = field(default_factory=dict)  # gateway key cache
 
@@ -269,7 +268,7 @@ def device_dict(d: Device, *, open_alarms: int | None = None) -> dict[str, Any]:
         "address": d.address, "grid_code": d.grid_code, "community_code": d.community_code,
         "town_code": d.town_code, "district_code": d.district_code, "status": d.status,
         "last_seen_at": d.last_seen_at, "status_changed_at": d.status_changed_at,
-        "accepted_count": d.accepted_count, "rejected_count": d.rejected_count,
+        "rejected_count": d.rejected_count,
         "secret_rotated_at": d.secret_rotated_at, "installed_at": d.installed_at, "created_at": d.created_at,
         **({"open_alarms": open_alarms} if open_alarms is not None else {}),
     }
@@ -338,7 +337,7 @@ def _prepare_device(session: Session, *, code: str | None, name: str, model_code
         "address": address, "grid_code": (place or {}).get("grid_code"),
         "community_code": (place or {}).get("community_code"), "town_code": (place or {}).get("town_code"),
         "district_code": (place or {}).get("district_code"), "status": "offline", "last_seen_at": None,
-        "status_changed_at": now, "secret_hash": _sha256(secret), "secret_rotated_at": now, "accepted_count": 0,
+        "status_changed_at": now, "secret_hash": _sha256(secret), "secret_rotated_at": now,
         "rejected_count": 0, "installed_at": installed_at, "created_at": now,
     }
     return row, secret
@@ -821,9 +820,12 @@ def _ingest_locked(session: Session, st: _State, items: Any, source: str, sender
     if dead:
         session.execute(insert(DeadLetter), dead)
     # device bookkeeping: last seen, counters, offline -> online
+    pending = _Pending()
+    if rows:
+        _latest_and_rules(session, st, rows, pending, now)
     came_online: list[DevInfo] = []
     if seen:
-        _touch_devices(session, seen, now)
+        _touch_devices(session, seen, now, pending.docs)
         for did in seen:
             info = st.by_id.get(did)
             if info is not None and info.status == "offline":
@@ -835,10 +837,6 @@ def _ingest_locked(session: Session, st: _State, items: Any, source: str, sender
             _publish_status(session, [(i.code, "online", i.org_id) for i in came_online], now)
     day = cst_day(now)
     _bump_daily(session, day, res.accepted - res.duplicates, res.rejected)
-    # latest values and rules
-    pending = _Pending()
-    if rows:
-        _latest_and_rules(session, st, rows, pending, now)
     res.alarms_raised = len(pending.raised)
     res.alarms_cleared = len(pending.cleared)
     if came_online:
@@ -854,32 +852,34 @@ def _ingest_locked(session: Session, st: _State, items: Any, source: str, sender
     return res
 
 
-def _touch_devices(session: Session, seen: dict[int, list[int]], now: dt.datetime) -> None:
-    from sqlalchemy import bindparam
-
-    stmt = (update(Device.__table__).where(Device.__table__.c.id == bindparam("did"))
-            .values(last_seen_at=bindparam("seen_at"),
-                    accepted_count=Device.__table__.c.accepted_count + bindparam("a"),
-                    rejected_count=Device.__table__.c.rejected_count + bindparam("r")))
-    session.execute(stmt, [{"did": did, "seen_at": now, "a": a, "r": r} for did, (a, r) in seen.items()])
+def _touch_devices(session: Session, seen: dict[int, list[int]], now: dt.datetime,
+                   docs: dict[int, dict[str, tuple[int, Any]]]) -> None:
+    conn = session.connection()
+    pg = conn.dialect.name == "postgresql"
+    ph = "%s" if pg else "?"
+    at: Any = now if pg else now.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+    changed = [(at, orjson.dumps(docs[did]).decode(), did) for did in seen if did in docs]
+    if changed:
+        conn.exec_driver_sql(f"UPDATE iot_device SET last_seen_at = {ph}, latest = {ph}{'::json' if pg else ''} "
+                             f"WHERE id = {ph}", changed)
+    ids = [did for did in seen if did not in docs]
+    for k in range(0, len(ids), 900):
+        chunk = ids[k:k + 900]
+        conn.exec_driver_sql(f"UPDATE iot_device SET last_seen_at = {ph} WHERE id IN ({', '.join(map(str, chunk))})",
+                             (at,))
+    rejected = [(r, did) for did, (_a, r) in seen.items() if r]
+    if rejected:
+        conn.exec_driver_sql(f"UPDATE iot_device SET rejected_count = rejected_count + {ph} WHERE id = {ph}", rejected)
 
 
 def _bump_daily(session: Session, day: str, accepted: int, rejected: int) -> None:
     if not accepted and not rejected:
         return
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        stmt = pg_insert(DailyCount).values(day=day, accepted=accepted, rejected=rejected)
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sq_insert
-
-        stmt = sq_insert(DailyCount).values(day=day, accepted=accepted, rejected=rejected)
-    stmt = stmt.on_conflict_do_update(index_elements=["day"], set_={
-        "accepted": DailyCount.accepted + stmt.excluded.accepted,
-        "rejected": DailyCount.rejected + stmt.excluded.rejected})
-    session.execute(stmt)
+    ph = "%s" if session.get_bind().dialect.name == "postgresql" else "?"
+    session.connection().exec_driver_sql(
+        f"INSERT INTO iot_daily_count (day, accepted, rejected) VALUES ({ph}, {ph}, {ph}) ON CONFLICT (day) DO UPDATE "
+        "SET accepted = iot_daily_count.accepted + excluded.accepted, "
+        "rejected = iot_daily_count.rejected + excluded.rejected", (day, accepted, rejected))
 
 
 def _write_readings(session: Session, rows: list[tuple]) -> int:
@@ -913,10 +913,10 @@ class _Pending:
     raised: list[tuple[tuple[int, int], int]] = field(default_factory=list)
     cleared: list[tuple[int, int]] = field(default_factory=list)
     since: dict[tuple[int, int], int | None] = field(default_factory=dict)
-    last: dict[tuple[int, str], tuple[int, float | None]] = field(default_factory=dict)
+    docs: dict[int, dict[str, tuple[int, Any]]] = field(default_factory=dict)  # changed latest values
+    loaded: dict[int, dict[str, tuple[int, Any]]] = field(default_factory=dict)  # read from the database
     open_now: dict[tuple[int, int], int | None] = field(default_factory=dict)  # staged open-alarm changes
     bumps: dict[int, tuple[int, float | None]] = field(default_factory=dict)  # alarm id -> (count+, last value)
-    loaded: set[int] = field(default_factory=set)
     rate_ref: dict[tuple[int, int], tuple[int, float]] = field(default_factory=dict)
 
     def apply(self, st: _State) -> None:
@@ -931,8 +931,8 @@ class _Pending:
                 st.since.pop(key, None)
             else:
                 st.since[key] = since
-        st.last.update(self.last)
-        st.last_loaded.update(self.loaded)
+        st.docs.update(self.loaded)
+        st.docs.update(self.docs)
         st.rate_ref.update(self.rate_ref)
 
 
@@ -1031,47 +1031,43 @@ def _clear_alarm(session: Session, pending: _Pending, alarm_id: int, key: tuple[
 
 
 def _latest_and_rules(session: Session, st: _State, rows: list[tuple], pending: _Pending, now: dt.datetime) -> None:
-    last = st.last
-    # load the stored latest values of devices not seen since start (rate rules and late-data detection)
-    need = {r[0] for r in rows} - st.last_loaded
-    if need:
-        ids = list(need)
-        for i in range(0, len(ids), 900):
-            for row in session.execute(select(Latest.device_id, Latest.prop, Latest.ts, Latest.value)
-                                       .where(Latest.device_id.in_(ids[i:i + 900]))):
-                key = (row.device_id, row.prop)
-                if key not in last:
-                    pending.last[key] = (row.ts, row.value)
-        pending.loaded |= need
-    rows_sorted = sorted(rows, key=lambda r: r[2]) if len(rows) > 1 else rows
+    docs = st.docs
+    # the stored latest values of devices not seen since start (rate rules and late-data detection)
+    need = list({r[0] for r in rows if r[0] not in docs})
+    for i in range(0, len(need), 900):
+        for did, latest in session.execute(select(Device.id, Device.latest).where(Device.id.in_(need[i:i + 900]))):
+            pending.loaded[did] = {k: (x[0], x[1]) for k, x in (latest or {}).items()}
+    rows_sorted = rows if all(rows[i][2] <= rows[i + 1][2] for i in range(len(rows) - 1)) else \
+        sorted(rows, key=lambda r: r[2])
     rules, device_rules = st.rules or {}, st.device_rules
     open_alarms = st.open_alarms or {}
     since_map = st.since or {}
-    newest: dict[tuple[int, str], tuple] = {}
     by_id = st.by_id
-    plast = pending.last
+    pdocs, loaded = pending.docs, pending.loaded
     nodata_props = {(r.model_code, r.prop) for r in st.nodata_rules}
     for row in rows_sorted:
         did, prop, ts, v = row[0], row[1], row[2], row[3]
-        key = (did, prop)
-        prev = plast.get(key) or last.get(key)
+        doc = pdocs.get(did)
+        if doc is None:
+            base = docs.get(did)
+            doc = pdocs[did] = dict(base if base is not None else loaded.get(did) or {})
+        prev = doc.get(prop)
         if prev is not None and ts <= prev[0]:
             continue  # late or repeated reading: stored, not evaluated
-        plast[key] = (ts, v)
-        newest[key] = row
+        doc[prop] = (ts, v if v is not None else row[4])
         if v is None:
             continue
+        key = (did, prop)
         info = by_id[did]
         rlist = rules.get((info.model.code, prop))
         drl = device_rules.get(key) if device_rules else None
         if drl:
             rlist = (rlist or []) + drl
-        if (info.model.code, prop) in nodata_props:
+        if nodata_props and (info.model.code, prop) in nodata_props:
             for r in st.nodata_rules:
                 if r.model_code == info.model.code and r.prop == prop and (r.device_id in (None, did)):
                     akey = (r.id, did)
-                    aid = pending.open_now.get(akey, open_alarms.get(akey)) if akey in pending.open_now \
-                        else open_alarms.get(akey)
+                    aid = pending.open_now[akey] if akey in pending.open_now else open_alarms.get(akey)
                     if aid:
                         _clear_alarm(session, pending, aid, akey, v, now)
         if not rlist:
@@ -1082,7 +1078,7 @@ def _latest_and_rules(session: Session, st: _State, rows: list[tuple], pending: 
             if r.kind == "rate":  # change per minute, measured over at least RATE_WINDOW_MS
                 ref = pending.rate_ref.get(akey) or st.rate_ref.get(akey)
                 if ref is None:
-                    ref = (prev[0], prev[1]) if prev is not None and prev[1] is not None else (ts, v)
+                    ref = (prev[0], prev[1]) if prev is not None and isinstance(prev[1], float) else (ts, v)
                     pending.rate_ref[akey] = ref
                 if ts - ref[0] < RATE_WINDOW_MS:
                     continue
@@ -1117,8 +1113,6 @@ def _latest_and_rules(session: Session, st: _State, rows: list[tuple], pending: 
     for aid, (n, lv) in pending.bumps.items():
         session.execute(update(Alarm).where(Alarm.id == aid, Alarm.status != "cleared")
                         .values(count=Alarm.count + n, last_value=lv))
-    if newest:
-        _upsert_latest(session, list(newest.values()))
 
 
 def _bump(pending: _Pending, aid: int, v: float) -> None:
@@ -1138,16 +1132,6 @@ def _save_since(session: Session, rule_id: int, device_id: int, since: int | Non
         stmt = sq_insert(RuleState).values(rule_id=rule_id, device_id=device_id, since_ts=since)
     session.execute(stmt.on_conflict_do_update(index_elements=["rule_id", "device_id"],
                                                set_={"since_ts": stmt.excluded.since_ts}))
-
-
-def _upsert_latest(session: Session, rows: list[tuple]) -> None:
-    conn = session.connection()
-    pg = conn.dialect.name == "postgresql"
-    ph = "%s" if pg else "?"
-    conn.exec_driver_sql(
-        f"INSERT INTO iot_latest (device_id, prop, ts, value, text) VALUES ({ph}, {ph}, {ph}, {ph}, {ph}) "
-        "ON CONFLICT (device_id, prop) DO UPDATE SET ts = excluded.ts, value = excluded.value, text = excluded.text "
-        "WHERE excluded.ts > iot_latest.ts", rows)
 
 
 def _publish_status(session: Session, changes: list[tuple[str, str, int | None]], at: dt.datetime) -> None:
@@ -1196,16 +1180,19 @@ def _check_status_locked(session: Session, st: _State) -> dict[str, int]:
     open_alarms = st.open_alarms or {}
     for r in st.nodata_rules:
         cutoff_ms = now_ms - r.duration_ms
-        q = (select(Device.id, Latest.ts).join(Latest, and_(Latest.device_id == Device.id, Latest.prop == r.prop))
-             .where(Device.model_code == r.model_code, Device.status != "disabled", Latest.ts < cutoff_ms))
+        q = select(Device.id, Device.latest).where(Device.model_code == r.model_code, Device.status != "disabled",
+                                                   Device.latest.is_not(None))
         if r.device_id is not None:
             q = q.where(Device.id == r.device_id)
-        for row in session.execute(q):
-            if (r.id, row.id) in open_alarms or (r.id, row.id) in pending.open_now:
+        for did, latest in session.execute(q):
+            entry = (st.docs.get(did) or latest or {}).get(r.prop)
+            if entry is None or entry[0] >= cutoff_ms:
                 continue
-            info = st.by_id.get(row.id)
+            if (r.id, did) in open_alarms or (r.id, did) in pending.open_now:
+                continue
+            info = st.by_id.get(did)
             if info is not None:
-                _raise_alarm(session, pending, r, info, None, row.ts, now)
+                _raise_alarm(session, pending, r, info, None, entry[0], now)
     session.commit()
     for r in offline:
         info = st.by_id.get(r.id)
@@ -1439,10 +1426,11 @@ def device_latest(session: Session, *, code: str, principal: Principal) -> dict[
     dev = get_device(session, code=code, principal=principal)
     model = catalog.get(dev.model_code)
     out = {}
-    for r in session.execute(select(Latest).where(Latest.device_id == dev.id)).scalars():
-        p = model.prop(r.prop) if model else None
-        out[r.prop] = {"value": _value_out(model, r.prop, r.value, r.text), "ts": _from_ms(r.ts),
-                       "unit": p.unit if p else "", "name": p.name if p else r.prop}
+    for prop, (ts, value) in (dev.latest or {}).items():
+        p = model.prop(prop) if model else None
+        out[prop] = {"value": _value_out(model, prop, value if isinstance(value, float | int) else None,
+                                         value if isinstance(value, str) else None),
+                     "ts": _from_ms(ts), "unit": p.unit if p else "", "name": p.name if p else prop}
     return {"device": dev.code, "values": out}
 
 
@@ -1476,19 +1464,17 @@ def readings(session: Session, *, code: str, prop: str, principal: Principal, si
 
 def grid_latest(session: Session, *, grid_code: str, principal: Principal) -> list[dict[str, Any]]:
     """Latest values of every device in one grid (in the principal's scope)."""
-    q = _scope(select(Device.id, Device.code, Device.name, Device.model_code, Device.status, Device.lon,
-                      Device.lat).where(Device.grid_code == grid_code), principal, Device.org_id)
-    devs = {r.id: r for r in session.execute(q)}
-    out: dict[int, dict[str, Any]] = {
-        i: {"code": r.code, "name": r.name, "model": r.model_code, "status": r.status, "lon": r.lon, "lat": r.lat,
-            "values": {}} for i, r in devs.items()}
-    if devs:
-        for r in session.execute(select(Latest.device_id, Latest.prop, Latest.ts, Latest.value, Latest.text)
-                                 .where(Latest.device_id.in_(list(devs)))):
-            model = catalog.get(devs[r.device_id].model_code)
-            out[r.device_id]["values"][r.prop] = {"value": _value_out(model, r.prop, r.value, r.text),
-                                                  "ts": _from_ms(r.ts)}
-    return list(out.values())
+    q = _scope(select(Device.code, Device.name, Device.model_code, Device.status, Device.lon, Device.lat,
+                      Device.latest).where(Device.grid_code == grid_code), principal, Device.org_id)
+    out = []
+    for r in session.execute(q.order_by(Device.id)):
+        model = catalog.get(r.model_code)
+        values = {prop: {"value": _value_out(model, prop, v if isinstance(v, float | int) else None,
+                                             v if isinstance(v, str) else None), "ts": _from_ms(ts)}
+                  for prop, (ts, v) in (r.latest or {}).items()}
+        out.append({"code": r.code, "name": r.name, "model": r.model_code, "status": r.status, "lon": r.lon,
+                    "lat": r.lat, "values": values})
+    return out
 
 
 AREA_LEVELS = {"grid": Device.grid_code, "community": Device.community_code, "town": Device.town_code}

@@ -2,7 +2,7 @@
 
 Revision ID: iot_0001
 Revises: 
-Create Date: 2026-11-21 10:10:37.676420
+Create Date: 2026-11-21 10:22:28.012570
 """
 
 from alembic import op
@@ -104,8 +104,8 @@ def upgrade() -> None:
     sa.Column('status_changed_at', citybrain.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('secret_hash', sa.String(length=64), nullable=False),
     sa.Column('secret_rotated_at', citybrain.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('accepted_count', sa.BigInteger(), nullable=False),
     sa.Column('rejected_count', sa.BigInteger(), nullable=False),
+    sa.Column('latest', sa.JSON().with_variant(sa.JSON(none_as_null=True), 'sqlite'), nullable=True),
     sa.Column('installed_at', citybrain.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('created_at', citybrain.db.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_iot_device')),
@@ -119,15 +119,6 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_iot_device_status'), ['status'], unique=False)
         batch_op.create_index(batch_op.f('ix_iot_device_town_code'), ['town_code'], unique=False)
 
-    op.create_table('iot_latest',
-    sa.Column('device_id', sa.Integer(), nullable=False),
-    sa.Column('prop', sa.String(length=40), nullable=False),
-    sa.Column('ts', sa.BigInteger(), nullable=False),
-    sa.Column('value', sa.Float(), nullable=True),
-    sa.Column('text', sa.String(length=200), nullable=True),
-    sa.PrimaryKeyConstraint('device_id', 'prop', name=op.f('pk_iot_latest')),
-    sqlite_with_rowid=False
-    )
     if op.get_bind().dialect.name == "postgresql":
         # time partitions (monthly, created ahead by citybrain.iot.service.ensure_partitions) + a default one
         op.execute("CREATE TABLE iot_reading (device_id integer NOT NULL, prop varchar(40) NOT NULL, "
@@ -187,7 +178,6 @@ def downgrade() -> None:
 
     op.drop_table('iot_rule')
     op.drop_table('iot_reading')
-    op.drop_table('iot_latest')
     with op.batch_alter_table('iot_device', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_iot_device_town_code'))
         batch_op.drop_index(batch_op.f('ix_iot_device_status'))
