@@ -62,7 +62,13 @@ REASONS: dict[str, tuple[str, str]] = {
     "unknown_property": ("物模型中无此属性", "Property not in the device model"),
     "wrong_type": ("数据类型错误", "Wrong value type"),
     "out_of_range": ("超出物理量程", "Outside the physical range"),
+    "unauthenticated": ("凭证错误，未接收", "Bad credentials; not accepted"),
 }
+
+
+def clean_text(value: str) -> str:
+    """Text safe for every backend: NUL characters (refused by PostgreSQL) are written as \\u0000."""
+    return value.replace("\x00", "\\u0000") if "\x00" in value else value
 
 
 def _sha256(value: str) -> str:
@@ -680,24 +686,28 @@ MAX_REPORTED_REJECTIONS = 100
 
 
 def ingest(session: Session, *, items: Any, source: str = "http", sender: Principal | None = None,
-           device: DevInfo | None = None) -> IngestResult:
+           device: DevInfo | None = None, item_scopes: list[frozenset[int] | None] | None = None,
+           item_senders: list[str | None] | None = None) -> IngestResult:
     """Validate, store and evaluate readings; commit before returning (the caller acknowledges after this).
 
     `items` is a list of `{"device": code, "ts": ISO-8601 | epoch s/ms, "values": {prop: value}}`; with `device`
     (a device reporting for itself) the `device` field may be left out and must match if given. A gateway
-    (`sender` with an organisation scope) may report only for devices of its organisation.
+    (`sender` with an organisation scope) may report only for devices of its organisation. MQTT batches of
+    many senders pass `item_scopes` (the organisation scope per item, None = unrestricted; the caller has
+    authenticated each item's sender) and `item_senders` (labels for dead letters).
     """
     st = _state(session)
     with st.lock:
         try:
-            return _ingest_locked(session, st, items, source, sender, device)
+            return _ingest_locked(session, st, items, source, sender, device, item_scopes, item_senders)
         except BaseException:
             session.rollback()
             raise
 
 
 def _ingest_locked(session: Session, st: _State, items: Any, source: str, sender: Principal | None,
-                   self_dev: DevInfo | None) -> IngestResult:
+                   self_dev: DevInfo | None, item_scopes: list | None = None,
+                   item_senders: list | None = None) -> IngestResult:
     registry = _registry(session, st)
     _load_rules(session, st)
     _load_alarm_state(session, st)
@@ -715,10 +725,12 @@ def _ingest_locked(session: Session, st: _State, items: Any, source: str, sender
 
     def reject(idx: int, code: Any, dev_id: int | None, prop: Any, ts: Any, value: Any, reason: str,
                detail: str | None = None) -> None:
-        dead.append({"device_code": None if code is None else str(code)[:80], "device_id": dev_id,
-                     "prop": None if prop is None else str(prop)[:80], "ts": None if ts is None else str(ts)[:64],
-                     "value": orjson.dumps(value, default=str).decode()[:4000], "reason": reason,
-                     "detail": (detail or "")[:300] or None, "source": source, "sender": sender_label,
+        dead.append({"device_code": None if code is None else clean_text(str(code))[:80], "device_id": dev_id,
+                     "prop": None if prop is None else clean_text(str(prop))[:80],
+                     "ts": None if ts is None else clean_text(str(ts))[:64],
+                     "value": clean_text(orjson.dumps(value, default=str).decode()[:4000]), "reason": reason,
+                     "detail": clean_text(detail or "")[:300] or None, "source": source,
+                     "sender": item_senders[idx] if item_senders is not None else sender_label,
                      "received_at": now})
         if dev_id is not None:
             seen.setdefault(dev_id, [0, 0])[1] += 1
@@ -747,7 +759,8 @@ def _ingest_locked(session: Session, st: _State, items: Any, source: str, sender
             if info is None:
                 reject(idx, code, None, None, item.get("ts"), item.get("values"), "unknown_device")
                 continue
-            if scope is not None and info.org_id not in scope:
+            sc = item_scopes[idx] if item_scopes is not None else scope
+            if sc is not None and info.org_id not in sc:
                 reject(idx, code, info.id, None, item.get("ts"), item.get("values"), "not_permitted",
                        "device belongs to another organisation")
                 continue
@@ -806,7 +819,7 @@ def _ingest_locked(session: Session, st: _State, items: Any, source: str, sender
                     reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", f"one of {', '.join(p.values)}")
                     continue
             else:
-                if isinstance(v, str) and len(v) <= 200:
+                if isinstance(v, str) and len(v) <= 200 and "\x00" not in v:
                     rows.append((dev_id, prop, ts, None, v))
                 else:
                     reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "expected a string (<= 200 chars)")
@@ -1694,8 +1707,9 @@ def record_unreadable(session: Session, *, raw: bytes, source: str, sender: str 
     """Keep a message that could not be read at all (reason `malformed`) and commit."""
     now = utcnow()
     session.execute(insert(DeadLetter).values(
-        device_code=device_code, device_id=None, prop=None, ts=None,
-        value=raw[:4000].decode("utf-8", errors="replace"), reason="malformed", detail=detail[:300],
+        device_code=clean_text(device_code)[:80] if device_code else None, device_id=None, prop=None, ts=None,
+        value=clean_text(raw[:4000].decode("utf-8", errors="replace")), reason="malformed",
+        detail=clean_text(detail)[:300],
         source=source, sender=sender, received_at=now))
     _bump_daily(session, cst_day(now), 0, 1)
     session.commit()

@@ -175,3 +175,38 @@ def test_device_batch_and_naive_local_time(client, db, register, frozen):
         ts = s.scalar(select(func.min(Reading.ts)))
     assert ts == int((frozen - dt.timedelta(minutes=1)).timestamp() * 1000)  # naive = China Standard Time
     clock.reset()
+
+
+def test_hostile_payloads_never_cause_a_500(client, db, register, gateway, frozen):
+    code, secret = register("water_level")
+    key = gateway("水务")
+    now = frozen.isoformat()
+    bodies = [
+        b"", b"null", b"[]", b"{}", b"[1, 2]", b'{"readings": 5}', b'{"readings": [null]}', b"\x00\xff\xfe",
+        b'{"readings": [{"device": "\\u0000evil", "ts": "x", "values": {"\\u0000": "\\u0000"}}]}',
+        orjson_dumps({"readings": [{"device": code, "ts": 1e300, "values": {"water_level": 1}}]}),
+        orjson_dumps({"readings": [{"device": code, "ts": -1, "values": {"water_level": 1}}]}),
+        orjson_dumps({"readings": [{"device": code, "ts": now, "values": {"water_level": True}}]}),
+        orjson_dumps({"readings": [{"device": code, "ts": now, "values": {"water_level": [1]}}]}),
+        orjson_dumps({"readings": [{"device": code, "ts": now, "values": {"water_level": 1e30}}]}),
+        orjson_dumps({"readings": [{"device": [code], "ts": now, "values": {"water_level": 1}}]}),
+        orjson_dumps({"readings": [{"device": code, "ts": {"a": 1}, "values": {"water_level": 1}}]}),
+        b'{"readings": [{"device": "%s", "ts": "%s", "values": {"water_level": NaN}}]}' % (code.encode(), now.encode()),
+    ]
+    for body in bodies:
+        r = client.post("/api/v1/iot/telemetry", content=body,
+                        headers={"X-API-Key": key, "content-type": "application/json"})
+        assert r.status_code in (200, 422), (body, r.status_code, r.text)
+        assert r.headers["content-type"].startswith(("application/json", "application/problem+json"))
+    for hdr in ({"X-Device-Code": "bad code", "X-Device-Secret": "x"}, {"Authorization": "Device nope"},
+                {"X-API-Key": "cbk_bad"}, {"Authorization": "Bearer cbk_x_y"}):
+        r = client.post("/api/v1/iot/telemetry", content=b"{}", headers=hdr)
+        assert r.status_code == 401, (hdr, r.text)
+    with db.read() as s:
+        assert s.scalar(select(func.count()).select_from(Reading)) == 0
+
+
+def orjson_dumps(doc):
+    import orjson
+
+    return orjson.dumps(doc)
