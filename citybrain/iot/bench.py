@@ -66,7 +66,7 @@ def _seed(data_dir: Path, n_devices: int, database_url: str | None = None) -> di
         specs = [{"name": f"bench-air-{i}", "model": "air", "org_id": org,
                   "lon": rnd.uniform(lo_lon, hi_lon), "lat": rnd.uniform(lo_lat, hi_lat)} for i in range(n_devices)]
         specs.append({"name": "bench-probe", "model": "gas", "org_id": org, "lon": 113.55, "lat": 22.78})
-        service.bulk_register(s, devices=specs, note="bench")
+        secrets_ = service.bulk_register(s, devices=specs, note="bench")
     with db.read() as s:
         codes = list(service.iter_codes(s, model="air"))
         probe = list(service.iter_codes(s, model="gas"))[0]
@@ -86,7 +86,8 @@ def _seed(data_dir: Path, n_devices: int, database_url: str | None = None) -> di
     db.dispose()
     set_db(None)
     configure(None)
-    return {"devices": devices, "probe": probe, "gateway": gw, "reader": reader, "grid": grid[0] if grid else None}
+    return {"devices": devices, "probe": probe, "gateway": gw, "reader": reader, "grid": grid[0] if grid else None,
+            "secrets": dict(zip(codes, secrets_[:len(codes)], strict=True))}
 
 
 class Server:

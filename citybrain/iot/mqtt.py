@@ -7,7 +7,8 @@ Topics (prefix `citybrain/v1` unless the URL path gives another, e.g. `mqtt://ho
 - `<prefix>/gateways/<gateway_name>/telemetry` — a gateway batch:
   `{"key": "cbk_...", "readings": [{"device": code, "ts": ..., "values": {...}}, ...]}`.
 
-Messages are acknowledged manually (PUBACK) only after the readings, dead letters and alarms they caused are
+The server connects with MQTT 5 (clean start off, session expiry 7 days, Receive Maximum 65535 so the broker
+may keep many messages in flight while a batch commits). Messages are acknowledged manually (PUBACK) only after the readings, dead letters and alarms they caused are
 committed, so a crash before the commit makes the broker deliver them again (idempotent on device, property
 and timestamp). Messages are ingested in batches (up to `batch_max`, or whatever arrived within `linger_s`).
 A message with bad credentials is kept as a dead letter (reason `unauthenticated`, without the credential).
@@ -26,6 +27,8 @@ from urllib.parse import parse_qs, urlparse
 
 import orjson
 import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from sqlalchemy import insert
 
 from citybrain.db import Database, utcnow
@@ -36,6 +39,8 @@ from citybrain.iot.models import DeadLetter
 log = logging.getLogger("citybrain.iot.mqtt")
 
 DEFAULT_PREFIX = "citybrain/v1"
+RECEIVE_MAXIMUM = 65535
+SESSION_EXPIRY_S = 7 * 86400
 
 
 def parse_url(url: str) -> tuple[str, int, str, str | None]:
@@ -61,7 +66,7 @@ class Subscriber:
         self.stopping = threading.Event()
         self.connected = threading.Event()
         self.processed = 0
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False,
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv5,
                                   manual_ack=True)
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
@@ -71,7 +76,10 @@ class Subscriber:
 
     def start(self, timeout: float = 10.0) -> None:
         """Connect, subscribe and start the ingest worker."""
-        self.client.connect(self.host, self.port, keepalive=30)
+        props = Properties(PacketTypes.CONNECT)
+        props.ReceiveMaximum = RECEIVE_MAXIMUM  # unacknowledged messages the broker may send us at once
+        props.SessionExpiryInterval = SESSION_EXPIRY_S  # keep the subscription and queued messages while down
+        self.client.connect(self.host, self.port, keepalive=30, clean_start=False, properties=props)
         self.client.loop_start()
         self.worker.start()
         if not self.connected.wait(timeout):

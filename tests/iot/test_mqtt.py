@@ -40,9 +40,12 @@ def mqtt_names(mosquitto):
     names = {"url": mosquitto, "prefix": f"cbtest/{tag}", "client_id": f"cb-test-{tag}"}
     yield names
     # forget the persistent session this test left on the broker
-    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=names["client_id"], clean_session=True)
-    c.connect("127.0.0.1", 1883)
+    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=names["client_id"], protocol=paho.MQTTv5)
+    c.connect("127.0.0.1", 1883, clean_start=True)
+    c.loop_start()
+    time.sleep(0.2)
     c.disconnect()
+    c.loop_stop()
 
 
 def test_device_and_gateway_messages_end_to_end(db, register, gateway, mqtt_names):
