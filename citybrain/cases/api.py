@@ -278,7 +278,9 @@ def callback(case_id: int, body: RatingIn, request: Request, db: WriteDB,
 def action(case_id: int, action: str, request: Request, db: WriteDB, who: CurrentUser,
            body: ActionIn | None = None) -> dict:
     body = body or ActionIn()
-    service.act(db, case_id=case_id, action=action, principal=who, **body.model_dump())
+    case = service.act(db, case_id=case_id, action=action, principal=who, **body.model_dump())
+    if not service.can_see(who, case):  # e.g. returned by the department: no longer in its scope
+        return {**service.case_dict(case, lang=_lang(request)), "events": [], "allowed_actions": []}
     return service.case_detail(db, case_id=case_id, principal=who, lang=_lang(request))
 
 

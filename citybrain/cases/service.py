@@ -946,7 +946,7 @@ def _h_resume(session, case, principal, a, **kw):
 def _h_reopen(session, case, principal, a, **kw):
     _simple(session, case, principal, a, **kw)
     case.reopen_count += 1
-    case.closed_at = case.verified_at = None
+    case.closed_at = case.verified_at = case.rated_at = None
     case.overdue = False
     _start_clock(session, case)
     _notify(session, case=case, kind="reopened", org_id=case.unit_org_id or case.dept_org_id,
@@ -1072,7 +1072,7 @@ def track(session: Session, *, ticket: str, phone: str, lang: str = "zh-CN") -> 
     rules = get_config(session, key="rules")
     can_rate = (case.status == "closed" and case.closed_at is not None
                 and utcnow() - case.closed_at <= dt.timedelta(days=rules["rating_window_days"])
-                and (case.rated_at is None or case.rated_at < case.closed_at))
+                and case.rated_at is None)
     return {"ticket": case.ticket, "title": case.title, "status": case.status,
             "status_name": wf.status_label(case.status, lang), "reported_at": case.reported_at,
             "closed_at": case.closed_at, "public_reply": case.public_reply if case.status == "closed" else None,
@@ -1106,7 +1106,7 @@ def rate(session: Session, *, case_id: int | None = None, ticket: str | None = N
     if now - case.closed_at > dt.timedelta(days=rules["rating_window_days"]):
         raise Conflict(f"已超过结案后 {rules['rating_window_days']} 天的评价期限",
                        f"The {rules['rating_window_days']}-day rating window has passed", code="rating_window_closed")
-    if case.rated_at is not None and case.rated_at >= case.closed_at:
+    if case.rated_at is not None:
         raise Conflict("本次办理已评价过", "This closure has already been rated", code="already_rated")
     case.rating, case.rated_at = satisfaction, now
     case.rating_contacted = contacted
@@ -1118,7 +1118,7 @@ def rate(session: Session, *, case_id: int | None = None, ticket: str | None = N
         frm = case.status
         case.status = "rework"
         case.reopen_count += 1
-        case.closed_at = case.verified_at = None
+        case.closed_at = case.verified_at = case.rated_at = None
         case.overdue = False
         _start_clock(session, case)
         _log(session, case, "reopen", SYSTEM, frm=frm, to="rework",
