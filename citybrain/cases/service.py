@@ -584,6 +584,12 @@ def _notify(session: Session, *, case: Case | None, kind: str, zh: str, en: str,
                  "user_id": user_id, "org_ids": [org_id] if org_id else [], "at": n.created_at.isoformat()})
 
 
+def _notify_dept(session: Session, *, case: Case, kind: str, zh: str, en: str) -> None:
+    """Notify the case's department and, if set, its unit."""
+    for org in dict.fromkeys(o for o in (case.dept_org_id, case.unit_org_id) if o is not None):
+        _notify(session, case=case, kind=kind, zh=zh, en=en, org_id=org)
+
+
 def notifications(session: Session, *, principal: Principal, unread_only: bool = False,
                   limit: int = 50) -> list[dict[str, Any]]:
     """The principal's inbox: items for the user and for their organisation, newest first."""
@@ -785,8 +791,9 @@ def _dispatch(session: Session, case: Case, principal: Principal, *, dept_org_id
     _log(session, case, "dispatch", principal, frm=frm, to="dispatched", comment=comment, attachments=attachments,
          data={"dept_org_id": dept_org_id, "unit_org_id": unit_org_id, "how": how,
                "deadline_at": case.deadline_at.isoformat() if case.deadline_at else None})
-    _notify(session, case=case, kind="new_task", org_id=unit_org_id or dept_org_id,
-            zh=f"新任务：{case.ticket} {case.title}（{org.name}）", en=f"New task: {case.ticket} {case.title}")
+    for target in dict.fromkeys(o for o in (dept_org_id, unit_org_id) if o is not None):
+        _notify(session, case=case, kind="new_task", org_id=target,
+                zh=f"新任务：{case.ticket} {case.title}（{org.name}）", en=f"New task: {case.ticket} {case.title}")
 
 
 def _ensure_comment(a: wf.Action, comment: str | None) -> None:
@@ -917,7 +924,7 @@ def _h_rework(session, case, principal, a, **kw):
         _verified(session, case, principal)
     _simple(session, case, principal, a, **kw)
     case.rework_count += 1
-    _notify(session, case=case, kind="rework", org_id=case.unit_org_id or case.dept_org_id,
+    _notify_dept(session, case=case, kind="rework",
             zh=f"案件 {case.ticket} 核查未通过，需返工：{kw.get('comment')}",
             en=f"Case {case.ticket} failed verification; rework needed")
 
@@ -949,7 +956,7 @@ def _h_reopen(session, case, principal, a, **kw):
     case.closed_at = case.verified_at = case.rated_at = None
     case.overdue = False
     _start_clock(session, case)
-    _notify(session, case=case, kind="reopened", org_id=case.unit_org_id or case.dept_org_id,
+    _notify_dept(session, case=case, kind="reopened",
             zh=f"案件 {case.ticket} 重新办理：{kw.get('comment')}", en=f"Case {case.ticket} reopened")
 
 
@@ -1001,7 +1008,7 @@ def _h_approve_extension(session, case, principal, a, **kw):
     _log(session, case, a.code, principal, comment=kw.get("comment"),
          data={"extension_id": x.id, "old_deadline": old.isoformat() if old else None,
                "new_deadline": case.deadline_at.isoformat()}, topic=None)
-    _notify(session, case=case, kind="extension_decided", org_id=case.unit_org_id or case.dept_org_id,
+    _notify_dept(session, case=case, kind="extension_decided",
             zh=f"案件 {case.ticket} 延期已批准", en=f"Extension of case {case.ticket} approved")
 
 
@@ -1009,7 +1016,7 @@ def _h_refuse_extension(session, case, principal, a, **kw):
     x = _pending_extension(session, case, kw.get("extension_id"))
     x.status, x.decided_by, x.decided_at, x.decision_comment = "refused", principal.label, utcnow(), kw.get("comment")
     _log(session, case, a.code, principal, comment=kw.get("comment"), data={"extension_id": x.id}, topic=None)
-    _notify(session, case=case, kind="extension_decided", org_id=case.unit_org_id or case.dept_org_id,
+    _notify_dept(session, case=case, kind="extension_decided",
             zh=f"案件 {case.ticket} 延期申请被驳回", en=f"Extension of case {case.ticket} refused")
 
 
@@ -1031,7 +1038,7 @@ def _supervise(session: Session, case: Case, principal: Principal, *, level: int
     name_zh, name_en = wf.SUPERVISION_LEVELS[level]
     _log(session, case, "supervise", principal, comment=reason, data={"level": level, "auto": auto},
          topic="cases.case.supervised")
-    for org in {case.unit_org_id or case.dept_org_id, command_center_org_id(session)}:
+    for org in dict.fromkeys((case.dept_org_id, case.unit_org_id, command_center_org_id(session))):
         _notify(session, case=case, kind="supervision", org_id=org,
                 zh=f"【{name_zh}】案件 {case.ticket}：{reason}", en=f"[{name_en}] case {case.ticket}: {reason}")
 
@@ -1123,7 +1130,7 @@ def rate(session: Session, *, case_id: int | None = None, ticket: str | None = N
         _start_clock(session, case)
         _log(session, case, "reopen", SYSTEM, frm=frm, to="rework",
              comment=f"市民不满意，按规则重新办理：{comment or ''}".strip("："))
-        _notify(session, case=case, kind="reopened", org_id=case.unit_org_id or case.dept_org_id,
+        _notify_dept(session, case=case, kind="reopened",
                 zh=f"案件 {case.ticket} 市民不满意，重新办理", en=f"Case {case.ticket} reopened: reporter dissatisfied")
     session.commit()
     return case
@@ -1143,7 +1150,7 @@ def sweep(session: Session, *, now: dt.datetime | None = None) -> dict[str, int]
         case.warned = True
         _log(session, case, "deadline_warning", SYSTEM, data={"deadline_at": case.deadline_at.isoformat()},
              topic="cases.case.warning")
-        _notify(session, case=case, kind="deadline_warning", org_id=case.unit_org_id or case.dept_org_id,
+        _notify_dept(session, case=case, kind="deadline_warning",
                 zh=f"临期预警：案件 {case.ticket} 已用时 {int(rules['warn_ratio'] * 100)}%，请于 "
                    f"{case.deadline_at.astimezone(CST):%m-%d %H:%M} 前办结",
                 en=f"Deadline warning: case {case.ticket} is due {case.deadline_at.astimezone(CST):%m-%d %H:%M}")
