@@ -237,11 +237,10 @@ def _walk(db, rnd, case_id, at, who, handlers, gridworkers, operator, leader, re
     do("accept", handler, comment="已签收")
     slow = rnd.random() < 0.2
     limit_min = (c.deadline_at - c.dispatched_at).total_seconds() / 60 if c.deadline_at else 600
-    if slow and rnd.random() < 0.3:
-        if step(rnd.uniform(30, 120)):
-            do("request_extension", handler, comment="需协调产权单位，申请延期", extra_value=2, extra_unit="work_days")
-            if step(rnd.uniform(20, 90)):
-                do("approve_extension" if rnd.random() < 0.7 else "refuse_extension", operator, comment="同意/不同意")
+    if slow and rnd.random() < 0.3 and step(rnd.uniform(30, 120)):
+        do("request_extension", handler, comment="需协调产权单位，申请延期", extra_value=2, extra_unit="work_days")
+        if step(rnd.uniform(20, 90)):
+            do("approve_extension" if rnd.random() < 0.7 else "refuse_extension", operator, comment="同意/不同意")
     if slow and leader is not None and rnd.random() < 0.3 and step(rnd.uniform(60, 600)):
         do("supervise", leader, comment="请加快办理", level=2)
     if not step(limit_min * (rnd.uniform(1.2, 3.0) if slow else rnd.uniform(0.1, 0.7))):

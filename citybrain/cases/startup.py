@@ -9,9 +9,9 @@ import logging
 import threading
 
 from citybrain import context
+from citybrain import db as dbmod
 from citybrain.cases import service
 from citybrain.context import SYSTEM
-from citybrain import db as dbmod
 from citybrain.db import Database
 
 log = logging.getLogger("citybrain.cases")

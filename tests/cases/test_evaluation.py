@@ -20,7 +20,7 @@ def at(h, m=0, day=16):
 @pytest.fixture
 def fixture_cases(cdb, who):
     """Eight cases with known outcomes (see docs/cases.md, "worked example")."""
-    op, hd, gw, ld = who("operator"), who("handler"), who("gridworker"), who("leader")
+    op, hd, gw = who("operator"), who("handler"), who("gridworker")
     from citybrain.identity import service as identity
 
     with cdb.write() as s:

@@ -1,8 +1,9 @@
 """Intake channels: patrol, hotline, citizen web, superior, API (idempotent), validation, manual queue."""
 
+from sqlalchemy import select
+
 from citybrain.cases import service
 from citybrain.cases.models import Case, Notification
-from sqlalchemy import select
 
 
 def test_citizen_web_report_needs_no_login_and_gets_a_ticket(client, cdb):

@@ -3,11 +3,11 @@
 import datetime as dt
 
 import pytest
+from sqlalchemy import select
 
 from citybrain import clock
 from citybrain.audit.models import AuditRecord
 from citybrain.identity import service as identity
-from sqlalchemy import select
 
 GRID = "440115001001001"  # a grid in 金洲社区 (the demo grid worker's community), 南沙街道
 
