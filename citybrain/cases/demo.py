@@ -96,7 +96,7 @@ def _users(db: Database) -> dict[str, int]:
 
 
 def _principal(db: Database, username: str):
-    with db.write() as s:
+    with db.read() as s:
         u = identity.user_by_username(s, username=username)
         return identity.principal_for_user(s, user=u) if u else None
 
@@ -152,11 +152,12 @@ def seed(db: Database, *, days: int = 30, per_day: int = 12, rng_seed: int = 4) 
             lat = rnd.uniform(dd.BBOX[1], dd.BBOX[3])
             grid = f"{community.code}{rnd.randint(1, 4):03d}"
             kind = rnd.random()
+            with db.read() as s:
+                reporter = who(gridworkers.get(service._org_id(s, community.code)))
             with db.write() as s:
                 if kind < 0.55:
                     code, title = rnd.choices(cats, weights)[0]
-                    gw = gridworkers.get(service._org_id(s, community.code))
-                    case = service.report(s, principal=who(gw), source="patrol", title=title, category_code=code,
+                    case = service.report(s, principal=reporter, source="patrol", title=title, category_code=code,
                                           lon=round(lon, 6), lat=round(lat, 6), grid_code=grid,
                                           address=f"{community.name}{rnd.randint(1, 200)}号附近",
                                           photos=[f"demo/patrol/{i}.jpg"])
@@ -182,6 +183,16 @@ def seed(db: Database, *, days: int = 30, per_day: int = 12, rng_seed: int = 4) 
                 case_id = case.id if case is not None else None
             if case_id is not None:
                 _walk(db, rnd, case_id, at, who, handlers, gridworkers, operator, leader, real_now)
+        # a cluster the hotspot detector flags: 暴露垃圾 around a market in 港前社区 over the last day
+        market = (113.5612, 22.7893)
+        gw = who(gridworkers.get(next(iter(gridworkers))) if gridworkers else None)
+        for k in range(4):
+            clock.freeze((real_now - dt.timedelta(hours=20 - k * 5)).astimezone(dt.UTC))
+            with db.write() as s:
+                service.report(s, principal=gw, source="patrol", title="农贸市场周边暴露垃圾", category_code="06010",
+                               lon=market[0] + rnd.uniform(-0.0008, 0.0008), lat=market[1] + rnd.uniform(-0.0008, 0.0008),
+                               grid_code=f"{dd.COMMUNITIES[1].code}001", address="港前社区农贸市场",
+                               photos=[f"demo/market-{k}.jpg"], auto_file=True)
     finally:
         clock.reset()
     with db.write() as s:
