@@ -11,6 +11,7 @@ from citybrain.cases import analytics, service
 from citybrain.cases import workflow as wf
 from citybrain.cases.schemas import (
     ActionIn,
+    CaseBatchIn,
     CaseIn,
     CasePage,
     CategoryPatch,
@@ -232,6 +233,19 @@ def create(request: Request, body: CaseIn, db: WriteDB, who: Principal = Depends
         body.dept_org_id = None
     case = service.report(db, principal=who, **body.model_dump())
     return _reported(case, _lang(request))
+
+
+@router.post("/cases/batch", status_code=201, summary="批量接入案件 Report many cases in one request")
+def create_batch(body: CaseBatchIn, db: WriteDB, who: Principal = Depends(require("case.report"))) -> dict:
+    items = []
+    for it in body.items:
+        d = it.model_dump()
+        if d["auto_file"] is not None and not who.can("case.accept"):
+            d["auto_file"] = None
+        if d["dept_org_id"] is not None and not who.can("case.dispatch") and d["source"] != "superior":
+            d["dept_org_id"] = None
+        items.append(d)
+    return {"items": service.report_batch(db, principal=who, items=items)}
 
 
 @router.post("/public/cases", status_code=201, response_model=ReportedOut, tags=["cases public 市民"],

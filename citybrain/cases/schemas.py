@@ -35,6 +35,13 @@ class CaseIn(BaseModel):
     dept_org_id: int | None = Field(default=None, description="assign to this department (上级交办)")
 
 
+class CaseBatchIn(BaseModel):
+    """Many cases at once (12345 platform sync, other systems); each item as in POST /cases."""
+
+    model_config = ConfigDict(extra="forbid")
+    items: list[CaseIn] = Field(min_length=1, max_length=500)
+
+
 class PublicCaseIn(BaseModel):
     """A citizen's web report (no login)."""
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from citybrain import bus
@@ -196,6 +196,7 @@ def activate_dictionary(session: Session, *, code: str) -> dict[str, Any]:
     session.execute(update(Dictionary).where(Dictionary.family == d.family).values(active=False))
     d.active = True
     _active_cache.clear()
+    _category_cache.clear()
     audit.commit(session, action="case.dictionary.activate", target_type="case_dictionary", target_id=code,
                  before={"active": before}, after={"active": [code]})
     return {"code": code, "active": True}
@@ -239,13 +240,25 @@ def list_categories(session: Session, *, dictionary: str | None = None, kind: st
 def find_category(session: Session, *, code: str, kind: str | None = None,
                   dictionary: str | None = None) -> Category | None:
     """A category of the active (or given) dictionary; an ambiguous code prefers the event (事项) class."""
-    stmt = select(Category).where(Category.dictionary_code == (dictionary or active_dictionary(session)),
-                                  Category.code == code, Category.active.is_(True))
+    dcode = dictionary or active_dictionary(session)
+    ck = (_bind_key(session), dcode, code, kind)
+    hit = _category_cache.get(ck)
+    if hit is not None and time.monotonic() - hit[0] < 30:
+        return hit[1]
+    stmt = select(Category).where(Category.dictionary_code == dcode, Category.code == code,
+                                  Category.active.is_(True))
     if kind:
         stmt = stmt.where(Category.kind == kind)
     rows = list(session.scalars(stmt))
     rows.sort(key=lambda c: {"event": 0, "hotline": 1, "component": 2}.get(c.kind, 3))
-    return rows[0] if rows else None
+    found = rows[0] if rows else None
+    if found is not None:
+        session.expunge(found)  # a detached snapshot, shared by later lookups
+    _category_cache[ck] = (time.monotonic(), found)
+    return found
+
+
+_category_cache: dict[tuple, tuple[float, Category | None]] = {}
 
 
 def update_category(session: Session, *, category_id: int, **changes: Any) -> dict[str, Any]:
@@ -262,6 +275,7 @@ def update_category(session: Session, *, category_id: int, **changes: Any) -> di
         if changes.get(k) is not None:
             setattr(c, k, changes[k])
     c.updated_at = utcnow()
+    _category_cache.clear()
     audit.commit(session, action="case.category.update", target_type="case_category", target_id=c.id,
                  before=before, after=category_dict(c))
     return category_dict(c)
@@ -551,14 +565,19 @@ def _payload(session: Session, case: Case, action: str, frm: str | None, to: str
             "at": utcnow().isoformat(), "org_ids": _org_ids(session, case)}
 
 
+_EVENT_INSERT = insert(CaseEvent.__table__)
+_NOTIFY_INSERT = insert(Notification.__table__).returning(Notification.__table__.c.id)
+
+
 def _log(session: Session, case: Case, action: str, principal: Principal, *, frm: str | None = None,
          to: str | None = None, comment: str | None = None, attachments: list | None = None,
          data: dict | None = None, topic: str | None = "cases.case.transitioned") -> None:
     """Write one step of the case log, its audit record and (for transitions) its bus event; no commit."""
     now = utcnow()
-    session.add(CaseEvent(case_id=case.id, action=action, from_status=frm, to_status=to, actor=principal.label,
-                          actor_id=principal.id, actor_org_id=principal.org_id, comment=comment,
-                          attachments=attachments or None, data=data or None, at=now))
+    session.execute(_EVENT_INSERT, {"case_id": case.id, "action": action, "from_status": frm, "to_status": to,
+                                    "actor": principal.label, "actor_id": principal.id,
+                                    "actor_org_id": principal.org_id, "comment": comment,
+                                    "attachments": attachments or None, "data": data or None, "at": now})
     case.updated_at = now
     after = {"status": to or case.status}
     if data:
@@ -575,13 +594,13 @@ def _notify(session: Session, *, case: Case | None, kind: str, zh: str, en: str,
             user_id: int | None = None) -> None:
     if org_id is None and user_id is None:
         return
-    n = Notification(user_id=user_id, org_id=org_id, case_id=case.id if case else None, kind=kind, title_zh=zh,
-                     title_en=en, created_at=utcnow())
-    session.add(n)
-    session.flush([n])
+    now = utcnow()
+    case_id = case.id if case else None
+    nid = session.execute(_NOTIFY_INSERT, {"user_id": user_id, "org_id": org_id, "case_id": case_id, "kind": kind,
+                                           "title_zh": zh, "title_en": en, "created_at": now}).scalar_one()
     bus.publish(session, "cases.notification.created",
-                {"notification_id": n.id, "kind": kind, "case_id": n.case_id, "title_zh": zh, "title_en": en,
-                 "user_id": user_id, "org_ids": [org_id] if org_id else [], "at": n.created_at.isoformat()})
+                {"notification_id": nid, "kind": kind, "case_id": case_id, "title_zh": zh, "title_en": en,
+                 "user_id": user_id, "org_ids": [org_id] if org_id else [], "at": now.isoformat()})
 
 
 def _notify_dept(session: Session, *, case: Case, kind: str, zh: str, en: str) -> None:
@@ -646,13 +665,16 @@ def report(session: Session, *, principal: Principal, source: str, title: str, d
            auto_file: bool | None = None, dept_org_id: int | None = None, device_code: str | None = None,
            rule_id: str | None = None, alarm_id: str | None = None, commit: bool = True) -> Case:
     """Take in a case from any channel; locate it, keep its category code, file and dispatch it by rule."""
-    if source not in wf.SOURCES:
-        raise Invalid(f"未知来源 {source}", f"Unknown source {source}",
-                      errors=[{"field": "source", "message": f"one of {', '.join(wf.SOURCES)}"}])
-    if external_ref:
-        existing = session.scalar(select(Case).where(Case.external_ref == external_ref))
-        if existing is not None:
-            return existing  # idempotent: a system re-sending the same record gets the same case
+    with session.no_autoflush:  # one flush for the new row; everything else goes out at commit
+        return _report(session, **{k: v for k, v in locals().items() if k != "session"})
+
+
+def _prepare(session: Session, *, principal: Principal, source: str, title: str, description: str,
+             category_code: str | None, category_kind: str | None, hotline_type: str | None, lon: float | None,
+             lat: float | None, address: str | None, grid_code: str | None, reporter_name: str | None,
+             reporter_phone: str | None, photos: list[str] | None, external_ref: str | None, urgent: bool | None,
+             device_code: str | None, rule_id: str | None, alarm_id: str | None, **_ignored: Any) -> dict[str, Any]:
+    """Validate a report and work out its row: category, time limit, place (grid, community, town)."""
     _check_point(lon, lat)
     if source == "patrol" and lon is None and not grid_code:
         raise Invalid("巡查上报须带定位（经纬度）或网格编码", "A patrol report needs a GPS position or a grid code",
@@ -696,7 +718,7 @@ def report(session: Session, *, principal: Principal, source: str, title: str, d
     is_urgent = bool(urgent) or bool(basis and basis.urgent)
     if urgent and limit_unit != "hours":
         limit_value, limit_unit = 2.0, "hours"  # an urgent report runs on the continuous clock
-    case = Case(
+    return dict(
         source=source, external_ref=external_ref, title=title.strip()[:200], description=description or "",
         dictionary_code=cat.dictionary_code if cat else None, category_kind=cat.kind if cat else None,
         category_code=cat.code if cat else None, category_name=cat.name if cat else None,
@@ -708,11 +730,32 @@ def report(session: Session, *, principal: Principal, source: str, title: str, d
         reporter_phone=reporter_phone, photos=photos or None, limit_value=limit_value, limit_unit=limit_unit,
         reported_at=now, device_code=device_code, rule_id=rule_id, alarm_ids=[alarm_id] if alarm_id else None,
         updated_at=now)
+
+
+def _report(session: Session, *, principal: Principal, source: str, title: str, description: str,
+            category_code: str | None, category_kind: str | None, hotline_type: str | None, lon: float | None,
+            lat: float | None, address: str | None, grid_code: str | None, reporter_name: str | None,
+            reporter_phone: str | None, photos: list[str] | None, external_ref: str | None, urgent: bool | None,
+            auto_file: bool | None, dept_org_id: int | None, device_code: str | None, rule_id: str | None,
+            alarm_id: str | None, commit: bool) -> Case:
+    if source not in wf.SOURCES:
+        raise Invalid(f"未知来源 {source}", f"Unknown source {source}",
+                      errors=[{"field": "source", "message": f"one of {', '.join(wf.SOURCES)}"}])
+    if external_ref:
+        existing = session.scalar(select(Case).where(Case.external_ref == external_ref))
+        if existing is not None:
+            return existing  # idempotent: a system re-sending the same record gets the same case
+    row = _prepare(session, principal=principal, source=source, title=title, description=description,
+                   category_code=category_code, category_kind=category_kind, hotline_type=hotline_type, lon=lon,
+                   lat=lat, address=address, grid_code=grid_code, reporter_name=reporter_name,
+                   reporter_phone=reporter_phone, photos=photos, external_ref=external_ref, urgent=urgent,
+                   device_code=device_code, rule_id=rule_id, alarm_id=alarm_id)
+    case = Case(**row)
     session.add(case)
     session.flush([case])
     case.ticket = _ticket(case)
     _log(session, case, "report", principal, to="reported",
-         data={"source": source, "category_code": case.category_code, "grid_code": grid_code},
+         data={"source": source, "category_code": case.category_code, "grid_code": case.grid_code},
          attachments=photos, topic="cases.case.created")
     rules = get_config(session, key="rules")
     if auto_file is None:
@@ -723,6 +766,122 @@ def report(session: Session, *, principal: Principal, source: str, title: str, d
     if commit:
         session.commit()
     return case
+
+
+BATCH_MAX = 500
+_CASE_COLS = [c.key for c in Case.__table__.columns if c.key != "id"]
+
+
+def report_batch(session: Session, *, principal: Principal, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Take in many cases in one transaction (12345 platform sync, other systems): validated one by one, filed and
+    dispatched by rule, written with executemany; every case gets its log steps and bus events, and the batch one
+    audit record listing every case and transition (hot path, architecture.md)."""
+    if not items:
+        return []
+    if len(items) > BATCH_MAX:
+        raise Invalid(f"每批最多 {BATCH_MAX} 件", f"At most {BATCH_MAX} cases per batch",
+                      errors=[{"field": "items", "message": f"max {BATCH_MAX}"}])
+    rules = get_config(session, key="rules")
+    refs = [i.get("external_ref") for i in items if i.get("external_ref")]
+    known = dict(session.execute(select(Case.external_ref, Case.id).where(Case.external_ref.in_(refs))).all()) \
+        if refs else {}
+    out: list[dict[str, Any]] = []
+    rows, plans = [], []
+    seen: set[str] = set()
+    now = utcnow()
+    for n, item in enumerate(items):
+        ref = item.get("external_ref")
+        if ref and (ref in known or ref in seen):
+            out.append({"index": n, "id": known.get(ref), "duplicate": True})
+            continue
+        if ref:
+            seen.add(ref)
+        try:
+            row = _prepare(session, principal=principal, **{k: item.get(k) for k in (
+                "source", "title", "description", "category_code", "category_kind", "hotline_type", "lon", "lat",
+                "address", "grid_code", "reporter_name", "reporter_phone", "photos", "external_ref", "urgent",
+                "device_code", "rule_id", "alarm_id")}, )
+        except Invalid as exc:
+            raise Invalid(f"第 {n + 1} 件：{exc.detail_zh}", f"Item {n + 1}: {exc.detail_en}",
+                          errors=[{**e, "field": f"items.{n}.{e.get('field')}"} for e in exc.errors]) from exc
+        row["description"] = row["description"] or ""
+        case = Case(**row)  # transient: only to reuse the dispatch and deadline rules
+        steps = [("report", None, "reported", None)]
+        auto = item.get("auto_file")
+        if auto is None:
+            auto = row["source"] in rules["auto_file_sources"]
+        if auto:
+            case.status, case.filed_at = "filed", now
+            steps.append(("file", "reported", "filed", "按规则自动立案"))
+            dept, unit, how = (item["dept_org_id"], None, "given") if item.get("dept_org_id") else \
+                (_resolve_for(session, case) if rules["auto_dispatch"] else (None, None, "manual"))
+            if dept is None:
+                case.queue = "manual"
+            else:
+                case.status, case.dept_org_id, case.unit_org_id = "dispatched", dept, unit
+                case.dispatched_at, case.dispatched_on_time = now, True
+                _start_clock(session, case)
+                steps.append(("dispatch", "filed", "dispatched", how))
+        rows.append({c: getattr(case, c) for c in _CASE_COLS})
+        plans.append((n, steps))
+    if rows:
+        for r in rows:
+            for k, v in (("warned", False), ("overdue", False), ("supervision_level", 0), ("rework_count", 0),
+                         ("return_count", 0), ("extension_count", 0), ("reopen_count", 0), ("repeat_count", 0),
+                         ("urgent", False)):
+                if r[k] is None:
+                    r[k] = v
+        table = Case.__table__
+        ids = session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars().all()
+        cc = table.c
+        tickets = []
+        for r, cid in zip(rows, ids, strict=True):
+            r["id"] = cid
+            r["ticket"] = f"{r['reported_at'].astimezone(CST):%Y%m%d}{cid:07d}"
+            tickets.append({"b_id": cid, "b_ticket": r["ticket"]})
+        from sqlalchemy import bindparam
+
+        session.execute(update(table).where(cc.id == bindparam("b_id")).values(ticket=bindparam("b_ticket"))
+                        .execution_options(synchronize_session=False), tickets)
+        events, created, moved, notes = [], [], [], []
+        cc_org = command_center_org_id(session)
+        for r, (n, steps) in zip(rows, plans, strict=True):
+            org_ids = sorted({o for o in (r["dept_org_id"], r["unit_org_id"], r["community_org_id"],
+                                          r["town_org_id"], cc_org) if o is not None})
+            for action, frm, to, note in steps:
+                events.append({"case_id": r["id"], "action": action, "from_status": frm, "to_status": to,
+                               "actor": principal.label, "actor_id": principal.id, "actor_org_id": principal.org_id,
+                               "comment": note if action != "dispatch" else None,
+                               "attachments": (r["photos"] or None) if action == "report" else None,
+                               "data": {"batch": True, "how": note} if action == "dispatch" else None, "at": now})
+                payload = {"case_id": r["id"], "ticket": r["ticket"], "action": action, "from_status": frm,
+                           "to_status": to, "dept_org_id": r["dept_org_id"], "grid_code": r["grid_code"],
+                           "category_code": r["category_code"], "at": now.isoformat(), "org_ids": org_ids}
+                (created if action == "report" else moved).append(payload)
+            if r["status"] == "dispatched":
+                for target in dict.fromkeys(o for o in (r["dept_org_id"], r["unit_org_id"]) if o is not None):
+                    notes.append({"user_id": None, "org_id": target, "case_id": r["id"], "kind": "new_task",
+                                  "title_zh": f"新任务：{r['ticket']} {r['title']}",
+                                  "title_en": f"New task: {r['ticket']} {r['title']}", "created_at": now})
+            out.append({"index": n, "id": r["id"], "ticket": r["ticket"], "status": r["status"],
+                        "dept_org_id": r["dept_org_id"], "deadline_at": r["deadline_at"], "duplicate": False})
+        session.execute(_EVENT_INSERT, events)
+        bus.publish_many(session, "cases.case.created", created)
+        bus.publish_many(session, "cases.case.transitioned", moved)
+        if notes:
+            session.execute(insert(Notification.__table__), notes)
+            bus.publish_many(session, "cases.notification.created",
+                             [{"notification_id": None, "kind": x["kind"], "case_id": x["case_id"],
+                               "title_zh": x["title_zh"], "title_en": x["title_en"], "user_id": None,
+                               "org_ids": [x["org_id"]], "at": now.isoformat()} for x in notes])
+        audit.record(session, action="case.report.batch", target_type="case", target_id=f"{ids[0]}-{ids[-1]}",
+                     after={"count": len(rows), "cases": [{"id": r["id"], "ticket": r["ticket"], "status": r["status"],
+                                                           "steps": [s[0] for s in p[1]]}
+                                                          for r, p in zip(rows, plans, strict=True)]},
+                     actor=principal)
+    session.commit()
+    out.sort(key=lambda x: x["index"])
+    return out
 
 
 def _file(session: Session, case: Case, principal: Principal, *, comment: str | None = None,
@@ -807,6 +966,17 @@ def act(session: Session, *, case_id: int, action: str, principal: Principal, co
         target_case_id: int | None = None, level: int | None = None, extra_value: float | None = None,
         extra_unit: str | None = None, extension_id: int | None = None, public_reply: str | None = None) -> Case:
     """Take a workflow action on a case (permission, scope and state checked; the step is logged and audited)."""
+    with session.no_autoflush:
+        return _act(session, case_id=case_id, action=action, principal=principal, comment=comment,
+                    attachments=attachments, dept_org_id=dept_org_id, unit_org_id=unit_org_id,
+                    target_case_id=target_case_id, level=level, extra_value=extra_value, extra_unit=extra_unit,
+                    extension_id=extension_id, public_reply=public_reply)
+
+
+def _act(session: Session, *, case_id: int, action: str, principal: Principal, comment: str | None,
+         attachments: list[str] | None, dept_org_id: int | None, unit_org_id: int | None,
+         target_case_id: int | None, level: int | None, extra_value: float | None, extra_unit: str | None,
+         extension_id: int | None, public_reply: str | None) -> Case:
     a = wf.ACTIONS.get(action)
     if a is None:
         raise NotFound(f"未知操作 {action}", f"Unknown action {action}", code="unknown_action",

@@ -139,3 +139,28 @@ def test_category_edit_changes_time_limit_of_new_cases(client, cdb, as_role):
     d = client.get(f"/api/v1/cases/{c['id']}", headers=op).json()
     assert (d["limit_value"], d["limit_unit"]) == (2, "hours")
     assert d["deadline_at"] == "2026-11-16T03:00:00Z"  # 09:00 CST + 2 h on the continuous clock
+
+
+def test_batch_intake_files_dispatches_and_is_idempotent(client, cdb, as_role, org):
+    op = as_role("operator")
+    items = [{"source": "api", "title": f"外部系统工单 {i}", "category_code": code, "lon": 113.5 + i / 1000, "lat": 22.75,
+              "grid_code": "440115002001001", "external_ref": f"ext-{i}"}
+             for i, code in enumerate(["06010", "01002", "09009"])]
+    r = client.post("/api/v1/cases/batch", json={"items": items}, headers=op)
+    assert r.status_code == 201, r.text
+    out = r.json()["items"]
+    assert [x["status"] for x in out] == ["dispatched"] * 3
+    assert [x["dept_org_id"] for x in out] == [org("D-CGJ"), org("D-SWJ"), org("D-JTJ")]
+    d = client.get(f"/api/v1/cases/{out[1]['id']}", headers=op).json()
+    assert d["ticket"] == out[1]["ticket"] and d["deadline_at"] and d["limit_unit"] == "work_hours"
+    assert [e["action"] for e in d["events"]] == ["report", "file", "dispatch"]
+    again = client.post("/api/v1/cases/batch", json={"items": items[:1]}, headers=op).json()["items"]
+    assert again[0]["duplicate"] and again[0]["id"] == out[0]["id"]
+    bad = client.post("/api/v1/cases/batch", json={"items": [items[2] | {"external_ref": "new"},
+                                                              items[0] | {"category_code": "00000", "external_ref": "x"}]},
+                      headers=op)
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "items.1.category_code"
+    with cdb.read() as s:
+        assert s.scalar(select(Case).where(Case.external_ref == "new")) is None  # all or nothing
+    inbox = client.get("/api/v1/cases/notifications", headers=as_role("handler")).json()
+    assert any(n["case_id"] == out[0]["id"] and n["kind"] == "new_task" for n in inbox)
