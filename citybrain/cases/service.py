@@ -74,8 +74,15 @@ _config_cache: dict[str, tuple[float, dict[str, Any]]] = {}
 _org_cache: dict[tuple[str, str], int | None] = {}
 
 
+_bind_keys: dict[int, str] = {}
+
+
 def _bind_key(session: Session) -> str:
-    return str(session.get_bind().url)
+    bind = session.get_bind()
+    key = _bind_keys.get(id(bind))
+    if key is None:
+        key = _bind_keys[id(bind)] = f"{bind.url}#{id(bind)}"
+    return key
 
 
 def get_config(session: Session, *, key: str) -> dict[str, Any]:
@@ -125,10 +132,19 @@ def set_config(session: Session, *, key: str, value: dict[str, Any]) -> dict[str
     return merged
 
 
+_calendars: dict[str, tuple[int, WorkCalendar]] = {}
+
+
 def calendar(session: Session) -> WorkCalendar:
     """The deployment's working calendar."""
     c = get_config(session, key="calendar")
-    return WorkCalendar(tuple(tuple(p) for p in c["office_hours"]), dict(c["overrides"]))
+    k = _bind_key(session)
+    hit = _calendars.get(k)
+    if hit is not None and hit[0] == id(c):
+        return hit[1]
+    cal = WorkCalendar(tuple(tuple(p) for p in c["office_hours"]), dict(c["overrides"]))
+    _calendars[k] = (id(c), cal)
+    return cal
 
 
 def _org_id(session: Session, code: str | None) -> int | None:
@@ -380,12 +396,26 @@ def resolve_department(session: Session, *, category_code: str | None, big_code:
 # --- location -----------------------------------------------------------------------------------------------
 
 
+_geo: list[Any] = []
+
+
+def _geo_service() -> Any:
+    """The geo module's service if installed (looked up once)."""
+    if not _geo:
+        try:
+            from citybrain.geo import service as geo
+
+            _geo.append(geo if hasattr(geo, "locate") else None)
+        except ImportError:
+            _geo.append(None)
+    return _geo[0]
+
+
 def _locate(session: Session, lon: float | None, lat: float | None) -> dict[str, Any] | None:
     if lon is None or lat is None:
         return None
-    try:
-        from citybrain.geo import service as geo
-    except ImportError:
+    geo = _geo_service()
+    if geo is None:
         return None
     try:
         return geo.locate(session, lon=lon, lat=lat)
