@@ -132,7 +132,7 @@ def set_config(session: Session, *, key: str, value: dict[str, Any]) -> dict[str
     return merged
 
 
-_calendars: dict[str, tuple[int, WorkCalendar]] = {}
+_calendars: dict[str, tuple[dict, WorkCalendar]] = {}
 
 
 def calendar(session: Session) -> WorkCalendar:
@@ -140,10 +140,10 @@ def calendar(session: Session) -> WorkCalendar:
     c = get_config(session, key="calendar")
     k = _bind_key(session)
     hit = _calendars.get(k)
-    if hit is not None and hit[0] == id(c):
+    if hit is not None and (hit[0] is c or hit[0] == c):
         return hit[1]
     cal = WorkCalendar(tuple(tuple(p) for p in c["office_hours"]), dict(c["overrides"]))
-    _calendars[k] = (id(c), cal)
+    _calendars[k] = (c, cal)
     return cal
 
 
