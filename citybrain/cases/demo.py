@@ -150,10 +150,22 @@ def seed(db: Database, *, days: int = 30, per_day: int = 12, rng_seed: int = 4) 
             community = rnd.choice(dd.COMMUNITIES)
             lon = rnd.uniform(dd.BBOX[0], dd.BBOX[2])
             lat = rnd.uniform(dd.BBOX[1], dd.BBOX[3])
+            # with the map installed the position decides the grid; without it, a plausible grid code
             grid = f"{community.code}{rnd.randint(1, 4):03d}"
-            kind = rnd.random()
+            geo = service._geo_service()
             with db.read() as s:
+                if geo is not None:
+                    for _try in range(20):
+                        loc = geo.locate(s, lon=lon, lat=lat)
+                        if loc:
+                            community = next((c for c in dd.COMMUNITIES if c.code == loc.get("community_code")),
+                                             community)
+                            grid = None
+                            break
+                        lon = rnd.uniform(dd.BBOX[0], dd.BBOX[2])
+                        lat = rnd.uniform(dd.BBOX[1], dd.BBOX[3])
                 reporter = who(gridworkers.get(service._org_id(s, community.code)))
+            kind = rnd.random()
             with db.write() as s:
                 if kind < 0.55:
                     code, title = rnd.choices(cats, weights)[0]
@@ -191,7 +203,8 @@ def seed(db: Database, *, days: int = 30, per_day: int = 12, rng_seed: int = 4) 
             with db.write() as s:
                 service.report(s, principal=gw, source="patrol", title="农贸市场周边暴露垃圾", category_code="06010",
                                lon=market[0] + rnd.uniform(-0.0008, 0.0008), lat=market[1] + rnd.uniform(-0.0008, 0.0008),
-                               grid_code=f"{dd.COMMUNITIES[1].code}001", address="港前社区农贸市场",
+                               grid_code=None if service._geo_service() else f"{dd.COMMUNITIES[1].code}001",
+                               address="港前社区农贸市场",
                                photos=[f"demo/market-{k}.jpg"], auto_file=True)
     finally:
         clock.reset()

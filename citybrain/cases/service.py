@@ -13,6 +13,7 @@ import logging
 import math
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -74,14 +75,14 @@ _config_cache: dict[str, tuple[float, dict[str, Any]]] = {}
 _org_cache: dict[tuple[str, str], int | None] = {}
 
 
-_bind_keys: dict[int, str] = {}
+_bind_keys: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _bind_key(session: Session) -> str:
     bind = session.get_bind()
-    key = _bind_keys.get(id(bind))
+    key = _bind_keys.get(bind)
     if key is None:
-        key = _bind_keys[id(bind)] = f"{bind.url}#{id(bind)}"
+        key = _bind_keys[bind] = str(bind.url)  # read and write engines of one database share a key
     return key
 
 
@@ -735,7 +736,7 @@ def _prepare(session: Session, *, principal: Principal, source: str, title: str,
     if cat is None and htype is None and source not in ("iot",):
         raise Invalid("须选择案件分类", "A category is required",
                       errors=[{"field": "category_code", "message": "required"}])
-    loc = _locate(session, lon, lat)
+    loc = None if grid_code else _locate(session, lon, lat)  # a grid given explicitly wins over the GPS lookup
     if loc:
         grid_code = loc.get("grid_code") or grid_code
         area = {"community_code": loc.get("community_code"), "town_code": loc.get("town_code"),
