@@ -41,6 +41,7 @@ from citybrain.context import SYSTEM, Principal
 from citybrain.db import utcnow
 from citybrain.errors import Conflict, Forbidden, Invalid, NotFound
 from citybrain.identity import service as identity
+from citybrain.identity.permissions import PERMISSIONS
 from citybrain.masking import mask_phone
 
 log = logging.getLogger("citybrain.cases")
@@ -1012,11 +1013,11 @@ def _act(session: Session, *, case_id: int, action: str, principal: Principal, c
     if a is None:
         raise NotFound(f"未知操作 {action}", f"Unknown action {action}", code="unknown_action",
                        actions=sorted(wf.ACTIONS))
-    identity.authorize(principal, a.permission)
+    if not principal.can(a.permission):
+        _deny(session, principal, a.permission)
     case = get_case(session, case_id=case_id, principal=principal)
     if not _in_scope(principal, case, a):
-        org = case.dept_org_id if a.scope == "dept" else case.community_org_id
-        identity.authorize(principal, a.permission, org_id=org if org is not None else -1)
+        _deny(session, principal, a.permission, note=f"case {case.id} outside scope ({a.scope})")
     if case.status not in a.sources:
         allowed = actions_for(case, principal)
         raise Conflict(
@@ -1031,6 +1032,19 @@ def _act(session: Session, *, case_id: int, action: str, principal: Principal, c
             extra_unit=extra_unit, extension_id=extension_id, public_reply=public_reply)
     session.commit()
     return case
+
+
+def _deny(session: Session, principal: Principal, permission: str, *, note: str | None = None) -> None:
+    """Record a refusal in this session's transaction and raise 403 (a second write session would wait on
+    this one's SQLite lock)."""
+    session.rollback()
+    audit.commit(session, action=permission, target_type="permission", target_id=permission, outcome="denied",
+                 actor=principal, note=note)
+    if note:
+        raise Forbidden("该案件不在您的管辖范围内", "That case is outside your organisation's scope",
+                        code="out_of_scope")
+    zh, en = PERMISSIONS.get(permission, (permission, permission))
+    raise Forbidden(f"没有权限：{zh}", f"Permission required: {en}", code="permission_denied", permission=permission)
 
 
 def _simple(session: Session, case: Case, principal: Principal, a: wf.Action, **kw: Any) -> None:
@@ -1303,7 +1317,8 @@ def rate(session: Session, *, case_id: int | None = None, ticket: str | None = N
     if ticket is not None:
         case = _by_ticket(session, ticket, phone or "")
     else:
-        identity.authorize(principal, "case.close")
+        if not principal.can("case.close"):
+            _deny(session, principal, "case.close")
         case = get_case(session, case_id=case_id or -1, principal=principal)
     rules = get_config(session, key="rules")
     now = utcnow()
