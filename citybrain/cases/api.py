@@ -24,7 +24,7 @@ from citybrain.cases.schemas import (
 )
 from citybrain.context import ANONYMOUS, Principal
 from citybrain.deps import CurrentUser, ReadDB, WriteDB, require
-from citybrain.errors import Invalid, request_language
+from citybrain.errors import Forbidden, Invalid, request_language
 
 router = APIRouter(prefix="/api/v1", tags=["cases 一网统管"])
 
@@ -224,9 +224,23 @@ def run_sweep(db: WriteDB, _who: Principal = Depends(require("case.config.manage
 # --- intake -----------------------------------------------------------------------------------------------------------
 
 
+def _check_source(who: Principal, source: str) -> None:
+    """Who may use which channel: patrol = grid workers (or city-wide staff), hotline = 12345 operators,
+    superior = officials who dispatch or supervise; video/api = systems and staff with case.report."""
+    ok = {"patrol": "gridworker" in who.roles or who.org_scope is None,
+          "hotline": who.can("case.accept"),
+          "superior": who.can("case.dispatch") or who.can("case.supervise"),
+          "video": who.kind == "apikey" or who.can("case.accept"),
+          "api": who.kind == "apikey" or who.can("case.accept")}.get(source, False)
+    if not ok:
+        raise Forbidden(f"无权通过该渠道上报（{wf.SOURCES.get(source, (source,))[0]}）",
+                        f"You may not report through the '{source}' channel", code="channel_not_allowed")
+
+
 @router.post("/cases", status_code=201, response_model=ReportedOut,
              summary="上报案件 Report a case (patrol, hotline, video, superior, api)")
 def create(request: Request, body: CaseIn, db: WriteDB, who: Principal = Depends(require("case.report"))) -> ReportedOut:
+    _check_source(who, body.source)
     if body.auto_file is not None and not who.can("case.accept"):
         body.auto_file = None
     if body.dept_org_id is not None and not who.can("case.dispatch") and body.source != "superior":
@@ -239,6 +253,7 @@ def create(request: Request, body: CaseIn, db: WriteDB, who: Principal = Depends
 def create_batch(body: CaseBatchIn, db: WriteDB, who: Principal = Depends(require("case.report"))) -> dict:
     items = []
     for it in body.items:
+        _check_source(who, it.source)
         d = it.model_dump()
         if d["auto_file"] is not None and not who.can("case.accept"):
             d["auto_file"] = None

@@ -164,3 +164,13 @@ def test_batch_intake_files_dispatches_and_is_idempotent(client, cdb, as_role, o
         assert s.scalar(select(Case).where(Case.external_ref == "new")) is None  # all or nothing
     inbox = client.get("/api/v1/cases/notifications", headers=as_role("handler")).json()
     assert any(n["case_id"] == out[0]["id"] and n["kind"] == "new_task" for n in inbox)
+
+
+def test_channels_are_limited_to_their_people(client, cdb, as_role):
+    body = {"title": "测试", "category_code": "06010", "lon": 113.5, "lat": 22.75, "reporter_phone": "13912345678",
+            "address": "x", "hotline_type": "03"}
+    for role, source, status in (("citizen", "patrol", 403), ("gridworker", "hotline", 403),
+                                 ("gridworker", "superior", 403), ("citizen", "api", 403),
+                                 ("operator", "hotline", 201), ("gridworker", "patrol", 201)):
+        r = client.post("/api/v1/cases", json=body | {"source": source}, headers=as_role(role))
+        assert r.status_code == status, (role, source, r.text)
