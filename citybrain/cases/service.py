@@ -555,7 +555,7 @@ def list_cases(session: Session, *, principal: Principal, status: list[str] | No
         stmt = stmt.where(Case.reported_at >= since)
     if until:
         stmt = stmt.where(Case.reported_at < until)
-    cap = 10000
+    cap = 2000
     total = session.scalar(select(func.count()).select_from(stmt.with_only_columns(Case.id).limit(cap + 1)
                                                              .subquery())) or 0
     rows = list(session.scalars(stmt.order_by(Case.reported_at.desc(), Case.id.desc()).limit(limit).offset(offset)))
