@@ -195,7 +195,7 @@ def seed(db: Database, *, days: int = 30, per_day: int = 12, rng_seed: int = 4) 
                 case_id = case.id if case is not None else None
             if case_id is not None:
                 _walk(db, rnd, case_id, at, who, handlers, gridworkers, operator, leader, real_now)
-        # a cluster the hotspot detector flags: 暴露垃圾 around a market in 港前社区 over the last day
+        # a cluster the hotspot detector flags: 暴露垃圾 around a market over the last day
         market = (113.5612, 22.7893)
         gw = who(gridworkers.get(next(iter(gridworkers))) if gridworkers else None)
         for k in range(4):
@@ -204,7 +204,7 @@ def seed(db: Database, *, days: int = 30, per_day: int = 12, rng_seed: int = 4) 
                 service.report(s, principal=gw, source="patrol", title="农贸市场周边暴露垃圾", category_code="06010",
                                lon=market[0] + rnd.uniform(-0.0008, 0.0008), lat=market[1] + rnd.uniform(-0.0008, 0.0008),
                                grid_code=None if service._geo_service() else f"{dd.COMMUNITIES[1].code}001",
-                               address="港前社区农贸市场",
+                               address="农贸市场周边",
                                photos=[f"demo/market-{k}.jpg"], auto_file=True)
     finally:
         clock.reset()
