@@ -57,9 +57,13 @@ def _today() -> dt.date:
     return exchangelog.local_day(utcnow())
 
 
-def _authorize(principal: Principal, permission: str, org_id: int | None = None) -> None:
+def _authorize(session: Session, principal: Principal, permission: str, org_id: int | None = None) -> None:
     if principal.kind == "system":
         return
+    if principal.can(permission) and (org_id is None or principal.sees_org(org_id)):
+        return
+    # release this session's (write) transaction before the denial is recorded in its own transaction
+    session.rollback()
     identity.authorize(principal, permission, org_id=org_id)
 
 
@@ -219,7 +223,7 @@ def create_resource(session: Session, *, principal: Principal, data: dict[str, A
     else:
         raise Invalid("须指定提供部门", "A provider department is required",
                       errors=[{"field": "provider_code", "message": "required"}])
-    _authorize(principal, "data.catalog.manage", org.id)
+    _authorize(session, principal, "data.catalog.manage", org.id)
     if session.scalar(select(Resource.id).where(Resource.code == data["code"])):
         raise Conflict(f"资源代码 {data['code']} 已存在", f"Resource code {data['code']} exists",
                        code="resource_exists")
@@ -243,7 +247,7 @@ def create_resource(session: Session, *, principal: Principal, data: dict[str, A
 def update_resource(session: Session, *, principal: Principal, code: str, changes: dict[str, Any]) -> Resource:
     """Change a resource's metadata; the version grows and the old version is kept."""
     r = _resource(session, code)
-    _authorize(principal, "data.catalog.manage", r.provider_org_id)
+    _authorize(session, principal, "data.catalog.manage", r.provider_org_id)
     before = resource_dict(r)
     data = {k: getattr(r, k) for k in _RESOURCE_FIELDS}
     for k, v in changes.items():
@@ -485,7 +489,7 @@ def load_records(session: Session, *, principal: Principal, code: str, rows: Ite
     """Collect rows into a resource (upsert by key, incremental) under its quality rules; failing rows are
     kept aside with their reasons and the load's quality report counts failures by rule with samples."""
     resource = _resource(session, code)
-    _authorize(principal, "data.load", resource.provider_org_id)
+    _authorize(session, principal, "data.load", resource.provider_org_id)
     if resource.status == "retired":
         raise Conflict("资源已停用，不能归集", "The resource is retired", code="resource_retired")
     fields = item_definitions(resource)
@@ -573,14 +577,14 @@ def get_load(session: Session, *, principal: Principal, load_id: int) -> Load:
     load = session.get(Load, load_id)
     if load is None:
         raise NotFound(f"归集批次 {load_id} 不存在", f"Load {load_id} does not exist", code="load_not_found")
-    _authorize(principal, "data.load", load.provider_org_id)
+    _authorize(session, principal, "data.load", load.provider_org_id)
     return load
 
 
 def list_loads(session: Session, *, principal: Principal, code: str, limit: int = 20) -> list[dict[str, Any]]:
     """Recent loads of a resource."""
     r = _resource(session, code)
-    _authorize(principal, "data.load", r.provider_org_id)
+    _authorize(session, principal, "data.load", r.provider_org_id)
     rows = session.scalars(select(Load).where(Load.resource_id == r.id).order_by(Load.id.desc()).limit(limit))
     return [load_dict(x) for x in rows]
 
@@ -636,7 +640,7 @@ def create_request(session: Session, *, principal: Principal, code: str, fields:
                    valid_from: dt.date | None = None, valid_to: dt.date | None = None) -> ShareRequest:
     """A consumer department asks for named fields of a resource; unconditional resources (without fields in
     clear) are granted at once, the rest go to the provider, who answers within 10 working days."""
-    _authorize(principal, "data.request")
+    _authorize(session, principal, "data.request")
     if not principal.org_id:
         raise Forbidden("申请共享须以部门身份进行", "Requests are made on behalf of a department",
                         code="no_department")
@@ -712,7 +716,7 @@ def decide_request(session: Session, *, principal: Principal, request_id: int, a
                    unmasked_fields: list[str] | None = None, valid_to: dt.date | None = None) -> ShareRequest:
     """The provider department approves (possibly fewer fields or a shorter period) or refuses with a reason."""
     req = _request(session, request_id)
-    _authorize(principal, "data.approve", req.provider_org_id)
+    _authorize(session, principal, "data.approve", req.provider_org_id)
     if req.status != "pending":
         raise Conflict(f"该申请已处理（{req.status}）", f"The request is already {req.status}",
                        code="request_decided")
@@ -756,7 +760,7 @@ def decide_request(session: Session, *, principal: Principal, request_id: int, a
 def withdraw_request(session: Session, *, principal: Principal, request_id: int) -> ShareRequest:
     """The requesting department withdraws a pending request."""
     req = _request(session, request_id)
-    _authorize(principal, "data.request", req.consumer_org_id)
+    _authorize(session, principal, "data.request", req.consumer_org_id)
     if req.status != "pending":
         raise Conflict("只能撤回待审批的申请", "Only pending requests can be withdrawn", code="request_decided")
     req.status = "withdrawn"
@@ -814,7 +818,7 @@ def revoke_grant(session: Session, *, principal: Principal, grant_id: int, reaso
     g = session.get(Grant, grant_id)
     if g is None:
         raise NotFound(f"授权 {grant_id} 不存在", f"Grant {grant_id} does not exist", code="grant_not_found")
-    _authorize(principal, "data.approve", g.provider_org_id)
+    _authorize(session, principal, "data.approve", g.provider_org_id)
     if not (reason or "").strip():
         raise Invalid("撤销授权须说明理由", "A revocation needs a reason",
                       errors=[{"field": "reason", "message": "required"}])
@@ -936,7 +940,7 @@ def exchange(session: Session, *, principal: Principal, code: str, op: str = "qu
     cursor (`pull`). Fields outside the grant are refused, sensitive fields are masked unless the grant
     names them in clear, and the call is logged (consumer, resource, fields, records) before data leaves."""
     if principal.kind != "system":
-        identity.authorize(principal, "data.exchange")
+        _authorize(session, principal, "data.exchange")
         exchangelog.LIMITER.hit(f"{principal.kind}:{principal.id}")
     if not principal.org_id:
         raise Forbidden("交换接口须以部门身份调用", "Exchange calls are made on behalf of a department",
@@ -1013,7 +1017,7 @@ def exchange(session: Session, *, principal: Principal, code: str, op: str = "qu
 def exchange_log(session: Session, *, principal: Principal, code: str | None = None, limit: int = 100,
                  offset: int = 0) -> list[dict[str, Any]]:
     """Recent exchange calls the caller's departments made or served."""
-    _authorize(principal, "data.stats")
+    _authorize(session, principal, "data.stats")
     stmt = select(ExchangeLog)
     if principal.kind != "system" and principal.org_scope is not None:
         ids = list(principal.org_scope)
@@ -1029,7 +1033,7 @@ def exchange_log(session: Session, *, principal: Principal, code: str | None = N
 
 def exchange_stats(session: Session, *, principal: Principal, days: int = 7) -> dict[str, Any]:
     """Exchange statistics per day, department and resource over the last `days` days."""
-    _authorize(principal, "data.stats")
+    _authorize(session, principal, "data.stats")
     days = max(1, min(days, 366))
     today = _today()
     since = today - dt.timedelta(days=days - 1)
