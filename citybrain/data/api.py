@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
-from fastapi.responses import JSONResponse, ORJSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from citybrain.context import Principal
 from citybrain.data import schemas as sc
@@ -20,9 +20,20 @@ from citybrain.errors import Invalid, NotFound, PayloadTooLarge, Problem
 router = APIRouter(prefix="/api/v1/data", tags=["data 数据共享交换"])
 open_router = APIRouter(prefix="/api/v1/open", tags=["open 数据开放 (public)"])
 ckan_router = APIRouter(prefix="/api/3/action", tags=["open 数据开放 (public)"])
-routers = [router, open_router, ckan_router]
+# CKAN serves its Action API at /api/action too (the `ckanapi` client calls that path)
+ckan_router_unversioned = APIRouter(prefix="/api/action", tags=["open 数据开放 (public)"])
+routers = [router, open_router, ckan_router, ckan_router_unversioned]
 
 MAX_UPLOAD = 200 * 1024 * 1024
+
+
+class ORJSONResponse(Response):
+    """JSON rendered with orjson (dates, datetimes and non-ASCII text as is)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, default=str)
 
 
 def _json(doc: Any, status: int = 200) -> ORJSONResponse:
@@ -330,11 +341,15 @@ def open_key(code: str, body: sc.OpenKeyIn, db: WriteDB) -> ORJSONResponse:
 # --- CKAN Action API ------------------------------------------------------------------------------------------------------
 
 
-def _ckan_error(status: int, kind: str, message: str) -> JSONResponse:
-    return JSONResponse({"help": "", "success": False, "error": {"__type": kind, "message": message}},
+def _ckan_error(status: int, kind: str, message: str, message_zh: str | None = None) -> JSONResponse:
+    """A CKAN error envelope (what CKAN clients parse) that also carries the problem+json members."""
+    return JSONResponse({"help": "", "success": False, "error": {"__type": kind, "message": message},
+                         "type": f"urn:citybrain:problem:ckan_{status}", "title": kind, "status": status,
+                         "detail": message, "message_zh": message_zh or message, "message_en": message},
                         status_code=status)
 
 
+@ckan_router_unversioned.api_route("/{action}", methods=["GET", "POST"], summary="CKAN Action API (subset)")
 @ckan_router.api_route("/{action}", methods=["GET", "POST"], summary="CKAN Action API (subset)")
 async def ckan_action(action: str, request: Request) -> Response:
     from starlette.concurrency import run_in_threadpool
@@ -355,9 +370,10 @@ async def ckan_action(action: str, request: Request) -> Response:
     try:
         result = await run_in_threadpool(_ckan_call, action, params, base)
     except Problem as p:
-        return _ckan_error(p.status, "Not Found Error" if p.status == 404 else "Validation Error", p.detail_en)
+        return _ckan_error(p.status, "Not Found Error" if p.status == 404 else "Validation Error", p.detail_en,
+                           p.detail_zh)
     if result is _UNKNOWN:
-        return _ckan_error(400, "Bad Request", f"Action name not known: {action}")
+        return _ckan_error(400, "Bad Request", f"Action name not known: {action}", f"不支持的接口：{action}")
     return Response(orjson.dumps({"help": help_url, "success": True, "result": result}, default=str),
                     media_type="application/json")
 
