@@ -203,7 +203,8 @@ def resources() -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-def seed(db: Database, *, people: int = 30000, entities: int = 8000, history_days: int = 7) -> None:
+def seed(db: Database, *, people: int = 30000, entities: int = 8000, history_days: int = 7,
+         calls_per_day: int = 1800) -> None:
     """Create the demo catalogue, base data, requests, a consumer key and exchange history (idempotent)."""
     context.set_principal(SYSTEM)
     with db.write() as s:
@@ -241,7 +242,7 @@ def seed(db: Database, *, people: int = 30000, entities: int = 8000, history_day
         service.load_records(s, principal=SYSTEM, code="440115-1-01-001-0001", rows=bad, source="file:南沙街道补录.csv")
     _requests(db)
     _key(db)
-    _history(db, history_days)
+    _history(db, history_days, calls_per_day)
 
 
 def _dept(s, code: str) -> Principal:
@@ -299,7 +300,7 @@ def _key(db: Database) -> None:
     path.chmod(0o600)
 
 
-def _history(db: Database, days: int) -> None:
+def _history(db: Database, days: int, calls_per_day: int) -> None:
     """Exchange traffic of the past days (as the exchange would have logged it)."""
     rng = random.Random(29)
     now = clock.now()
@@ -310,7 +311,7 @@ def _history(db: Database, days: int) -> None:
         entries = []
         for d in range(days, 0, -1):
             day_start = now - dt.timedelta(days=d)
-            for _ in range(rng.randint(1500, 2200)):
+            for _ in range(int(calls_per_day * rng.uniform(0.85, 1.2))):
                 r = rng.choice(usable)
                 entries.append({"at": day_start + dt.timedelta(seconds=rng.randint(0, 86399)),
                                 "consumer_org_id": rng.choice(consumers), "provider_org_id": r.provider_org_id,

@@ -23,7 +23,7 @@ SECRET = "440115-3-GAJ-009"
 def hub(db: Database) -> Database:
     """The demo hub at a small size (catalogue, base data, requests, one day of traffic)."""
     exchangelog.LIMITER.reset()
-    demo.seed(db, people=300, entities=120, history_days=1)
+    demo.seed(db, people=300, entities=120, history_days=2, calls_per_day=150)
     context.set_principal(context.SYSTEM)
     return db
 

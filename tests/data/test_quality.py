@@ -19,7 +19,7 @@ def test_quality_rules_report_and_rejects(client, hub, dept_user):
     rows[2]["gender"] = "未知"
     rows[3]["phone"] = "12345"
     rows[4]["name"] = ""
-    rows[5]["birth_date"] = "1990-01-01" if not rows[5]["id_number"][6:14] == "19900101" else "1991-01-01"
+    rows[5]["birth_date"] = "1990-01-01" if rows[5]["id_number"][6:14] != "19900101" else "1991-01-01"
     rows[6]["area_code"] = "990000"
     rows[7] = dict(rows[8])  # duplicate key in one load
     h = dept_user("D-GAJ")
