@@ -13,6 +13,7 @@ Each `check_*` returns None when the value is valid, else a short reason code; `
 from __future__ import annotations
 
 import datetime as dt
+import operator
 import random
 import re
 
@@ -63,8 +64,7 @@ ID_RE = re.compile(r"^[1-9]\d{5}(18|19|20)\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[0
 
 def id_check_char(body17: str) -> str:
     """The MOD 11-2 check character of the first 17 digits."""
-    s = sum(int(c) * w for c, w in zip(body17, ID_WEIGHTS, strict=True))
-    return ID_CHECK[s % 11]
+    return ID_CHECK[sum(map(operator.mul, map(int, body17), ID_WEIGHTS)) % 11]
 
 
 def check_id_number(value: str | None, *, today: dt.date | None = None) -> str | None:

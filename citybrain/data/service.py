@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import orjson
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -458,13 +458,23 @@ def _write_batch(session: Session, resource: Resource, load_id: int, batch: list
         for i in range(0, len(keys), 900):
             existing.update(session.scalars(select(table.c[key]).where(table.c[key].in_(keys[i:i + 900]))))
         cols = [n for n in bt.columns if n in batch[0][1]]
+        sqlite = session.get_bind().dialect.name == "sqlite"
+        # raw driver executemany (the hot path): dates as ISO text, timestamps as SQLAlchemy stores them
+        stamp = now.astimezone(dt.UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else now
+        date_cols = {c for c in cols if bt.table.c[c].type.python_type is dt.date}
+        getters = [(c, c in date_cols) for c in cols]
         rows = []
         for i, (_, r) in enumerate(batch):
-            d = {c: r[c] for c in cols}
-            d["seq"], d["load_id"], d["updated_at"] = first + i, load_id, now
-            rows.append(d)
-        session.execute(_upsert_stmt(session, table, [key], [c for c in cols if c != key]
-                                     + ["seq", "load_id", "updated_at"]), rows)
+            vals = [(v.isoformat() if (is_date and v is not None) else v) for c, is_date in getters
+                    for v in (r[c],)]
+            vals += [first + i, load_id, stamp]
+            rows.append(tuple(vals))
+        all_cols = cols + ["seq", "load_id", "updated_at"]
+        ph = "?" if sqlite else "%s"
+        sql = (f"INSERT INTO {table.name} ({', '.join(all_cols)}) VALUES ({', '.join([ph] * len(all_cols))}) "
+               f"ON CONFLICT ({key}) DO UPDATE SET "
+               + ", ".join(f"{c} = excluded.{c}" for c in all_cols if c != key))
+        session.connection().exec_driver_sql(sql, rows)
     else:
         table = Record.__table__
         key = resource.key_field
@@ -873,11 +883,14 @@ def _meta(session: Session, code: str) -> dict[str, Any]:
     return meta
 
 
+_GRANT_STMT = select(Grant.fields, Grant.unmasked_fields).where(
+    Grant.resource_id == bindparam("rid"), Grant.consumer_org_id == bindparam("org"), Grant.status == "active",
+    Grant.valid_from <= bindparam("today", type_=Grant.valid_from.type),
+    Grant.valid_to >= bindparam("today", type_=Grant.valid_to.type))
+
+
 def _grant_for(session: Session, meta: dict[str, Any], org_id: int) -> tuple[set[str], set[str]]:
-    today = _today()
-    rows = session.execute(select(Grant.fields, Grant.unmasked_fields).where(
-        Grant.resource_id == meta["id"], Grant.consumer_org_id == org_id, Grant.status == "active",
-        Grant.valid_from <= today, Grant.valid_to >= today)).all()
+    rows = session.execute(_GRANT_STMT, {"rid": meta["id"], "org": org_id, "today": _today()}).all()
     if not rows:
         raise Forbidden(f"本部门没有资源 {meta['code']} 的有效共享授权（请先申请）",
                         f"Your department holds no valid grant for {meta['code']} (request one first)",
@@ -932,6 +945,37 @@ def _rows_out(meta: dict[str, Any], result, fields: list[str], masked: dict[str,
     return out
 
 
+_STMTS: dict[tuple, Any] = {}
+
+
+def _statement(meta: dict[str, Any], want: tuple[str, ...], op: str, fkeys: tuple[str, ...]):
+    """The exchange SELECT for this shape of call, built once and reused with bound parameters."""
+    ck = (meta["code"], meta["table"].name, want, op, fkeys)
+    stmt = _STMTS.get(ck)
+    if stmt is not None:
+        return stmt
+    t = meta["table"]
+    stmt = select(*_columns(meta, list(want)))
+    if not meta["base_table"]:
+        stmt = stmt.where(t.c.resource_id == bindparam("rid"))
+
+    def col(f: str):
+        return t.c[f] if meta["base_table"] else t.c.data[f].as_string()
+
+    if op == "get":
+        stmt = stmt.where(col(meta["key"]) == bindparam("k")).limit(1)
+    elif op == "query":
+        for f in fkeys:
+            stmt = stmt.where(col(f) == bindparam(f"f_{f}"))
+        stmt = stmt.order_by(t.c.id).limit(bindparam("lim")).offset(bindparam("off"))
+    else:
+        stmt = stmt.where(t.c.seq > bindparam("after")).order_by(t.c.seq).limit(bindparam("lim"))
+    if len(_STMTS) > 2000:
+        _STMTS.clear()
+    _STMTS[ck] = stmt
+    return stmt
+
+
 def exchange(session: Session, *, principal: Principal, code: str, op: str = "query",
              key: str | None = None, filters: dict[str, str] | None = None, fields: list[str] | None = None,
              page: int = 1, page_size: int = 100, cursor: str | None = None, limit: int = 100,
@@ -959,30 +1003,26 @@ def exchange(session: Session, *, principal: Principal, code: str, op: str = "qu
         raise Invalid(f"未知信息项：{'、'.join(unknown)}", f"Unknown fields: {', '.join(unknown)}",
                       errors=[{"field": f, "message": "unknown"} for f in unknown])
     masks = {f: meta["masks"][f] for f in want if f in meta["masks"] and f not in clear} if masked else {}
-    t = meta["table"]
-    stmt = select(*_columns(meta, want))
-    if not meta["base_table"]:
-        stmt = stmt.where(t.c.resource_id == meta["id"])
-
-    def col(f: str):
-        return t.c[f] if meta["base_table"] else t.c.data[f].as_string()
-
     result: dict[str, Any] = {"resource": code, "fields": want, "masked": sorted(masks)}
+    params: dict[str, Any] = {}
     if op == "get":
         if not key:
             raise Invalid("须提供主键值", "A key is required", errors=[{"field": "key", "message": "required"}])
-        stmt = stmt.where(col(meta["key"]) == key).limit(1)
+        params["k"] = key
+        fkeys: tuple[str, ...] = ()
     elif op == "query":
-        for f, v in (filters or {}).items():
+        filters = filters or {}
+        for f, v in filters.items():
             if f not in meta["items"] or f not in meta["filterable"]:
                 raise Invalid(f"不支持按 {f} 筛选", f"Cannot filter by {f}",
                               errors=[{"field": f, "message": f"filterable: {sorted(meta['filterable'])}"}])
             if f not in granted:
                 raise Forbidden(f"未获授权的信息项：{f}", f"Field not granted: {f}", code="field_not_granted")
-            stmt = stmt.where(col(f) == (_convert_filter(meta["items"][f], v) if meta["base_table"] else v))
+            params[f"f_{f}"] = _convert_filter(meta["items"][f], v) if meta["base_table"] else str(v)
+        fkeys = tuple(sorted(filters))
         page_size = max(1, min(page_size, MAX_PAGE))
         page = max(1, page)
-        stmt = stmt.order_by(t.c.id).limit(page_size).offset((page - 1) * page_size)
+        params["lim"], params["off"] = page_size, (page - 1) * page_size
         result.update(page=page, page_size=page_size)
     elif op == "pull":
         try:
@@ -990,10 +1030,14 @@ def exchange(session: Session, *, principal: Principal, code: str, op: str = "qu
         except ValueError:
             raise Invalid("游标无效", "Invalid cursor", errors=[{"field": "cursor", "message": "invalid"}]) from None
         limit = max(1, min(limit, MAX_PAGE))
-        stmt = stmt.where(t.c.seq > after).order_by(t.c.seq).limit(limit)
+        params["after"], params["lim"] = after, limit
+        fkeys = ()
     else:
         raise Invalid(f"未知操作 {op}", f"Unknown operation {op}", errors=[{"field": "op", "message": op}])
-    rows = session.execute(stmt).all()
+    stmt = _statement(meta, tuple(want), op, fkeys)
+    if not meta["base_table"]:
+        params["rid"] = meta["id"]
+    rows = session.execute(stmt, params).all()
     records = _rows_out(meta, rows, want, masks)
     if op == "pull":
         result["next_cursor"] = str(rows[-1][-1]) if rows else str(after)
