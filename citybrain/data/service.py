@@ -50,6 +50,7 @@ UPDATE_CYCLES = ("realtime", "daily", "weekly", "monthly", "quarterly", "yearly"
 ANSWER_WORKDAYS = 10  # STANDARDS.md §6.2: conditional requests are answered within 10 working days
 MAX_GRANT_DAYS = 366 * 3
 MAX_PAGE = 1000
+LOAD_CACHE_KIB = 262144  # SQLite page cache of a loading connection (256 MiB)
 CODE_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z\-_.]{2,59}$")
 
 
@@ -363,14 +364,13 @@ def catalog_stats(session: Session) -> dict[str, Any]:
 # --- collection (归集) ----------------------------------------------------------------------------------------------
 
 
-def _next_seq(session: Session, name: str, n: int) -> int:
-    """Reserve `n` change numbers of a table; returns the first."""
-    res = session.execute(update(Counter).where(Counter.name == name).values(value=Counter.value + n))
+def _next_seq(conn, name: str, n: int) -> int:
+    """Reserve `n` change numbers of a table; returns the first (the row lock serialises concurrent loads)."""
+    res = conn.execute(update(Counter).where(Counter.name == name).values(value=Counter.value + n))
     if res.rowcount == 0:
-        session.add(Counter(name=name, value=n))
-        session.flush()
+        conn.execute(Counter.__table__.insert().values(name=name, value=n))
         return 1
-    return session.scalar(select(Counter.value).where(Counter.name == name)) - n + 1
+    return conn.scalar(select(Counter.value).where(Counter.name == name)) - n + 1
 
 
 def read_upload(filename: str, content: bytes) -> Iterator[dict[str, Any]]:
@@ -415,13 +415,13 @@ def read_upload(filename: str, content: bytes) -> Iterator[dict[str, Any]]:
     yield from csv.DictReader(io.StringIO(text))
 
 
-def _upsert_stmt(session: Session, table, index_elements: list[str], update_cols: list[str]):
-    ins = (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(table)
+def _upsert_stmt(conn, table, index_elements: list[str], update_cols: list[str]):
+    ins = (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
     return ins.on_conflict_do_update(index_elements=index_elements,
                                      set_={c: getattr(ins.excluded, c) for c in update_cols})
 
 
-def _cross_source(session: Session, resource: Resource, batch: list[tuple[int, dict]],
+def _cross_source(conn, resource: Resource, batch: list[tuple[int, dict]],
                   validator: Validator) -> tuple[list[tuple[int, dict]], list[tuple[int, dict, list]]]:
     """多元校核 across base databases: a licence holder must exist in the population or legal-entity base."""
     if resource.base_table != "licence":
@@ -432,8 +432,8 @@ def _cross_source(session: Session, resource: Resource, batch: list[tuple[int, d
     id_list = list(ids)
     for i in range(0, len(id_list), 900):
         chunk = id_list[i:i + 900]
-        known.update(session.scalars(select(pop.c.id_number).where(pop.c.id_number.in_(chunk))))
-        known.update(session.scalars(select(ent.c.credit_code).where(ent.c.credit_code.in_(chunk))))
+        known.update(conn.scalars(select(pop.c.id_number).where(pop.c.id_number.in_(chunk))))
+        known.update(conn.scalars(select(ent.c.credit_code).where(ent.c.credit_code.in_(chunk))))
     good, bad = [], []
     for row_no, r in batch:
         if r["holder_id"] in known:
@@ -444,26 +444,27 @@ def _cross_source(session: Session, resource: Resource, batch: list[tuple[int, d
     return good, bad
 
 
-def _write_batch(session: Session, resource: Resource, load_id: int, batch: list[tuple[int, dict]],
+def _write_batch(conn, resource: Resource, load_id: int, batch: list[tuple[int, dict]],
                  now: dt.datetime) -> tuple[int, int]:
     """Upsert clean rows; returns (inserted, updated)."""
     if not batch:
         return 0, 0
-    first = _next_seq(session, resource.base_table or "record", len(batch))
+    first = _next_seq(conn, resource.base_table or "record", len(batch))
     if resource.base_table:
         bt = BASE_TABLES[resource.base_table]
         table, key = bt.table, bt.key
         keys = [r[key] for _, r in batch]
         existing: set[Any] = set()
         for i in range(0, len(keys), 900):
-            existing.update(session.scalars(select(table.c[key]).where(table.c[key].in_(keys[i:i + 900]))))
+            existing.update(conn.scalars(select(table.c[key]).where(table.c[key].in_(keys[i:i + 900]))))
         cols = [n for n in bt.columns if n in batch[0][1]]
-        sqlite = session.get_bind().dialect.name == "sqlite"
+        sqlite = conn.dialect.name == "sqlite"
         # raw driver executemany (the hot path): dates as ISO text, timestamps as SQLAlchemy stores them
         stamp = now.astimezone(dt.UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else now
         date_cols = {c for c in cols if bt.table.c[c].type.python_type is dt.date}
         getters = [(c, c in date_cols) for c in cols]
         rows = []
+        batch = sorted(batch, key=lambda x: x[1][key])  # key order: B-tree inserts stay local
         for i, (_, r) in enumerate(batch):
             vals = [(v.isoformat() if (is_date and v is not None) else v) for c, is_date in getters
                     for v in (r[c],)]
@@ -474,19 +475,19 @@ def _write_batch(session: Session, resource: Resource, load_id: int, batch: list
         sql = (f"INSERT INTO {table.name} ({', '.join(all_cols)}) VALUES ({', '.join([ph] * len(all_cols))}) "
                f"ON CONFLICT ({key}) DO UPDATE SET "
                + ", ".join(f"{c} = excluded.{c}" for c in all_cols if c != key))
-        session.connection().exec_driver_sql(sql, rows)
+        conn.exec_driver_sql(sql, rows)
     else:
         table = Record.__table__
         key = resource.key_field
         keys = [str(r[key]) for _, r in batch]
         existing = set()
         for i in range(0, len(keys), 900):
-            existing.update(session.scalars(select(table.c.record_key).where(
+            existing.update(conn.scalars(select(table.c.record_key).where(
                 table.c.resource_id == resource.id, table.c.record_key.in_(keys[i:i + 900]))))
         rows = [{"resource_id": resource.id, "record_key": str(r[key]),
                  "data": orjson.loads(orjson.dumps(r, default=str)), "seq": first + i, "load_id": load_id,
                  "updated_at": now} for i, (_, r) in enumerate(batch)]
-        session.execute(_upsert_stmt(session, table, ["resource_id", "record_key"],
+        conn.execute(_upsert_stmt(conn, table, ["resource_id", "record_key"],
                                      ["data", "seq", "load_id", "updated_at"]), rows)
         keys_in = keys
         return sum(1 for k in keys_in if k not in existing), sum(1 for k in keys_in if k in existing)
@@ -509,6 +510,12 @@ def load_records(session: Session, *, principal: Principal, code: str, rows: Ite
                 status="running", actor=principal.label, started_at=utcnow())
     session.add(load)
     session.commit()
+    # the rows go through one connection of their own, one transaction per batch
+    conn = session.get_bind().connect()
+    sqlite = conn.dialect.name == "sqlite"
+    if sqlite:  # a large page cache for random-key index inserts (reset when the load ends)
+        conn.exec_driver_sql(f"PRAGMA cache_size=-{LOAD_CACHE_KIB}")
+        conn.commit()
     load_id = load.id
     rej_table = Reject.__table__
     total = inserted = updated = rejected = 0
@@ -518,18 +525,18 @@ def load_records(session: Session, *, principal: Principal, code: str, rows: Ite
 
     def flush() -> None:
         nonlocal inserted, updated, rejected
-        good, bad = _cross_source(session, resource, batch, validator)
+        good, bad = _cross_source(conn, resource, batch, validator)
         for row_no, r, reasons in bad:
             rejects.append({"load_id": load_id, "row_no": row_no,
                             "record": orjson.loads(orjson.dumps(r, default=str)), "reasons": reasons})
-        i, u = _write_batch(session, resource, load_id, good, utcnow())
+        i, u = _write_batch(conn, resource, load_id, good, utcnow())
+        if rejects:
+            conn.execute(rej_table.insert(), rejects)
+        conn.commit()
         inserted += i
         updated += u
-        if rejects:
-            session.execute(rej_table.insert(), rejects)
-            rejected += len(rejects)
-            rejects.clear()
-        session.commit()
+        rejected += len(rejects)
+        rejects.clear()
         batch.clear()
         if progress:
             progress(total)
@@ -553,6 +560,7 @@ def load_records(session: Session, *, principal: Principal, code: str, rows: Ite
                 flush()
         flush()
     except Exception:
+        conn.rollback()
         session.rollback()
         audit.reset_session_head(session)
         load = session.get(Load, load_id)
@@ -561,6 +569,11 @@ def load_records(session: Session, *, principal: Principal, code: str, rows: Ite
         audit.commit(session, action="data.load", target_type="data_resource", target_id=code, outcome="failure",
                      after={"load_id": load_id, "total": total})
         raise
+    finally:
+        if sqlite:
+            conn.exec_driver_sql("PRAGMA cache_size=-2000")
+            conn.commit()
+        conn.close()
     elapsed = time.perf_counter() - t0
     load = session.get(Load, load_id)
     load.status, load.finished_at = "done", utcnow()
@@ -976,6 +989,30 @@ def _statement(meta: dict[str, Any], want: tuple[str, ...], op: str, fkeys: tupl
     return stmt
 
 
+_RAW: dict[tuple, tuple[str, list[str] | None, dict[str, Any]]] = {}
+
+
+def _execute_raw(session: Session, stmt, ck: tuple, params: dict[str, Any]) -> list[tuple]:
+    """Run a cached exchange SELECT through the driver (compiled once per dialect; no result processing:
+    the hot path returns dates as the driver gives them, which serialise the same)."""
+    dialect = session.get_bind().dialect
+    key = (dialect.name, ck)
+    hit = _RAW.get(key)
+    if hit is None:
+        compiled = stmt.compile(dialect=dialect)
+        hit = (str(compiled), list(compiled.positiontup) if compiled.positional else None,
+               {k: v for k, v in compiled.params.items() if v is not None})
+        if len(_RAW) > 2000:
+            _RAW.clear()
+        _RAW[key] = hit
+    sql, order, defaults = hit
+    params = {**defaults, **params}
+    if dialect.name == "sqlite":
+        params = {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in params.items()}
+    args = tuple(params[n] for n in order) if order is not None else params
+    return session.connection().exec_driver_sql(sql, args).fetchall()
+
+
 def exchange(session: Session, *, principal: Principal, code: str, op: str = "query",
              key: str | None = None, filters: dict[str, str] | None = None, fields: list[str] | None = None,
              page: int = 1, page_size: int = 100, cursor: str | None = None, limit: int = 100,
@@ -1035,9 +1072,11 @@ def exchange(session: Session, *, principal: Principal, code: str, op: str = "qu
     else:
         raise Invalid(f"未知操作 {op}", f"Unknown operation {op}", errors=[{"field": "op", "message": op}])
     stmt = _statement(meta, tuple(want), op, fkeys)
-    if not meta["base_table"]:
+    if meta["base_table"]:
+        rows = _execute_raw(session, stmt, (meta["code"], tuple(want), op, fkeys), params)
+    else:
         params["rid"] = meta["id"]
-    rows = session.execute(stmt, params).all()
+        rows = session.execute(stmt, params).all()
     records = _rows_out(meta, rows, want, masks)
     if op == "pull":
         result["next_cursor"] = str(rows[-1][-1]) if rows else str(after)
