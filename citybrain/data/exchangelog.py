@@ -16,19 +16,14 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import insert
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from citybrain.data.models import ExchangeDaily, ExchangeLog
 from citybrain.db import Database
 from citybrain.errors import Problem, TooManyRequests
 
 log = logging.getLogger("citybrain.data.exchange")
 
-LOG_TABLE = ExchangeLog.__table__
-DAILY_TABLE = ExchangeDaily.__table__
 
 
 def local_day(at: dt.datetime) -> dt.date:
@@ -36,29 +31,40 @@ def local_day(at: dt.datetime) -> dt.date:
     return (at + dt.timedelta(hours=8)).date()
 
 
-def write_entries(session: Session, entries: list[dict[str, Any]]) -> None:
-    """Insert log rows and add them to the daily statistics (in the caller's transaction)."""
+_LOG_COLS = ("at", "consumer_org_id", "provider_org_id", "resource_id", "actor", "key_id", "op", "fields",
+             "unmasked", "records", "request_id")
+
+
+def write_entries(conn: Connection | Session, entries: list[dict[str, Any]]) -> None:
+    """Insert log rows and add them to the daily statistics (in the caller's transaction; raw driver SQL,
+    this runs once per group of exchange calls)."""
     if not entries:
         return
-    session.execute(insert(LOG_TABLE), entries)
+    if isinstance(conn, Session):
+        conn = conn.connection()
+    sqlite = conn.dialect.name == "sqlite"
+    ph = "?" if sqlite else "%s"
+
+    def stamp(at: dt.datetime):
+        return at.astimezone(dt.UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else at
+
+    conn.exec_driver_sql(
+        f"INSERT INTO data_exchange_log ({', '.join(_LOG_COLS)}) VALUES ({', '.join([ph] * len(_LOG_COLS))})",
+        [tuple(stamp(e["at"]) if c == "at" else e[c] for c in _LOG_COLS) for e in entries])
     sums: dict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0])
     for e in entries:
         k = (local_day(e["at"]), e["consumer_org_id"] or 0, e["resource_id"])
-        s = sums[k]
-        s[0] += 1
-        s[1] += e["records"]
-        s[2] = e["provider_org_id"] or 0
-    rows = [{"day": k[0], "consumer_org_id": k[1], "resource_id": k[2], "provider_org_id": v[2],
-             "calls": v[0], "records": v[1]} for k, v in sums.items()]
-    ins = (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(DAILY_TABLE)
-    stmt = ins.on_conflict_do_update(
-        index_elements=["day", "consumer_org_id", "resource_id"],
-        set_={"calls": DAILY_TABLE.c.calls + ins.excluded.calls,
-              "records": DAILY_TABLE.c.records + ins.excluded.records},
-    )
+        acc = sums[k]
+        acc[0] += 1
+        acc[1] += e["records"]
+        acc[2] = e["provider_org_id"] or 0
+    sql = (f"INSERT INTO data_exchange_daily (day, consumer_org_id, resource_id, provider_org_id, calls, records) "
+           f"VALUES ({', '.join([ph] * 6)}) ON CONFLICT (day, consumer_org_id, resource_id) DO UPDATE SET "
+           f"calls = data_exchange_daily.calls + excluded.calls, "
+           f"records = data_exchange_daily.records + excluded.records")
     # sorted keys: concurrent writers lock statistics rows in the same order (no deadlocks on PostgreSQL)
-    for r in sorted(rows, key=lambda r: (r["day"], r["consumer_org_id"], r["resource_id"])):
-        session.execute(stmt, r)
+    conn.exec_driver_sql(sql, [(k[0].isoformat() if sqlite else k[0], k[1], k[2], v[2], v[0], v[1])
+                               for k, v in sorted(sums.items())])
 
 
 class _Pending:
@@ -121,9 +127,9 @@ class LogWriter:
         db = group[0].db
         for attempt in range(3):
             try:
-                with db.write() as s:
-                    write_entries(s, [p.entry for p in group])
-                    s.commit()
+                with db.write_engine.connect() as conn:
+                    write_entries(conn, [p.entry for p in group])
+                    conn.commit()
                 break
             except Exception as exc:  # noqa: BLE001 - report to every waiting caller
                 if attempt == 2:

@@ -1087,6 +1087,9 @@ def exchange(session: Session, *, principal: Principal, code: str, op: str = "qu
     result["records"] = records
     result["count"] = len(records)
     if log:
+        # end this read transaction first: an open SQLite snapshot would keep every log commit from
+        # checkpointing the WAL (each commit then pays a partial checkpoint)
+        session.commit()
         req = context.current()
         exchangelog.WRITER.submit(get_db(), {
             "at": utcnow(), "consumer_org_id": principal.org_id, "provider_org_id": meta["provider_org_id"],
