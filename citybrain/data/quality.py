@@ -202,6 +202,8 @@ _MIN_DATE = dt.date(1900, 1, 1)
 
 
 def _to_date(v: Any) -> dt.date:
+    if type(v) is str and len(v) == 10 and v[4] == "-":
+        return dt.date.fromisoformat(v)
     if isinstance(v, dt.datetime):
         return v.date()
     if isinstance(v, dt.date):
@@ -247,6 +249,16 @@ def compile_field(f: dict[str, Any], today: dt.date) -> Callable[[Any], Any]:
     past = bool(f.get("past"))
     lo, hi = f.get("min"), f.get("max")
     is_date = f.get("type") == "date"
+    if not (max_len or pattern or code_set or check or is_date or lo is not None or hi is not None):
+        def plain(v: Any) -> Any:
+            try:
+                return conv(v)
+            except (ValueError, TypeError):
+                raise RuleFailed("type") from None
+
+        return plain
+    if check_name == "id_number":
+        check = lambda v: codes.check_id_number(v, today=today)  # noqa: E731
 
     def run(v: Any) -> Any:
         try:
@@ -259,12 +271,8 @@ def compile_field(f: dict[str, Any], today: dt.date) -> Callable[[Any], Any]:
             raise RuleFailed("pattern")
         if code_set is not None and v not in code_set:
             raise RuleFailed("codes")
-        if check is not None:
-            if check_name == "id_number":
-                if codes.check_id_number(v, today=today):
-                    raise RuleFailed("id_number")
-            elif check(v):
-                raise RuleFailed(check_name)
+        if check is not None and check(v):
+            raise RuleFailed(check_name)
         if is_date and (v < _MIN_DATE or (past and v > today)):
             raise RuleFailed("date")
         if lo is not None and v < lo:
@@ -294,13 +302,17 @@ class Validator:
         self.seen: set[Any] = set()
         self.failures: dict[str, dict[str, Any]] = {}
         self.masks = {f["name"]: MASKS[f["mask"]] for f in fields if f.get("mask") in MASKS}
+        self._hdr: tuple[tuple, bool] = ((), False)  # last header seen, and whether it uses labels
 
     def normalise_keys(self, row: dict[str, Any]) -> dict[str, Any]:
         """Accept column headers given as field names or as Chinese labels."""
         if not row:
             return row
         labels = self.labels
-        if any(k in labels for k in row):
+        hdr = tuple(row)
+        if hdr != self._hdr[0]:
+            self._hdr = (hdr, any(k in labels for k in hdr))
+        if self._hdr[1]:
             return {labels.get(k, k): v for k, v in row.items()}
         return row
 
