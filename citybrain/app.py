@@ -118,10 +118,9 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             route = routes.get((method, path))
             responses = op.setdefault("responses", {})
             codes = ["500", "503"]
-            if path.startswith("/api/"):
-                codes += ["400", "404", "409", "413", "422", "429"]
+            if path.startswith("/api/"):  # any API route may refuse a credential it was sent
+                codes += ["400", "401", "403", "404", "409", "413", "422", "429"]
             if route is not None and route_needs_login(route):
-                codes += ["401", "403"]
                 op["security"] = [{"bearer": []}, {"apiKey": []}]
                 perms = route_permissions(route)
                 if perms:

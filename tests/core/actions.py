@@ -141,4 +141,15 @@ def fallback(method: str, path: str, permissions: tuple[str, ...]) -> Action:
                   prepare=lambda _ctx: dict.fromkeys(names, "1"), ok=-1, note="unregistered")
 
 
+def is_endless_stream(route: object) -> bool:
+    """True for Server-Sent Events endpoints: an allowed caller's request would never end in a test client."""
+    import inspect
+
+    endpoint = getattr(route, "endpoint", None)
+    try:
+        return endpoint is not None and "text/event-stream" in inspect.getsource(endpoint)
+    except (OSError, TypeError):
+        return False
+
+
 ACTIONS: list[Action] = []  # core has no protected routes of its own (GET /api/v1/live needs only a login)

@@ -1,0 +1,47 @@
+"""Database and conversion errors caused by the input are problems (4xx), never 500s."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from citybrain.deps import ReadDB
+
+
+def test_huge_ids_are_not_500(client, as_role):
+    h = as_role("sysadmin")
+    for url in ("/api/v1/orgs/99999999999999999999", "/api/v1/users/99999999999999999999"):
+        r = client.get(url, headers=h)
+        assert r.status_code in (404, 422), (url, r.status_code)
+        assert r.headers["content-type"].startswith("application/problem+json")
+
+
+def test_nul_characters_are_not_500(client, as_role):
+    h = as_role("sysadmin")
+    r = client.post("/api/v1/orgs", json={"code": "X\u0000", "name": "空\u0000字符", "type": "external"}, headers=h)
+    assert r.status_code in (201, 422), r.text
+    r = client.post("/api/v1/auth/token", data={"username": "a\u0000b", "password": "x"})
+    assert r.status_code in (401, 422), r.text
+
+
+def test_database_errors_map_to_problems(client):
+    router = APIRouter()
+
+    @router.get("/api/v1/_test/dup")
+    def dup(db: ReadDB) -> dict:
+        db.execute(text("CREATE TEMPORARY TABLE t_dup (x INTEGER PRIMARY KEY)"))
+        db.execute(text("INSERT INTO t_dup VALUES (1)"))
+        db.execute(text("INSERT INTO t_dup VALUES (1)"))
+        return {}
+
+    @router.get("/api/v1/_test/broken")
+    def broken() -> dict:
+        raise SQLAlchemyError("something else")
+
+    client.app.include_router(router)
+    r = client.get("/api/v1/_test/dup")
+    assert r.status_code == 409 and r.json()["code"] == "integrity_conflict"
+    r = client.get("/api/v1/_test/broken")
+    assert r.status_code == 500 and r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["code"] == "internal" and "something else" not in r.text
