@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from prometheus_client import Counter, Histogram
 from starlette.concurrency import run_in_threadpool
 
@@ -195,8 +195,9 @@ def device_readings(code: str, db: ReadDB, property: str, who: Principal = Depen
 
 
 @router.get("/grids/{grid_code}/latest", summary="网格内设备最新值 Latest values in one grid")
-def grid_latest(grid_code: str, db: ReadDB, who: Principal = Depends(require("iot.read"))) -> dict[str, Any]:
-    return {"grid_code": grid_code, "devices": service.grid_latest(db, grid_code=grid_code, principal=who)}
+def grid_latest(grid_code: str, db: ReadDB, who: Principal = Depends(require("iot.read"))) -> Response:
+    doc = {"grid_code": grid_code, "devices": service.grid_latest(db, grid_code=grid_code, principal=who)}
+    return Response(orjson.dumps(doc), media_type="application/json")  # many nested values: skip the encoder
 
 
 @router.get("/aggregate", summary="区域统计 avg/min/max per grid, community or town")

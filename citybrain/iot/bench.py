@@ -281,6 +281,7 @@ def raw_ceiling(bodies: list[bytes], devices: list[str], tmp: Path) -> float:
 
 def _http_run(tmp: Path, n_devices: int, rounds: int, threads: int, database_url: str | None,
               port: int) -> dict[str, Any]:
+    tmp.mkdir(parents=True, exist_ok=True)
     seeded = _seed(tmp, n_devices, database_url)
     start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
     warm = make_batches(seeded["devices"], 1, start - dt.timedelta(minutes=5))

@@ -24,7 +24,13 @@ def _publish(topic_payloads: list[tuple[str, bytes]]) -> float:
     """Publish at QoS 1 as fast as the broker takes them; return seconds until all are acknowledged."""
     pub = publisher()
     t0 = time.perf_counter()
-    infos = [pub.publish(t, p, qos=1) for t, p in topic_payloads]
+    infos = []
+    for t, p in topic_payloads:
+        infos.append(pub.publish(t, p, qos=1))
+        if len(infos) >= 30_000:  # message ids wrap at 65535: let the window drain
+            for i in infos:
+                i.wait_for_publish(timeout=120)
+            infos = []
     for i in infos:
         i.wait_for_publish(timeout=120)
     secs = time.perf_counter() - t0
