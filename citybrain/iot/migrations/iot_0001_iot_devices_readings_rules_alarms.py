@@ -2,7 +2,7 @@
 
 Revision ID: iot_0001
 Revises: 
-Create Date: 2026-11-21 10:56:43.157958
+Create Date: 2026-11-21 10:22:28.012570
 """
 
 from alembic import op
@@ -115,7 +115,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_iot_device_community_code'), ['community_code'], unique=False)
         batch_op.create_index(batch_op.f('ix_iot_device_grid_code'), ['grid_code'], unique=False)
         batch_op.create_index(batch_op.f('ix_iot_device_model_code'), ['model_code'], unique=False)
-        batch_op.create_index('ix_iot_device_org_status', ['org_id', 'status'], unique=False)
+        batch_op.create_index(batch_op.f('ix_iot_device_org_id'), ['org_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_iot_device_status'), ['status'], unique=False)
         batch_op.create_index(batch_op.f('ix_iot_device_town_code'), ['town_code'], unique=False)
 
@@ -181,7 +181,7 @@ def downgrade() -> None:
     with op.batch_alter_table('iot_device', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_iot_device_town_code'))
         batch_op.drop_index(batch_op.f('ix_iot_device_status'))
-        batch_op.drop_index('ix_iot_device_org_status')
+        batch_op.drop_index(batch_op.f('ix_iot_device_org_id'))
         batch_op.drop_index(batch_op.f('ix_iot_device_model_code'))
         batch_op.drop_index(batch_op.f('ix_iot_device_grid_code'))
         batch_op.drop_index(batch_op.f('ix_iot_device_community_code'))
