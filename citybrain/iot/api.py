@@ -53,8 +53,11 @@ def _telemetry(headers: Any, raw: bytes) -> dict[str, Any]:
             try:
                 device = service.authenticate_device(s, code=code, secret=secret)
             except Forbidden as exc:
-                info = service._registry(s, service._state(s)).get(code)
+                st = service._state(s)
+                with st.lock:
+                    info = service._registry(s, st).get(code)
                 if info is not None:  # a disabled device: keep what it sent, refuse with 403
+                    s.commit()
                     context.set_principal(service.device_principal(info))
                     try:
                         res = service.ingest_raw(s, raw=raw, source="http", device=info)
@@ -76,11 +79,11 @@ def _telemetry(headers: Any, raw: bytes) -> dict[str, Any]:
                 raise Forbidden("该凭证无权上报物联数据", "This key may not send telemetry (needs iot.ingest)",
                                 code="permission_denied")
             context.set_principal(sender)
-            s.commit()  # end the credential lookup's transaction before waiting for the ingestion lock
         else:
             AUTH_FAILURES.labels("http").inc()
             raise Unauthorized("请提供设备编码与密钥或网关密钥",
                                "Send X-Device-Code and X-Device-Secret, or a gateway key", code="not_authenticated")
+        s.commit()  # end the credential lookup's transaction before waiting for the ingestion lock
         res = service.ingest_raw(s, raw=raw, source="http", sender=sender, device=device)
     INGEST_SECONDS.labels("http").observe(time.perf_counter() - t0)
     count("http", res)
