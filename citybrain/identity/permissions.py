@@ -22,6 +22,7 @@ PERMISSIONS: dict[str, tuple[str, str]] = {
     # auditor (审计管理员)
     "audit.read": ("查阅审计日志", "Read the audit trail"),
     # business
+    "user.directory": ("查看通讯录（本单位及下级）", "View the staff directory (own organisation and below)"),
     "geo.read": ("查看地图与网格", "View the map and grids"),
     "ioc.view": ("查看运行态势", "View the operations centre"),
     "iot.read": ("查看物联设备与数据", "View IoT devices and data"),
@@ -47,6 +48,7 @@ PERMISSIONS: dict[str, tuple[str, str]] = {
     "data.approve": ("审批共享申请", "Approve sharing requests"),
     "data.exchange": ("调用交换接口", "Query shared data"),
     "data.stats": ("查看交换统计", "View exchange statistics"),
+    "data.open": ("获取有条件开放数据", "Download conditionally open data (open-data keys only)"),
 }
 
 # The three administrators' permissions are theirs alone: no other role may be granted them.
@@ -83,16 +85,16 @@ ROLES: dict[str, RoleDef] = {
               {"role.manage", "role.assign", "apikey.manage", "user.read"}),
         _role("auditor", "审计管理员", "Auditor", True, {"audit.read"}),
         _role("leader", "领导", "Leader", True,
-              {"ioc.view", "geo.read", "case.read", "case.supervise", "case.evaluate", "iot.read",
+              {"user.directory", "ioc.view", "geo.read", "case.read", "case.supervise", "case.evaluate", "iot.read",
                "data.catalog.read", "data.stats"}),
         _role("operator", "指挥中心坐席", "Command-centre operator", True,
-              _CASE_OPERATOR | {"ioc.view", "geo.read", "iot.read", "iot.alarm.ack", "case.config.manage",
+              _CASE_OPERATOR | {"user.directory", "ioc.view", "geo.read", "iot.read", "iot.alarm.ack", "case.config.manage",
                                 "data.catalog.read", "data.stats"}),
         _role("handler", "部门处置人员", "Department handler", False,
-              {"case.read", "case.handle", "geo.read", "iot.read", "iot.alarm.ack", "iot.device.manage",
+              {"user.directory", "case.read", "case.handle", "geo.read", "iot.read", "iot.alarm.ack", "iot.device.manage",
                "iot.rule.manage", "data.catalog.read", "data.catalog.manage", "data.load", "data.request",
                "data.approve"}),
-        _role("gridworker", "网格员", "Grid worker", False, {"case.report", "case.read", "case.verify", "geo.read"}),
+        _role("gridworker", "网格员", "Grid worker", False, {"user.directory", "case.report", "case.read", "case.verify", "geo.read"}),
         _role("analyst", "数据分析人员", "Data analyst", False,
               {"geo.read", "iot.read", "data.catalog.read", "data.request", "data.exchange", "data.stats"}),
         _role("citizen", "市民", "Citizen", False, {"case.report"}),
