@@ -44,7 +44,8 @@ log = logging.getLogger("citybrain.iot")
 CST = dt.timezone(dt.timedelta(hours=8))
 FUTURE_TOLERANCE_MS = 300_000  # a reading may be at most 5 minutes ahead of the server clock
 MAX_BATCH_READINGS = 50_000
-RATE_WINDOW_MS = 60_000  # rate-of-change rules compare readings at least a minute apart
+RATE_WINDOW_MS = 60_000
+COPY_MIN_ROWS = 2_000  # PostgreSQL: batches from this size are written with COPY  # rate-of-change rules compare readings at least a minute apart
 CODE_RE = re.compile(r"^[0-9A-Za-z_-]{4,40}$")
 STATUSES = ("online", "offline", "disabled")
 RULE_KINDS = ("threshold", "duration", "rate", "nodata")
@@ -872,9 +873,13 @@ def _touch_devices(session: Session, seen: dict[int, list[int]], now: dt.datetim
     ph = "%s" if pg else "?"
     at: Any = now if pg else now.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
     changed = [(at, orjson.dumps(docs[did]).decode(), did) for did in seen if did in docs]
-    if changed:
-        conn.exec_driver_sql(f"UPDATE iot_device SET last_seen_at = {ph}, latest = {ph}{'::json' if pg else ''} "
-                             f"WHERE id = {ph}", changed)
+    if changed and pg:  # one statement, one round trip
+        conn.exec_driver_sql(
+            "UPDATE iot_device AS d SET last_seen_at = %s, latest = v.latest::json "
+            "FROM (SELECT unnest(%s::int[]) AS id, unnest(%s::text[]) AS latest) AS v WHERE d.id = v.id",
+            (at, [c[2] for c in changed], [c[1] for c in changed]))
+    elif changed:
+        conn.exec_driver_sql("UPDATE iot_device SET last_seen_at = ?, latest = ? WHERE id = ?", changed)
     ids = [did for did in seen if did not in docs]
     for k in range(0, len(ids), 900):
         chunk = ids[k:k + 900]
@@ -905,16 +910,26 @@ def _write_readings(session: Session, rows: list[tuple]) -> int:
             "INSERT OR IGNORE INTO iot_reading (device_id, prop, ts, value, text) VALUES (?, ?, ?, ?, ?)", rows)
         return raw.total_changes - before
     raw = conn.connection.dbapi_connection
+    if len(rows) >= COPY_MIN_ROWS:  # big batches: COPY into a per-connection staging table, then one INSERT
+        with raw.cursor() as cur:
+            if not conn.connection.info.get("iot_stage"):
+                cur.execute("CREATE TEMP TABLE IF NOT EXISTS iot_reading_stage (device_id integer, prop varchar(40), "
+                            "ts bigint, value double precision, text varchar(200)) ON COMMIT DELETE ROWS")
+                conn.connection.info["iot_stage"] = True
+            with cur.copy("COPY iot_reading_stage (device_id, prop, ts, value, text) FROM STDIN") as cp:
+                for r in rows:
+                    cp.write_row(r)
+            cur.execute("INSERT INTO iot_reading (device_id, prop, ts, value, text) SELECT device_id, prop, ts, "
+                        "value, text FROM iot_reading_stage ON CONFLICT DO NOTHING")
+            n = cur.rowcount
+            cur.execute("TRUNCATE iot_reading_stage")
+            return n
+    # smaller batches: five arrays in one INSERT ... SELECT unnest(...) (one round trip, one plan)
+    cols = list(zip(*rows, strict=True))
     with raw.cursor() as cur:
-        cur.execute("CREATE TEMP TABLE IF NOT EXISTS iot_reading_stage "
-                    "(device_id integer, prop varchar(40), ts bigint, value double precision, text varchar(200)) "
-                    "ON COMMIT DELETE ROWS")
-        cur.execute("DELETE FROM iot_reading_stage")
-        with cur.copy("COPY iot_reading_stage (device_id, prop, ts, value, text) FROM STDIN") as cp:
-            for r in rows:
-                cp.write_row(r)
-        cur.execute("INSERT INTO iot_reading (device_id, prop, ts, value, text) SELECT device_id, prop, ts, value, "
-                    "text FROM iot_reading_stage ON CONFLICT DO NOTHING")
+        cur.execute("INSERT INTO iot_reading (device_id, prop, ts, value, text) "
+                    "SELECT * FROM unnest(%s::int[], %s::varchar[], %s::bigint[], %s::float8[], %s::varchar[]) "
+                    "ON CONFLICT DO NOTHING", [list(c) for c in cols])
         return cur.rowcount
 
 
