@@ -1,19 +1,20 @@
-"""IoT API under /api/v1/iot: telemetry ingestion, devices, models, rules, alarms, queries, map layers, live stream."""
+"""IoT API under /api/v1/iot: telemetry ingestion, devices, models, rules, alarms, queries, map layers.
+
+Live alarms and status changes reach browsers through the core SSE stream `GET /api/v1/live`."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import time
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 from prometheus_client import Counter, Histogram
 from starlette.concurrency import run_in_threadpool
 
-from citybrain import bus, context
+from citybrain import context
 from citybrain.context import Principal
 from citybrain.db import get_db
 from citybrain.deps import ReadDB, WriteDB, require
@@ -95,7 +96,13 @@ def _telemetry(headers: Any, raw: bytes) -> dict[str, Any]:
     return out
 
 
-@router.post("/telemetry", summary="上报遥测数据 Send telemetry (device secret or gateway key)")
+_PROBLEM = {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+
+
+@router.post("/telemetry", summary="上报遥测数据 Send telemetry (device secret or gateway key)",
+             responses={401: {"description": "设备密钥或网关密钥错误 Wrong device secret or gateway key", **_PROBLEM},
+                        403: {"description": "设备已停用或密钥无上报权限 Device disabled or key lacks iot.ingest",
+                              **_PROBLEM}})
 async def telemetry(request: Request) -> dict[str, Any]:
     """Body: `{"readings": [{"device": code, "ts": ISO-8601|epoch, "values": {prop: value}}]}` (gateway), or
     `{"ts": ..., "values": {...}}` (a device with `X-Device-Code`/`X-Device-Secret`). Answered after commit."""
@@ -300,43 +307,3 @@ def dead_letter_summary(db: ReadDB, who: Principal = Depends(require("iot.read")
 @router.get("/summary", summary="物联态势 Summary for the operations centre")
 def summary(db: ReadDB, who: Principal = Depends(require("iot.read"))) -> dict[str, Any]:
     return service.ioc_summary(db, principal=who)
-
-
-# --- live stream --------------------------------------------------------------------------------------------------
-
-
-@router.get("/stream", summary="实时告警与状态推送 Live alarms and status changes (Server-Sent Events)")
-async def stream(request: Request, who: Principal = Depends(require("iot.read"))) -> StreamingResponse:
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[bus.Event] = asyncio.Queue(maxsize=2000)
-
-    def put(ev: bus.Event) -> None:
-        if queue.full():
-            queue.get_nowait()
-        queue.put_nowait(ev)
-
-    def on_event(ev: bus.Event) -> None:
-        if not ev.topic.startswith("iot."):
-            return
-        orgs = ev.payload.get("org_ids") or []
-        if who.org_scope is not None and not any(o in who.org_scope for o in orgs):
-            return
-        loop.call_soon_threadsafe(put, ev)
-
-    unsubscribe = bus.listen(on_event)
-
-    async def events():
-        try:
-            yield b": connected\n\n"
-            while not await request.is_disconnected():
-                try:
-                    ev = await asyncio.wait_for(queue.get(), timeout=15)
-                except TimeoutError:
-                    yield b": keepalive\n\n"
-                    continue
-                yield (f"id: {ev.id}\nevent: {ev.topic}\ndata: ".encode() + orjson.dumps(ev.payload) + b"\n\n")
-        finally:
-            unsubscribe()
-
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
