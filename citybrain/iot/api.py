@@ -1,19 +1,20 @@
-"""IoT API under /api/v1/iot: telemetry ingestion, devices, models, rules, alarms, queries, map layers, live stream."""
+"""IoT API under /api/v1/iot: telemetry ingestion, devices, models, rules, alarms, queries, map layers.
+
+Live alarms and status changes reach browsers through the core SSE stream `GET /api/v1/live`."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import time
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response
 from prometheus_client import Counter, Histogram
 from starlette.concurrency import run_in_threadpool
 
-from citybrain import bus, context
+from citybrain import context
 from citybrain.context import Principal
 from citybrain.db import get_db
 from citybrain.deps import ReadDB, WriteDB, require
@@ -53,8 +54,11 @@ def _telemetry(headers: Any, raw: bytes) -> dict[str, Any]:
             try:
                 device = service.authenticate_device(s, code=code, secret=secret)
             except Forbidden as exc:
-                info = service._registry(s, service._state(s)).get(code)
+                st = service._state(s)
+                with st.lock:
+                    info = service._registry(s, st).get(code)
                 if info is not None:  # a disabled device: keep what it sent, refuse with 403
+                    s.commit()
                     context.set_principal(service.device_principal(info))
                     try:
                         res = service.ingest_raw(s, raw=raw, source="http", device=info)
@@ -76,11 +80,11 @@ def _telemetry(headers: Any, raw: bytes) -> dict[str, Any]:
                 raise Forbidden("该凭证无权上报物联数据", "This key may not send telemetry (needs iot.ingest)",
                                 code="permission_denied")
             context.set_principal(sender)
-            s.commit()  # end the credential lookup's transaction before waiting for the ingestion lock
         else:
             AUTH_FAILURES.labels("http").inc()
             raise Unauthorized("请提供设备编码与密钥或网关密钥",
                                "Send X-Device-Code and X-Device-Secret, or a gateway key", code="not_authenticated")
+        s.commit()  # end the credential lookup's transaction before waiting for the ingestion lock
         res = service.ingest_raw(s, raw=raw, source="http", sender=sender, device=device)
     INGEST_SECONDS.labels("http").observe(time.perf_counter() - t0)
     count("http", res)
@@ -92,7 +96,13 @@ def _telemetry(headers: Any, raw: bytes) -> dict[str, Any]:
     return out
 
 
-@router.post("/telemetry", summary="上报遥测数据 Send telemetry (device secret or gateway key)")
+_PROBLEM = {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+
+
+@router.post("/telemetry", summary="上报遥测数据 Send telemetry (device secret or gateway key)",
+             responses={401: {"description": "设备密钥或网关密钥错误 Wrong device secret or gateway key", **_PROBLEM},
+                        403: {"description": "设备已停用或密钥无上报权限 Device disabled or key lacks iot.ingest",
+                              **_PROBLEM}})
 async def telemetry(request: Request) -> dict[str, Any]:
     """Body: `{"readings": [{"device": code, "ts": ISO-8601|epoch, "values": {prop: value}}]}` (gateway), or
     `{"ts": ..., "values": {...}}` (a device with `X-Device-Code`/`X-Device-Secret`). Answered after commit."""
@@ -195,8 +205,9 @@ def device_readings(code: str, db: ReadDB, property: str, who: Principal = Depen
 
 
 @router.get("/grids/{grid_code}/latest", summary="网格内设备最新值 Latest values in one grid")
-def grid_latest(grid_code: str, db: ReadDB, who: Principal = Depends(require("iot.read"))) -> dict[str, Any]:
-    return {"grid_code": grid_code, "devices": service.grid_latest(db, grid_code=grid_code, principal=who)}
+def grid_latest(grid_code: str, db: ReadDB, who: Principal = Depends(require("iot.read"))) -> Response:
+    doc = {"grid_code": grid_code, "devices": service.grid_latest(db, grid_code=grid_code, principal=who)}
+    return Response(orjson.dumps(doc), media_type="application/json")  # many nested values: skip the encoder
 
 
 @router.get("/aggregate", summary="区域统计 avg/min/max per grid, community or town")
@@ -296,43 +307,3 @@ def dead_letter_summary(db: ReadDB, who: Principal = Depends(require("iot.read")
 @router.get("/summary", summary="物联态势 Summary for the operations centre")
 def summary(db: ReadDB, who: Principal = Depends(require("iot.read"))) -> dict[str, Any]:
     return service.ioc_summary(db, principal=who)
-
-
-# --- live stream --------------------------------------------------------------------------------------------------
-
-
-@router.get("/stream", summary="实时告警与状态推送 Live alarms and status changes (Server-Sent Events)")
-async def stream(request: Request, who: Principal = Depends(require("iot.read"))) -> StreamingResponse:
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[bus.Event] = asyncio.Queue(maxsize=2000)
-
-    def put(ev: bus.Event) -> None:
-        if queue.full():
-            queue.get_nowait()
-        queue.put_nowait(ev)
-
-    def on_event(ev: bus.Event) -> None:
-        if not ev.topic.startswith("iot."):
-            return
-        orgs = ev.payload.get("org_ids") or []
-        if who.org_scope is not None and not any(o in who.org_scope for o in orgs):
-            return
-        loop.call_soon_threadsafe(put, ev)
-
-    unsubscribe = bus.listen(on_event)
-
-    async def events():
-        try:
-            yield b": connected\n\n"
-            while not await request.is_disconnected():
-                try:
-                    ev = await asyncio.wait_for(queue.get(), timeout=15)
-                except TimeoutError:
-                    yield b": keepalive\n\n"
-                    continue
-                yield (f"id: {ev.id}\nevent: {ev.topic}\ndata: ".encode() + orjson.dumps(ev.payload) + b"\n\n")
-        finally:
-            unsubscribe()
-
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -3,7 +3,7 @@
 The server runs as a subprocess (`citybrain serve`) on a fresh data folder; the bench process registers the
 devices beforehand, pre-serialises every batch (so the client costs little), posts them from a few threads
 with keep-alive, and meanwhile a probe sends alarm-triggering readings and times them until the alarm event
-arrives on the live SSE stream (`/api/v1/live`, or `/api/v1/iot/stream` where the core stream is absent).
+arrives on the core live SSE stream (`/api/v1/live`).
 The ceiling is a raw `sqlite3.executemany` of the same rows, in batches of the same size, into a table of
 the same shape, in the same run.
 """
@@ -209,7 +209,7 @@ class AlarmProbe:
     def _listen(self) -> None:
         headers = {"X-API-Key": self.reader, "Accept": "text/event-stream"}
         with httpx.Client(base_url=self.base, timeout=httpx.Timeout(5, read=None)) as c:
-            for path in ("/api/v1/live", "/api/v1/iot/stream"):
+            for path in ("/api/v1/live",):
                 with c.stream("GET", path, headers=headers) as r:
                     if r.status_code != 200:
                         continue
@@ -281,6 +281,7 @@ def raw_ceiling(bodies: list[bytes], devices: list[str], tmp: Path) -> float:
 
 def _http_run(tmp: Path, n_devices: int, rounds: int, threads: int, database_url: str | None,
               port: int) -> dict[str, Any]:
+    tmp.mkdir(parents=True, exist_ok=True)
     seeded = _seed(tmp, n_devices, database_url)
     start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
     warm = make_batches(seeded["devices"], 1, start - dt.timedelta(minutes=5))

@@ -21,12 +21,13 @@ class Device(Base):
     """A registered device: unified code, model, owner department, location and grid, status, credential."""
 
     __tablename__ = "iot_device"
+    __table_args__ = (Index("ix_iot_device_org_status", "org_id", "status"),)  # scoped counts for the IOC
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     code: Mapped[str] = mapped_column(String(40), unique=True)
     name: Mapped[str] = mapped_column(String(100))
     model_code: Mapped[str] = mapped_column(String(40), index=True)
-    org_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)  # owner department
+    org_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # owner department
     lon: Mapped[float | None] = mapped_column(Float, nullable=True)
     lat: Mapped[float | None] = mapped_column(Float, nullable=True)
     address: Mapped[str | None] = mapped_column(String(200), nullable=True)

@@ -44,7 +44,9 @@ log = logging.getLogger("citybrain.iot")
 CST = dt.timezone(dt.timedelta(hours=8))
 FUTURE_TOLERANCE_MS = 300_000  # a reading may be at most 5 minutes ahead of the server clock
 MAX_BATCH_READINGS = 50_000
-RATE_WINDOW_MS = 60_000  # rate-of-change rules compare readings at least a minute apart
+RATE_WINDOW_MS = 60_000
+COPY_MIN_ROWS = 2_000
+FLUSH_MS = 10_000  # a device row's last_seen_at/latest are rewritten at most this often (memory is first)  # PostgreSQL: batches from this size are written with COPY  # rate-of-change rules compare readings at least a minute apart
 CODE_RE = re.compile(r"^[0-9A-Za-z_-]{4,40}$")
 STATUSES = ("online", "offline", "disabled")
 RULE_KINDS = ("threshold", "duration", "rate", "nodata")
@@ -135,6 +137,7 @@ class _State:
     since: dict[tuple[int, int], int] | None = None  # duration rules: condition holds since (ms)
     docs: dict[int, dict[str, tuple[int, Any]]] = field(default_factory=dict)  # device -> prop -> (ts, value)
     rate_ref: dict[tuple[int, int], tuple[int, float]] = field(default_factory=dict)  # rate rules' reference
+    flushed: dict[int, int] = field(default_factory=dict)  # device -> when its row was last written (ms)
     keys: dict[str, tuple[Principal, float]] = field(default_factory=dict)  # gateway key cache
 
 
@@ -828,21 +831,22 @@ def _ingest_locked(session: Session, st: _State, items: Any, source: str, sender
 
     res.accepted = len(rows)
     res.rejected = len(dead)
+    pending = _Pending()
     if rows:
+        _load_docs(session, st, rows, pending)
         res.duplicates = len(rows) - _write_readings(session, rows)
     if dead:
         session.execute(insert(DeadLetter), dead)
     # device bookkeeping: last seen, counters, offline -> online
-    pending = _Pending()
     if rows:
         _latest_and_rules(session, st, rows, pending, now)
     came_online: list[DevInfo] = []
     if seen:
-        _touch_devices(session, seen, now, pending.docs)
         for did in seen:
             info = st.by_id.get(did)
             if info is not None and info.status == "offline":
                 came_online.append(info)
+        _touch_devices(session, st, seen, now, pending.docs, pending, {i.id for i in came_online})
         if came_online:
             session.execute(update(Device).where(Device.id.in_([i.id for i in came_online]),
                                                  Device.status == "offline")
@@ -865,17 +869,30 @@ def _ingest_locked(session: Session, st: _State, items: Any, source: str, sender
     return res
 
 
-def _touch_devices(session: Session, seen: dict[int, list[int]], now: dt.datetime,
-                   docs: dict[int, dict[str, tuple[int, Any]]]) -> None:
+def _touch_devices(session: Session, st: _State, seen: dict[int, list[int]], now: dt.datetime,
+                   docs: dict[int, dict[str, tuple[int, Any]]], pending: _Pending, force: set[int]) -> None:
+    """Write last_seen_at and the latest values to the device rows, at most every FLUSH_MS per device
+    (the in-memory copy is what readers see first; the readings are always committed)."""
     conn = session.connection()
     pg = conn.dialect.name == "postgresql"
     ph = "%s" if pg else "?"
     at: Any = now if pg else now.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
-    changed = [(at, orjson.dumps(docs[did]).decode(), did) for did in seen if did in docs]
-    if changed:
-        conn.exec_driver_sql(f"UPDATE iot_device SET last_seen_at = {ph}, latest = {ph}{'::json' if pg else ''} "
-                             f"WHERE id = {ph}", changed)
-    ids = [did for did in seen if did not in docs]
+    now_ms = _ms(now)
+    flushed = st.flushed
+    due = [did for did in seen if did in force or now_ms - flushed.get(did, 0) >= FLUSH_MS]
+    for did in due:
+        pending.flushed[did] = now_ms
+    seen = {did: seen[did] for did in due} | {did: c for did, c in seen.items() if c[1]}
+    changed = [(at, orjson.dumps(docs.get(did) or st.docs.get(did) or pending.loaded.get(did) or {}).decode(), did)
+               for did in due if did in docs]
+    if changed and pg:  # one statement, one round trip
+        conn.exec_driver_sql(
+            "UPDATE iot_device AS d SET last_seen_at = %s, latest = v.latest::json "
+            "FROM (SELECT unnest(%s::int[]) AS id, unnest(%s::text[]) AS latest) AS v WHERE d.id = v.id",
+            (at, [c[2] for c in changed], [c[1] for c in changed]))
+    elif changed:
+        conn.exec_driver_sql("UPDATE iot_device SET last_seen_at = ?, latest = ? WHERE id = ?", changed)
+    ids = [did for did in due if did not in docs]
     for k in range(0, len(ids), 900):
         chunk = ids[k:k + 900]
         conn.exec_driver_sql(f"UPDATE iot_device SET last_seen_at = {ph} WHERE id IN ({', '.join(map(str, chunk))})",
@@ -905,16 +922,26 @@ def _write_readings(session: Session, rows: list[tuple]) -> int:
             "INSERT OR IGNORE INTO iot_reading (device_id, prop, ts, value, text) VALUES (?, ?, ?, ?, ?)", rows)
         return raw.total_changes - before
     raw = conn.connection.dbapi_connection
+    if len(rows) >= COPY_MIN_ROWS:  # big batches: COPY into a per-connection staging table, then one INSERT
+        with raw.cursor() as cur:
+            if not conn.connection.info.get("iot_stage"):
+                cur.execute("CREATE TEMP TABLE IF NOT EXISTS iot_reading_stage (device_id integer, prop varchar(40), "
+                            "ts bigint, value double precision, text varchar(200)) ON COMMIT DELETE ROWS")
+                conn.connection.info["iot_stage"] = True
+            with cur.copy("COPY iot_reading_stage (device_id, prop, ts, value, text) FROM STDIN") as cp:
+                for r in rows:
+                    cp.write_row(r)
+            cur.execute("INSERT INTO iot_reading (device_id, prop, ts, value, text) SELECT device_id, prop, ts, "
+                        "value, text FROM iot_reading_stage ON CONFLICT DO NOTHING")
+            n = cur.rowcount
+            cur.execute("TRUNCATE iot_reading_stage")
+            return n
+    # smaller batches: five arrays in one INSERT ... SELECT unnest(...) (one round trip, one plan)
+    cols = list(zip(*rows, strict=True))
     with raw.cursor() as cur:
-        cur.execute("CREATE TEMP TABLE IF NOT EXISTS iot_reading_stage "
-                    "(device_id integer, prop varchar(40), ts bigint, value double precision, text varchar(200)) "
-                    "ON COMMIT DELETE ROWS")
-        cur.execute("DELETE FROM iot_reading_stage")
-        with cur.copy("COPY iot_reading_stage (device_id, prop, ts, value, text) FROM STDIN") as cp:
-            for r in rows:
-                cp.write_row(r)
-        cur.execute("INSERT INTO iot_reading (device_id, prop, ts, value, text) SELECT device_id, prop, ts, value, "
-                    "text FROM iot_reading_stage ON CONFLICT DO NOTHING")
+        cur.execute("INSERT INTO iot_reading (device_id, prop, ts, value, text) "
+                    "SELECT * FROM unnest(%s::int[], %s::varchar[], %s::bigint[], %s::float8[], %s::varchar[]) "
+                    "ON CONFLICT DO NOTHING", [list(c) for c in cols])
         return cur.rowcount
 
 
@@ -931,6 +958,7 @@ class _Pending:
     open_now: dict[tuple[int, int], int | None] = field(default_factory=dict)  # staged open-alarm changes
     bumps: dict[int, tuple[int, float | None]] = field(default_factory=dict)  # alarm id -> (count+, last value)
     rate_ref: dict[tuple[int, int], tuple[int, float]] = field(default_factory=dict)
+    flushed: dict[int, int] = field(default_factory=dict)
 
     def apply(self, st: _State) -> None:
         assert st.open_alarms is not None and st.since is not None
@@ -947,6 +975,7 @@ class _Pending:
         st.docs.update(self.loaded)
         st.docs.update(self.docs)
         st.rate_ref.update(self.rate_ref)
+        st.flushed.update(self.flushed)
 
 
 def _cond(r: RuleInfo, v: float) -> bool:
@@ -1043,13 +1072,27 @@ def _clear_alarm(session: Session, pending: _Pending, alarm_id: int, key: tuple[
     pending.cleared.append(key)
 
 
+def _load_docs(session: Session, st: _State, rows: list[tuple], pending: _Pending) -> None:
+    """Newest stored value per property of devices first seen since start, read BEFORE this batch is written."""
+    docs = st.docs
+    need = list({r[0] for r in rows if r[0] not in docs})
+    if need:  # exact newest value per property from the readings (the device row's copy may lag, see FLUSH_MS)
+        conn = session.connection()
+        ph = "%s" if conn.dialect.name == "postgresql" else "?"
+        sql = (f"SELECT ts, value, text FROM iot_reading WHERE device_id = {ph} AND prop = {ph} "
+               "ORDER BY ts DESC LIMIT 1")
+        for did in need:
+            doc: dict[str, tuple[int, Any]] = {}
+            for p in st.by_id[did].model.props:
+                row = conn.exec_driver_sql(sql, (did, p.key)).first()
+                if row is not None:
+                    doc[p.key] = (row[0], row[1] if row[2] is None else row[2])
+            pending.loaded[did] = doc
+
+
 def _latest_and_rules(session: Session, st: _State, rows: list[tuple], pending: _Pending, now: dt.datetime) -> None:
     docs = st.docs
     # the stored latest values of devices not seen since start (rate rules and late-data detection)
-    need = list({r[0] for r in rows if r[0] not in docs})
-    for i in range(0, len(need), 900):
-        for did, latest in session.execute(select(Device.id, Device.latest).where(Device.id.in_(need[i:i + 900]))):
-            pending.loaded[did] = {k: (x[0], x[1]) for k, x in (latest or {}).items()}
     rows_sorted = rows if all(rows[i][2] <= rows[i + 1][2] for i in range(len(rows) - 1)) else \
         sorted(rows, key=lambda r: r[2])
     rules, device_rules = st.rules or {}, st.device_rules
@@ -1439,7 +1482,8 @@ def device_latest(session: Session, *, code: str, principal: Principal) -> dict[
     dev = get_device(session, code=code, principal=principal)
     model = catalog.get(dev.model_code)
     out = {}
-    for prop, (ts, value) in (dev.latest or {}).items():
+    mem = _state(session).docs.get(dev.id)
+    for prop, (ts, value) in (mem if mem is not None else dev.latest or {}).items():
         p = model.prop(prop) if model else None
         out[prop] = {"value": _value_out(model, prop, value if isinstance(value, float | int) else None,
                                          value if isinstance(value, str) else None),
@@ -1477,14 +1521,19 @@ def readings(session: Session, *, code: str, prop: str, principal: Principal, si
 
 def grid_latest(session: Session, *, grid_code: str, principal: Principal) -> list[dict[str, Any]]:
     """Latest values of every device in one grid (in the principal's scope)."""
-    q = _scope(select(Device.code, Device.name, Device.model_code, Device.status, Device.lon, Device.lat,
-                      Device.latest).where(Device.grid_code == grid_code), principal, Device.org_id)
+    # the grid index is the selective one: apply the organisation scope in Python (the planner cannot tell)
+    q = select(Device.id, Device.code, Device.name, Device.model_code, Device.status, Device.lon, Device.lat,
+               Device.latest, Device.org_id).where(Device.grid_code == grid_code)
     out = []
+    docs = _state(session).docs
     for r in session.execute(q.order_by(Device.id)):
+        if not principal.sees_org(r.org_id):
+            continue
+        mem = docs.get(r.id)
         model = catalog.get(r.model_code)
         values = {prop: {"value": _value_out(model, prop, v if isinstance(v, float | int) else None,
                                              v if isinstance(v, str) else None), "ts": _from_ms(ts)}
-                  for prop, (ts, v) in (r.latest or {}).items()}
+                  for prop, (ts, v) in (mem if mem is not None else r.latest or {}).items()}
         out.append({"code": r.code, "name": r.name, "model": r.model_code, "status": r.status, "lon": r.lon,
                     "lat": r.lat, "values": values})
     return out

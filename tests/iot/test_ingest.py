@@ -210,3 +210,16 @@ def orjson_dumps(doc):
     import orjson
 
     return orjson.dumps(doc)
+
+
+def test_large_batch_with_repeats(client, db, register, gateway, frozen):
+    """A batch big enough for the COPY path on PostgreSQL: every reading stored once, repeats counted."""
+    code, _ = register("air", "生态环境")
+    key = gateway("生态环境")
+    items = [{"device": code, "ts": int((frozen - dt.timedelta(seconds=700 - i)).timestamp() * 1000),
+              "values": {"pm25": 10.0, "pm10": 20.0, "o3": 30.0, "no2": 5.0}} for i in range(700)]
+    r = client.post("/api/v1/iot/telemetry", json={"readings": items}, headers={"X-API-Key": key})
+    assert r.status_code == 200 and r.json()["stored"] == 2800
+    r = client.post("/api/v1/iot/telemetry", json={"readings": items[:600]}, headers={"X-API-Key": key})
+    assert r.json()["duplicates"] == 2400 and r.json()["stored"] == 0
+    assert _stored(db, code) == 2800
