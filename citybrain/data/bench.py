@@ -115,7 +115,7 @@ def bench_exchange(quick: bool = False) -> dict[str, Any]:
 
     n_rows = 100_000 if quick else 1_000_000
     seconds = 4.0 if quick else 12.0
-    threads = 8
+    threads = 4
     tmp = Path(tempfile.mkdtemp(prefix="cb-bench-data-"))
     settings = Settings(data_dir=tmp, secret_key="bench-secret-" + "x" * 20)
     db = Database(configure(settings))
