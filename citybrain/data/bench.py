@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import random
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -171,7 +172,10 @@ def bench_exchange(quick: bool = False) -> dict[str, Any]:
         key, _k = identity.create_api_key(s, name="bench", scopes=["data.exchange"], kind="consumer", org_id=org.id)
     db.dispose()
     set_db(None)
-    result.update(_http(tmp, key, 2.0 if quick else 6.0))
+    try:
+        result.update(_http(tmp, key, 2.0 if quick else 6.0))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return result
 
 
