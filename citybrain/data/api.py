@@ -262,7 +262,9 @@ def open_list(db: ReadDB, q: str | None = Query(None, max_length=100), limit: in
     return _json({"total": total, "items": items})
 
 
-@open_router.get("/catalog.jsonld", summary="DCAT JSON-LD 目录 DCAT export")
+@open_router.get("/catalog.jsonld", summary="DCAT JSON-LD 目录 DCAT export", response_class=Response,
+                 responses={200: {"description": "W3C DCAT catalogue as JSON-LD",
+                                  "content": {"application/ld+json": {"schema": {"type": "object"}}}}})
 def dcat(request: Request, db: ReadDB) -> Response:
     doc = service.dcat_catalog(db, base_url=str(request.base_url).rstrip("/"))
     return Response(orjson.dumps(doc), media_type="application/ld+json")
@@ -285,7 +287,10 @@ def open_preview(code: str, db: ReadDB, who: Principal = Depends(optional_princi
     return _json({"fields": fields, "records": list(rows)})
 
 
-@open_router.get("/resources/{code}/download.{fmt}", summary="下载 Download CSV or JSON")
+@open_router.get("/resources/{code}/download.{fmt}", summary="下载 Download CSV or JSON", response_class=Response,
+                 responses={200: {"description": "the public fields of every row",
+                                  "content": {"text/csv": {"schema": {"type": "string"}},
+                                              "application/json": {"schema": {"type": "object"}}}}})
 def open_download(code: str, fmt: str, db: ReadDB, who: Principal = Depends(optional_principal)) -> Response:
     if fmt not in ("csv", "json"):
         raise NotFound("只支持 csv 或 json 下载", "Only csv and json downloads exist", code="bad_format")
@@ -342,10 +347,12 @@ def open_key(code: str, body: sc.OpenKeyIn, db: WriteDB) -> ORJSONResponse:
 
 
 def _ckan_error(status: int, kind: str, message: str, message_zh: str | None = None) -> JSONResponse:
-    """A CKAN error envelope (what CKAN clients parse) that also carries the problem+json members."""
-    return JSONResponse({"help": "", "success": False, "error": {"__type": kind, "message": message},
+    """A CKAN error envelope (what CKAN clients parse: they read the JSON body whatever its media type) that
+    is also a problem document, served as application/problem+json like every other API error."""
+    return JSONResponse(media_type="application/problem+json", content={"help": "", "success": False, "error": {"__type": kind, "message": message},
                          "type": f"urn:citybrain:problem:ckan_{status}", "title": kind, "status": status,
-                         "detail": message, "message_zh": message_zh or message, "message_en": message},
+                         "detail": message, "code": f"ckan_{status}", "message_zh": message_zh or message,
+                         "message_en": message, "errors": []},
                         status_code=status)
 
 

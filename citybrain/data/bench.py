@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import random
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -115,7 +116,7 @@ def bench_exchange(quick: bool = False) -> dict[str, Any]:
 
     n_rows = 100_000 if quick else 1_000_000
     seconds = 4.0 if quick else 12.0
-    threads = 8
+    threads = 4
     tmp = Path(tempfile.mkdtemp(prefix="cb-bench-data-"))
     settings = Settings(data_dir=tmp, secret_key="bench-secret-" + "x" * 20)
     db = Database(configure(settings))
@@ -171,7 +172,10 @@ def bench_exchange(quick: bool = False) -> dict[str, Any]:
         key, _k = identity.create_api_key(s, name="bench", scopes=["data.exchange"], kind="consumer", org_id=org.id)
     db.dispose()
     set_db(None)
-    result.update(_http(tmp, key, 2.0 if quick else 6.0))
+    try:
+        result.update(_http(tmp, key, 2.0 if quick else 6.0))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return result
 
 

@@ -295,8 +295,8 @@ class Validator:
         today = today or dt.date.today()
         self.fields = fields
         self.key = key
-        self.plan = [(f["name"], f.get("label", f["name"]), bool(f.get("required")), compile_field(f, today))
-                     for f in fields]
+        self.plan = [(f["name"], f.get("label", f["name"]), bool(f.get("required")) or f["name"] == key,
+                      compile_field(f, today)) for f in fields]
         self.labels = {f.get("label", f["name"]): f["name"] for f in fields}
         self.consistency = consistency
         self.seen: set[Any] = set()
@@ -349,6 +349,10 @@ class Validator:
                 errs = errs or []
                 errs.append({"field": name, "rule": e.rule})
                 self._fail(row_no, name, e.rule, v)
+            except Exception:  # noqa: BLE001 - a value no rule expected (e.g. a list for a text field)
+                errs = errs or []
+                errs.append({"field": name, "rule": "type"})
+                self._fail(row_no, name, "type", v)
         if errs is None and self.consistency is not None:
             for name, rule in self.consistency(out):
                 errs = errs or []

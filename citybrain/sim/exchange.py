@@ -27,6 +27,7 @@ def _key() -> str | None:
 
 def run(base_url: str, stop: threading.Event, *, interval: float = 1.5) -> None:
     """Query the hub a few times a second: lookups by key, filtered pages, incremental pulls."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per simulated call is noise
     key = _key()
     if not key:
         log.warning("no demo exchange key; exchange simulator not started")
