@@ -1362,7 +1362,7 @@ def sweep(session: Session, *, now: dt.datetime | None = None) -> dict[str, int]
     counts = {"warned": 0, "overdue": 0, "escalated": 0, "hotspots": 0}
     running = list(wf.CLOCK_RUNNING)
     for case in session.scalars(select(Case).where(Case.status.in_(running), Case.warned.is_(False),
-                                                   Case.warn_at <= now).limit(1000)):
+                                                   Case.warn_at <= now).limit(1000)).all():
         case.warned = True
         _log(session, case, "deadline_warning", SYSTEM, data={"deadline_at": case.deadline_at.isoformat()},
              topic="cases.case.warning")
@@ -1372,7 +1372,7 @@ def sweep(session: Session, *, now: dt.datetime | None = None) -> dict[str, int]
                 en=f"Deadline warning: case {case.ticket} is due {case.deadline_at.astimezone(CST):%m-%d %H:%M}")
         counts["warned"] += 1
     for case in session.scalars(select(Case).where(Case.status.in_(running), Case.overdue.is_(False),
-                                                   Case.deadline_at <= now).limit(1000)):
+                                                   Case.deadline_at <= now).limit(1000)).all():
         case.overdue = True
         _log(session, case, "overdue", SYSTEM, data={"deadline_at": case.deadline_at.isoformat()},
              topic="cases.case.overdue")
@@ -1382,7 +1382,7 @@ def sweep(session: Session, *, now: dt.datetime | None = None) -> dict[str, int]
     # 督办 when overdue by a further `escalate_after_limit_ratio` of the time limit
     cal = calendar(session)
     for case in session.scalars(select(Case).where(Case.status.in_(running), Case.overdue.is_(True),
-                                                   Case.supervision_level == 1).limit(1000)):
+                                                   Case.supervision_level == 1).limit(1000)).all():
         if case.limit_value is None or case.deadline_at is None:
             continue
         late = cal.elapsed(case.deadline_at, now, case.limit_unit)
