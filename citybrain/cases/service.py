@@ -110,6 +110,22 @@ def set_config(session: Session, *, key: str, value: dict[str, Any]) -> dict[str
     if unknown:
         raise Invalid(f"未知配置项：{'、'.join(sorted(unknown))}", f"Unknown settings: {', '.join(sorted(unknown))}",
                       errors=[{"field": k, "message": "unknown setting"} for k in sorted(unknown)])
+    bad = []
+    for k, v in value.items():
+        d = DEFAULT_CONFIG[key][k]
+        if isinstance(d, bool):
+            ok = isinstance(v, bool)
+        elif isinstance(d, (int, float)):
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 \
+                and (k != "warn_ratio" or 0 < v < 1)
+        else:
+            ok = isinstance(v, type(d))
+        if not ok:
+            bad.append({"field": k, "message": f"expected {type(d).__name__}" + (" >= 0" if isinstance(d, (int, float))
+                                                                                   and not isinstance(d, bool) else "")})
+    if bad:
+        raise Invalid(f"配置值类型或范围有误：{'、'.join(b['field'] for b in bad)}",
+                      f"Bad setting values: {', '.join(b['field'] for b in bad)}", errors=bad)
     merged = {**before, **value}
     if key == "calendar":
         try:
