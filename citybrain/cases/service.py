@@ -1075,9 +1075,16 @@ def _h_file(session, case, principal, a, **kw):
           attachments=kw.get("attachments"))
 
 
+def _tell_reporter(session: Session, case: Case, kind: str, zh: str, en: str) -> None:
+    if case.reporter_user_id is not None:
+        _notify(session, case=case, kind=kind, user_id=case.reporter_user_id, zh=zh, en=en)
+
+
 def _h_reject(session, case, principal, a, **kw):
     _simple(session, case, principal, a, **kw)
     case.closed_at = utcnow()
+    _tell_reporter(session, case, "not_filed", f"您上报的案件 {case.ticket} 不予立案：{kw.get('comment')}",
+                   f"Your report {case.ticket} was not filed: {kw.get('comment')}")
 
 
 def _h_answer(session, case, principal, a, **kw):
@@ -1164,6 +1171,7 @@ def _h_close(session, case, principal, a, **kw):
     _simple(session, case, principal, a, **kw)
     case.closed_at = utcnow()
     case.public_reply = kw.get("public_reply") or kw.get("comment") or "您反映的问题已处理完毕，感谢您的监督。"
+    _tell_reporter(session, case, "closed", f"您上报的案件 {case.ticket} 已结案", f"Your report {case.ticket} is closed")
 
 
 def _h_suspend(session, case, principal, a, **kw):

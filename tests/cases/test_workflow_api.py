@@ -54,6 +54,8 @@ def test_full_path_each_role_and_audit(client, cdb, as_role, org):
     tick()
     d = act(client, op, cid, "close", public_reply="已修复，感谢反映")
     assert d["status"] == "closed" and d["public_reply"] == "已修复，感谢反映"
+    inbox = client.get("/api/v1/cases/notifications", headers=gw).json()
+    assert [n["kind"] for n in inbox if n["case_id"] == cid] == ["closed"]  # the reporter's own inbox
     steps = [(e["action"], e["from_status"], e["to_status"]) for e in d["events"]]
     assert steps == [("report", None, "reported"), ("file", "reported", "filed"), ("dispatch", "filed", "dispatched"),
                      ("accept", "dispatched", "in_progress"), ("handle", "in_progress", "handled"),
