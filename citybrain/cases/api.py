@@ -160,7 +160,7 @@ def my_cases(request: Request, db: ReadDB, who: Principal = Depends(require("cas
 def cases_geojson(db: ReadDB, who: Principal = Depends(require("case.read")),
                   bbox: str | None = Query(None, max_length=100, description="minLon,minLat,maxLon,maxLat"),
                   status: str | None = Query(None, max_length=200), overdue: bool | None = None,
-                  limit: int = Query(5000, ge=1, le=20000)) -> Response:
+                  limit: int = Query(5000, ge=1, le=20000)) -> dict:
     box = None
     if bbox:
         try:
@@ -172,11 +172,8 @@ def cases_geojson(db: ReadDB, who: Principal = Depends(require("case.read")),
             raise Invalid("bbox 格式应为 最小经度,最小纬度,最大经度,最大纬度",
                           "bbox must be minLon,minLat,maxLon,maxLat",
                           errors=[{"field": "bbox", "message": "four numbers, min before max"}]) from exc
-    import orjson
-
-    doc = service.cases_geojson(db, principal=who, bbox=box, status=_status_list(status), overdue=overdue,
-                                limit=limit)
-    return Response(orjson.dumps(doc), media_type="application/geo+json")
+    return service.cases_geojson(db, principal=who, bbox=box, status=_status_list(status), overdue=overdue,
+                                 limit=limit)
 
 
 @router.get("/cases/ioc-summary", summary="运行态势 IOC indicators")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import shutil
 import sqlite3
 import statistics
 import tempfile
@@ -212,6 +213,7 @@ def bench_cases(quick: bool = False) -> dict[str, Any]:
     db.dispose()
     set_db(None)
     configure(None)
+    shutil.rmtree(tmp, ignore_errors=True)
     return {
         "cases_per_s": round(n_new / total_s, 1),
         "p99_ms": round(_pct(lat, 99), 2),
@@ -230,7 +232,6 @@ def bench_cases(quick: bool = False) -> dict[str, Any]:
         "bulk_load_rows_per_s": round(n_pre / load_s),
         "baseline_sqlite3_rows_per_s": round(n_base / base_s),
         "backend": "sqlite",
-        "data_dir": str(tmp),
     }
 
 

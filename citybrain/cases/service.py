@@ -110,6 +110,22 @@ def set_config(session: Session, *, key: str, value: dict[str, Any]) -> dict[str
     if unknown:
         raise Invalid(f"未知配置项：{'、'.join(sorted(unknown))}", f"Unknown settings: {', '.join(sorted(unknown))}",
                       errors=[{"field": k, "message": "unknown setting"} for k in sorted(unknown)])
+    bad = []
+    for k, v in value.items():
+        d = DEFAULT_CONFIG[key][k]
+        if isinstance(d, bool):
+            ok = isinstance(v, bool)
+        elif isinstance(d, (int, float)):
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 \
+                and (k != "warn_ratio" or 0 < v < 1)
+        else:
+            ok = isinstance(v, type(d))
+        if not ok:
+            bad.append({"field": k, "message": f"expected {type(d).__name__}" + (" >= 0" if isinstance(d, (int, float))
+                                                                                   and not isinstance(d, bool) else "")})
+    if bad:
+        raise Invalid(f"配置值类型或范围有误：{'、'.join(b['field'] for b in bad)}",
+                      f"Bad setting values: {', '.join(b['field'] for b in bad)}", errors=bad)
     merged = {**before, **value}
     if key == "calendar":
         try:
@@ -1059,9 +1075,16 @@ def _h_file(session, case, principal, a, **kw):
           attachments=kw.get("attachments"))
 
 
+def _tell_reporter(session: Session, case: Case, kind: str, zh: str, en: str) -> None:
+    if case.reporter_user_id is not None:
+        _notify(session, case=case, kind=kind, user_id=case.reporter_user_id, zh=zh, en=en)
+
+
 def _h_reject(session, case, principal, a, **kw):
     _simple(session, case, principal, a, **kw)
     case.closed_at = utcnow()
+    _tell_reporter(session, case, "not_filed", f"您上报的案件 {case.ticket} 不予立案：{kw.get('comment')}",
+                   f"Your report {case.ticket} was not filed: {kw.get('comment')}")
 
 
 def _h_answer(session, case, principal, a, **kw):
@@ -1148,6 +1171,7 @@ def _h_close(session, case, principal, a, **kw):
     _simple(session, case, principal, a, **kw)
     case.closed_at = utcnow()
     case.public_reply = kw.get("public_reply") or kw.get("comment") or "您反映的问题已处理完毕，感谢您的监督。"
+    _tell_reporter(session, case, "closed", f"您上报的案件 {case.ticket} 已结案", f"Your report {case.ticket} is closed")
 
 
 def _h_suspend(session, case, principal, a, **kw):
@@ -1362,7 +1386,7 @@ def sweep(session: Session, *, now: dt.datetime | None = None) -> dict[str, int]
     counts = {"warned": 0, "overdue": 0, "escalated": 0, "hotspots": 0}
     running = list(wf.CLOCK_RUNNING)
     for case in session.scalars(select(Case).where(Case.status.in_(running), Case.warned.is_(False),
-                                                   Case.warn_at <= now).limit(1000)):
+                                                   Case.warn_at <= now).limit(1000)).all():
         case.warned = True
         _log(session, case, "deadline_warning", SYSTEM, data={"deadline_at": case.deadline_at.isoformat()},
              topic="cases.case.warning")
@@ -1372,7 +1396,7 @@ def sweep(session: Session, *, now: dt.datetime | None = None) -> dict[str, int]
                 en=f"Deadline warning: case {case.ticket} is due {case.deadline_at.astimezone(CST):%m-%d %H:%M}")
         counts["warned"] += 1
     for case in session.scalars(select(Case).where(Case.status.in_(running), Case.overdue.is_(False),
-                                                   Case.deadline_at <= now).limit(1000)):
+                                                   Case.deadline_at <= now).limit(1000)).all():
         case.overdue = True
         _log(session, case, "overdue", SYSTEM, data={"deadline_at": case.deadline_at.isoformat()},
              topic="cases.case.overdue")
@@ -1382,7 +1406,7 @@ def sweep(session: Session, *, now: dt.datetime | None = None) -> dict[str, int]
     # 督办 when overdue by a further `escalate_after_limit_ratio` of the time limit
     cal = calendar(session)
     for case in session.scalars(select(Case).where(Case.status.in_(running), Case.overdue.is_(True),
-                                                   Case.supervision_level == 1).limit(1000)):
+                                                   Case.supervision_level == 1).limit(1000)).all():
         if case.limit_value is None or case.deadline_at is None:
             continue
         late = cal.elapsed(case.deadline_at, now, case.limit_unit)

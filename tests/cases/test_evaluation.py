@@ -106,7 +106,7 @@ def _rows(cdb, who, group_by):
     return res["rows"]
 
 
-def test_department_indicators_match_the_hand_computation(cdb, who, org, fixture_cases):
+def test_indicators_match_the_hand_computation(cdb, who, org, fixture_cases):
     rows = {r["key"]: r for r in _rows(cdb, who, "dept")}
     cg = rows[org("D-CGJ")]
     assert (cg["reported"], cg["filed"], cg["dispatched"], cg["due"], cg["closed"]) == (5, 5, 5, 4, 3)
@@ -131,9 +131,7 @@ def test_department_indicators_match_the_hand_computation(cdb, who, org, fixture
     assert rows[None]["reported"] == 1 and rows[None]["not_filed"] == 1  # c6, never dispatched
     ranked = [r["key"] for r in _rows(cdb, who, "dept")]
     assert ranked[0] == org("D-SWJ") and ranked[-1] is None
-
-
-def test_area_and_grid_worker_scores(cdb, who, org, fixture_cases):
+    # the same fixture, by area and by grid worker
     towns = {r["key"]: r for r in _rows(cdb, who, "town")}
     t = towns[org("440115001")]
     assert (t["reported"], t["filed"], t["public_filed"], t["due"], t["closed"], t["closed_on_time"]) == (6, 5, 1, 4, 3, 2)

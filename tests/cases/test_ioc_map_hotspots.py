@@ -109,6 +109,10 @@ def test_config_calendar_is_validated_and_used(client, cdb, as_role):
     bad = client.put("/api/v1/cases/config/calendar", json={"office_hours": [["25:00", "x"]]}, headers=op)
     assert bad.status_code == 422
     assert client.put("/api/v1/cases/config/rules", json={"nonsense": 1}, headers=op).status_code == 422
+    for bad_value in ({"warn_ratio": "abc"}, {"warn_ratio": 1.5}, {"auto_dispatch": 1}, {"max_reopen": -1},
+                      {"auto_file_sources": "iot"}):
+        r = client.put("/api/v1/cases/config/rules", json=bad_value, headers=op)
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == next(iter(bad_value))
     ok = client.put("/api/v1/cases/config/calendar", json={"office_hours": [["08:30", "12:00"], ["14:00", "18:00"]]},
                     headers=op)
     assert ok.status_code == 200

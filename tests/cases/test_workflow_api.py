@@ -54,6 +54,8 @@ def test_full_path_each_role_and_audit(client, cdb, as_role, org):
     tick()
     d = act(client, op, cid, "close", public_reply="已修复，感谢反映")
     assert d["status"] == "closed" and d["public_reply"] == "已修复，感谢反映"
+    inbox = client.get("/api/v1/cases/notifications", headers=gw).json()
+    assert [n["kind"] for n in inbox if n["case_id"] == cid] == ["closed"]  # the reporter's own inbox
     steps = [(e["action"], e["from_status"], e["to_status"]) for e in d["events"]]
     assert steps == [("report", None, "reported"), ("file", "reported", "filed"), ("dispatch", "filed", "dispatched"),
                      ("accept", "dispatched", "in_progress"), ("handle", "in_progress", "handled"),
@@ -232,3 +234,38 @@ def test_rating_window_is_seven_days(client, cdb, as_role):
 @pytest.mark.parametrize("role", ["citizen", "analyst"])
 def test_roles_without_case_read_cannot_list(client, cdb, as_role, role):
     assert client.get("/api/v1/cases", headers=as_role(role)).status_code == 403
+
+
+def test_role_by_action_matrix(client, cdb, as_role):
+    """Every action is refused (403 permission_denied) to each role that lacks its permission."""
+    from citybrain.cases.workflow import ACTIONS
+    from citybrain.identity.permissions import ROLES
+
+    cid = report(client, as_role("gridworker"))["id"]
+    refused = 0
+    for role in ("operator", "handler", "gridworker", "leader", "citizen"):
+        h = as_role(role)
+        for code, a in ACTIONS.items():
+            if a.permission in ROLES[role].permissions:
+                continue  # what these roles may do is walked in the tests above
+            r = client.post(f"/api/v1/cases/{cid}/actions/{code}", json={"comment": "x"}, headers=h)
+            assert r.status_code == 403 and r.json()["code"] == "permission_denied", (role, code, r.text)
+            refused += 1
+    assert refused >= 40
+    assert client.get(f"/api/v1/cases/{cid}", headers=as_role("operator")).json()["status"] == "reported"
+
+
+def test_manual_reopen_and_note(client, cdb, as_role):
+    op, hd = as_role("operator"), as_role("handler")
+    cid = report(client, op, source="superior")["id"]
+    d = act(client, hd, cid, "note", comment="已联系产权单位")
+    assert d["events"][-1]["action"] == "note" and d["status"] == "dispatched"
+    act(client, hd, cid, "accept")
+    act(client, hd, cid, "handle", comment="已修补")
+    act(client, op, cid, "verify")
+    act(client, op, cid, "close")
+    act(client, op, cid, "reopen", expect=422)  # a reason is required
+    d = act(client, op, cid, "reopen", comment="上级督查发现问题复现")
+    assert d["status"] == "rework" and d["reopen_count"] == 1 and d["closed_at"] is None and d["deadline_at"]
+    act(client, hd, cid, "handle", comment="已重新修补")
+    assert act(client, op, cid, "verify")["status"] == "verified"
