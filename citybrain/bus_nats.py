@@ -38,7 +38,7 @@ class NatsBridge:
     """Relays the outbox into JetStream and runs this instance's consumers."""
 
     def __init__(self, db: Database, url: str, *, stream: str = "CITYBRAIN", prefix: str = "citybrain",
-                 fetch_timeout: float = 1.0, delete_stream_on_stop: bool = False):
+                 fetch_timeout: float = 5.0, delete_stream_on_stop: bool = False):
         self.db, self.url, self.stream, self.prefix = db, url, stream, prefix
         self.delete_stream_on_stop = delete_stream_on_stop
         self.fetch_timeout = fetch_timeout
@@ -113,7 +113,7 @@ class NatsBridge:
         await live.unsubscribe()
         if self.delete_stream_on_stop:
             await js.delete_stream(self.stream)
-        await nc.drain()
+        await nc.close()
 
     # --- relay: outbox -> JetStream ----------------------------------------------------------------------
 
@@ -173,13 +173,19 @@ class NatsBridge:
 
         durable = f"{sub.name}_{index}".replace(".", "_")
         cfg = ConsumerConfig(durable_name=durable, ack_policy=AckPolicy.EXPLICIT, max_ack_pending=1,
-                             max_deliver=bus.MAX_ATTEMPTS + 1, ack_wait=60, deliver_policy=DeliverPolicy.ALL)
+                             max_deliver=bus.MAX_ATTEMPTS + 1, ack_wait=30, deliver_policy=DeliverPolicy.ALL)
         psub = await js.pull_subscribe(subject(self.prefix, pattern), durable=durable, config=cfg)
         loop = asyncio.get_running_loop()
         while True:
             try:
                 msgs = await psub.fetch(1, timeout=self.fetch_timeout)
-            except NatsTimeout:
+            except (NatsTimeout, TimeoutError):
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a broken connection or server hiccup: keep consuming
+                log.exception("fetch for %s failed", durable)
+                await asyncio.sleep(0.5)
                 continue
             for msg in msgs:
                 ev = self._event(msg.data)

@@ -58,11 +58,14 @@ def optional_principal(request: Request) -> Principal:
     cred = _credential(request)
     if not cred:
         return ANONYMOUS
-    with get_db().write() as s:
-        if cred.startswith("cbk_"):
-            principal = identity.principal_from_api_key(s, key=cred)
-        else:
-            principal = identity.principal_from_token(s, token=cred)
+    principal = identity.cached_principal(credential=cred)
+    if principal is None:
+        with get_db().write() as s:
+            if cred.startswith("cbk_"):
+                principal = identity.principal_from_api_key(s, key=cred)
+            else:
+                principal = identity.principal_from_token(s, token=cred)
+        identity.remember_principal(credential=cred, principal=principal)
     context.set_principal(principal)
     return principal
 

@@ -22,6 +22,9 @@ from fastapi.testclient import TestClient
 from citybrain import bus, clock, context
 from citybrain.config import Settings, configure
 from citybrain.db import Database, set_db
+from citybrain.identity import service as identity_service
+
+identity_service.use_fast_password_hashing()  # cheap Argon2id in tests (production keeps library defaults)
 
 PG_URL = os.environ.get("CITYBRAIN_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -127,6 +130,7 @@ def db(request, templates: _Templates, tmp_path: Path) -> Iterator[Database]:
     """A fresh database holding the demo district's organisations, users and map, on each backend."""
     clock.reset()
     bus.reset()
+    identity_service.forget_principals()
     pg_name = None
     if request.param == "postgres":
         u = urlparse(PG_URL)

@@ -49,11 +49,41 @@ def use_fast_password_hashing() -> None:
     global _hasher, _DUMMY_HASH
     _hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     _DUMMY_HASH = _hasher.hash("citybrain-dummy-password")
+
+
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{2,60}$")
 
 
 def _sha256(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
+
+
+# --- principal cache ------------------------------------------------------------------------------
+
+# Credential digest -> (valid until, principal). Authenticated requests then skip the database for a few
+# seconds; any identity change in this process clears it, other processes see a change within PRINCIPAL_TTL.
+PRINCIPAL_TTL = dt.timedelta(seconds=5)
+_principals: dict[str, tuple[dt.datetime, Principal]] = {}
+
+
+def cached_principal(*, credential: str) -> Principal | None:
+    """The principal recently resolved for this credential, if still fresh."""
+    hit = _principals.get(_sha256(credential))
+    if hit is None or hit[0] <= utcnow():
+        return None
+    return hit[1]
+
+
+def remember_principal(*, credential: str, principal: Principal) -> None:
+    """Keep a resolved principal for PRINCIPAL_TTL."""
+    if len(_principals) > 10_000:
+        _principals.clear()
+    _principals[_sha256(credential)] = (utcnow() + PRINCIPAL_TTL, principal)
+
+
+def forget_principals() -> None:
+    """Drop every cached principal (after logouts, role, user, password and key changes)."""
+    _principals.clear()
 
 
 # --- passwords ---------------------------------------------------------------------------------
@@ -178,6 +208,7 @@ def _checked_permissions(role_code: str, perms: set[str]) -> set[str]:
 
 def set_role_permissions(session: Session, *, code: str, permissions: Iterable[str]) -> Role:
     """Replace a role's permissions (security administrator); the three administrator roles are fixed."""
+    forget_principals()
     role = _role(session, code)
     if code in ADMIN_ROLES:
         raise Forbidden("三权分立：系统、安全、审计管理员的权限不可修改",
@@ -361,6 +392,7 @@ def create_user(session: Session, *, username: str, real_name: str, password: st
 
 def set_user_roles(session: Session, *, user_id: int, roles: Iterable[str]) -> list[str]:
     """Replace a user's roles (security administrator; nobody may change their own roles)."""
+    forget_principals()
     user = get_user(session, user_id=user_id)
     role_set = set(roles)
     who = context.actor()
@@ -382,6 +414,7 @@ def set_user_roles(session: Session, *, user_id: int, roles: Iterable[str]) -> l
 def update_user(session: Session, *, user_id: int, real_name: str | None = None, phone: str | None = None,
                 org_id: int | None = None, active: bool | None = None) -> User:
     """Change a user's details or disable/enable the account (disabling ends its sessions)."""
+    forget_principals()
     user = get_user(session, user_id=user_id)
     before = user_dict(user)
     if real_name is not None:
@@ -410,6 +443,7 @@ def unlock_user(session: Session, *, user_id: int) -> User:
 
 def set_password(session: Session, *, user_id: int, password: str, old_password: str | None = None) -> None:
     """Set a new password (the user's own change needs the old one); ends other sessions."""
+    forget_principals()
     user = get_user(session, user_id=user_id)
     if old_password is not None and not verify_password(password_hash=user.password_hash, password=old_password):
         raise Forbidden("原密码不正确", "The current password is wrong", code="wrong_password")
@@ -519,6 +553,7 @@ def principal_from_token(session: Session, *, token: str, touch: bool = True) ->
 
 def logout(session: Session, *, principal: Principal) -> None:
     """End the principal's session."""
+    forget_principals()
     if principal.session_id is None:
         return
     session.execute(update(AuthSession).where(AuthSession.id == principal.session_id).values(revoked_at=utcnow()))
@@ -567,6 +602,7 @@ def list_api_keys(session: Session, *, org_id: int | None = None) -> list[dict[s
 
 def revoke_api_key(session: Session, *, key_id: int) -> None:
     """Revoke a machine key at once."""
+    forget_principals()
     key = session.get(ApiKey, key_id)
     if key is None:
         raise NotFound(f"凭证 {key_id} 不存在", f"Key {key_id} does not exist", code="apikey_not_found")

@@ -22,7 +22,9 @@ def _wait(cond, timeout=15.0):
 
 
 @pytest.fixture
-def names():
+def names(db):
+    if db.url.startswith("postgresql"):
+        pytest.skip("broker tests run once, on the embedded database (the backend does not matter here)")
     tag = uuid.uuid4().hex[:8]
     created = []
     yield tag, created
@@ -31,7 +33,7 @@ def names():
 
 
 def _bridge(db, url, tag, *, last=True):
-    return NatsBridge(db, url, stream=f"CBTEST_{tag}", prefix=f"cbtest{tag}", fetch_timeout=0.2,
+    return NatsBridge(db, url, stream=f"CBTEST_{tag}", prefix=f"cbtest{tag}", fetch_timeout=2.0,
                       delete_stream_on_stop=last)
 
 
@@ -80,7 +82,7 @@ def test_failing_subscriber_is_retried_then_dead_lettered(db, nats_url, names):
             with db.read() as s:
                 return s.query(BusDeadLetter).filter_by(subscriber=name).count() == 1
 
-        assert _wait(parked, timeout=30)
+        assert _wait(parked, timeout=75)
         assert len(calls) == bus.MAX_ATTEMPTS
     finally:
         bridge.stop()
