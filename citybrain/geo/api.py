@@ -8,37 +8,16 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
 
 from citybrain.context import Principal
-from citybrain.deps import ReadDB, WriteDB, current_principal, require
+from citybrain.deps import ReadDB, WriteDB, require, require_any
 from citybrain.errors import NotFound
 from citybrain.geo import service
 from citybrain.geo.schemas import Feature, FeatureCollection, GeoJSONIn, ImportReport, LocateOut, RejectDetail
 
-_PROBLEM = {"content": {"application/problem+json": {"schema": {
-    "type": "object", "required": ["type", "title", "status", "code", "message_zh", "message_en"],
-    "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
-                   "detail": {"type": "string"}, "code": {"type": "string"}, "message_zh": {"type": "string"},
-                   "message_en": {"type": "string"}, "errors": {"type": "array"}}}}}}
-router = APIRouter(prefix="/api/v1/geo", tags=["geo 时空一张图"], responses={
-    401: {"description": "未登录 Not authenticated", **_PROBLEM},
-    403: {"description": "没有权限 Forbidden", **_PROBLEM},
-    404: {"description": "未找到 Not found", **_PROBLEM},
-    422: {"description": "参数无效 Invalid input", **_PROBLEM},
-})
-
-
-def _reader(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
-    """Callers who may view the map: `geo.read`, or `geo.manage` (the administrator who maintains it)."""
-    if principal.can("geo.manage"):
-        return principal
-    from citybrain.identity.service import authorize
-
-    authorize(principal, "geo.read")
-    return principal
-
-
+router = APIRouter(prefix="/api/v1/geo", tags=["geo 时空一张图"])
+# Reading the map: `geo.read`, or `geo.manage` (the administrator who maintains it may look at it).
+GeoReader = Annotated[Principal, Depends(require_any("geo.read", "geo.manage"))]
 _NUM = r" *[-+]?\d{1,3}(\.\d{0,17})?([eE][-+]?\d{1,2})? *"
 _BBOX = rf"^{_NUM}(,{_NUM}){{3}}$"
-GeoReader = Annotated[Principal, Depends(_reader)]
 
 
 class _JSON(Response):

@@ -604,6 +604,8 @@ def import_geojson(session: Session, *, kind: str, data: Any, source: str | None
 
     _check_kind(kind)
     feats = _load_collection(data)
+    if session.get_bind().dialect.name == "postgresql":  # one import at a time (SQLite: BEGIN IMMEDIATE)
+        session.execute(text("SELECT pg_advisory_xact_lock(7349202)"))
     rows: list[dict[str, Any]] = []
     positions: list[int] = []
     rejects: list[dict[str, Any]] = []
