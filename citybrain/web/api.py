@@ -7,6 +7,7 @@ without the right gets a 403 page, not just a hidden link.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from urllib.parse import quote
 
@@ -77,10 +78,8 @@ def _page(perm: str | None, template: str, active: str, *, any_of: tuple[str, ..
         if needed and not any(who.can(p) for p in needed):
             from citybrain.identity.service import authorize
 
-            try:  # records the denial in the audit trail, as the APIs do
+            with contextlib.suppress(Problem):  # records the denial in the audit trail, as the APIs do
                 authorize(who, needed[0])
-            except Problem:
-                pass
             return render(request, "forbidden.html", who, status=403, missing=" / ".join(needed))
         return render(request, template, who, active=active)
 

@@ -112,9 +112,10 @@
       var rate = pick(i, "online_rate", "devices_online_rate");
       if (rate === undefined && i.devices_total) rate = (i.devices_online || 0) / i.devices_total;
       setKpi("devices_online", rate === undefined ? "" : rate, CB.pct(rate));
+      var sev = pick(i, "alarms_active_by_severity", "alarms_by_severity") || {};
       var act = pick(i, "alarms_active", "active_alarms");
+      if (act === undefined) act = Object.keys(sev).reduce(function (n, k) { return n + (Number(sev[k]) || 0); }, 0);
       setKpi("alarms", act, undefined, {bad: act > 0});
-      var sev = pick(i, "alarms_by_severity", "active_by_severity") || {};
       var ch = chart("chart-alarms");
       if (ch) {
         var levels = [1, 2, 3, 4];
