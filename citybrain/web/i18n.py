@@ -131,6 +131,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "grid.verify": ("核查任务", "Verification tasks"),
     # IOC
     "ioc.title": ("城市运行态势", "City operations"),
+    "ioc.cases": ("案件办理", "Cases"),
     "ioc.cases_today": ("今日案件", "Cases today"),
     "ioc.cases_open": ("在办案件", "Open cases"),
     "ioc.cases_overdue": ("超期案件", "Overdue"),
