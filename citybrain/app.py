@@ -92,15 +92,24 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = get_db()
         startup(db)
-        if background:
+        bridge = None
+        if background and settings.bus_backend == "nats":
+            from citybrain.bus_nats import NatsBridge
+
+            bridge = NatsBridge(db, settings.nats_url)
+            bridge.start()
+        elif background:
             d = bus.dispatcher()
             d.prime_listeners()
             d.start()
         try:
             yield
         finally:
-            if background:
+            if bridge is not None:
+                bridge.stop()
+            elif background:
                 bus.dispatcher().stop()
+            if background:
                 shutdown(db)
 
     app = FastAPI(

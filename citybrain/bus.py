@@ -318,7 +318,19 @@ def wait_idle(timeout: float = 5.0) -> None:
             return
 
 
+_wakers: list[Callable[[], None]] = []
+
+
+def add_waker(fn: Callable[[], None]) -> Callable[[], None]:
+    """Call `fn` after every commit that published events (the NATS relay uses this); returns a remover."""
+    _wakers.append(fn)
+    return lambda: _wakers.remove(fn) if fn in _wakers else None
+
+
 @event.listens_for(Session, "after_commit")
 def _wake_after_commit(session: Session) -> None:
-    if session.info.pop("bus_published", False) and _dispatcher is not None:
-        _dispatcher.wake()
+    if session.info.pop("bus_published", False):
+        if _dispatcher is not None:
+            _dispatcher.wake()
+        for fn in list(_wakers):
+            fn()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from citybrain import context, demo_district as dd
+from citybrain import context
+from citybrain import demo_district as dd
 from citybrain.config import get_settings
 from citybrain.context import SYSTEM
 from citybrain.db import Database
