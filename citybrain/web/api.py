@@ -11,14 +11,14 @@ import contextlib
 from pathlib import Path
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, File, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from citybrain import context
 from citybrain.config import get_settings
 from citybrain.context import ANONYMOUS, Principal
-from citybrain.deps import SESSION_COOKIE, ReadDB, optional_principal, require
+from citybrain.deps import SESSION_COOKIE, CurrentUser, ReadDB, WriteDB, optional_principal, require
 from citybrain.errors import Problem
 from citybrain.web import i18n, service
 
@@ -68,22 +68,26 @@ def render(request: Request, template: str, who: Principal, *, active: str = "",
     return resp
 
 
-def _page(perm: str | None, template: str, active: str, *, any_of: tuple[str, ...] = ()):
-    """A page handler that admits users holding `perm` (or one of `any_of`)."""
+def _gate(request: Request, who: Principal, needed: tuple[str, ...]) -> Response | None:
+    """None if the caller may open the page; else the login redirect or the 403 page."""
+    if who.kind == "anonymous":
+        return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+    if needed and not any(who.can(p) for p in needed):
+        from citybrain.identity.service import authorize
+
+        with contextlib.suppress(Problem):  # records the denial in the audit trail, as the APIs do
+            authorize(who, needed[0])
+        return render(request, "forbidden.html", who, status=403, missing=" / ".join(needed))
+    return None
+
+
+def _page(perm: str, template: str, active: str):
+    """A page handler that admits users holding `perm`."""
 
     def handler(request: Request, who: Principal = Depends(page_principal)) -> Response:
-        if who.kind == "anonymous":
-            return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
-        needed = (perm,) if perm else any_of
-        if needed and not any(who.can(p) for p in needed):
-            from citybrain.identity.service import authorize
+        return _gate(request, who, (perm,)) or render(request, template, who, active=active)
 
-            with contextlib.suppress(Problem):  # records the denial in the audit trail, as the APIs do
-                authorize(who, needed[0])
-            return render(request, "forbidden.html", who, status=403, missing=" / ".join(needed))
-        return render(request, template, who, active=active)
-
-    handler.__name__ = f"page_{active or template.split('.')[0]}"
+    handler.__name__ = f"page_{active}"
     return handler
 
 
@@ -92,12 +96,17 @@ for _path, _perm, _tpl, _active, _summary in (
     ("/map", "geo.read", "map.html", "map", "一张图 One map"),
     ("/work/desk", "case.accept", "desk.html", "desk", "受理派遣工作台 Operator workbench"),
     ("/work/inbox", "case.handle", "inbox.html", "inbox", "部门待办 Department inbox"),
-    ("/m/grid", "case.report", "grid.html", "grid", "网格员移动端 Grid-worker page"),
     ("/devices", "iot.read", "devices.html", "devices", "物联设备控制台 Device console"),
     ("/cockpit", "case.evaluate", "cockpit.html", "cockpit", "领导驾驶舱 Leader cockpit"),
 ):
     router.add_api_route(_path, _page(_perm, _tpl, _active), methods=["GET"], response_class=HTMLResponse,
                          include_in_schema=False, summary=_summary)
+
+
+@router.get("/m/grid", response_class=HTMLResponse, include_in_schema=False)
+def grid_page(request: Request, db: ReadDB, who: Principal = Depends(page_principal)) -> Response:
+    """Grid-worker mobile page: report with category picker, photo, GPS or map tap; my reports; verification."""
+    return _gate(request, who, ("case.report",)) or render(request, "grid.html", who, active="grid", categories=service.report_categories(db))
 
 
 @router.get("/", include_in_schema=False)
@@ -141,9 +150,9 @@ def switch_language(code: str, next: str | None = None) -> Response:
 
 
 @router.get("/citizen", response_class=HTMLResponse, include_in_schema=False)
-def citizen_report(request: Request, who: Principal = Depends(page_principal)) -> Response:
-    """Citizen report page (no login)."""
-    return render(request, "citizen.html", who, active="citizen")
+def citizen_report(request: Request, db: ReadDB, who: Principal = Depends(page_principal)) -> Response:
+    """Citizen report page (no login); the category picker is filled on the server."""
+    return render(request, "citizen.html", who, active="citizen", categories=service.report_categories(db))
 
 
 @router.get("/citizen/track", response_class=HTMLResponse, include_in_schema=False)
@@ -157,3 +166,29 @@ def citizen_track(request: Request, ticket: str | None = None,
 def ioc_summary(db: ReadDB, who: Principal = Depends(require("ioc.view"))) -> dict:
     """Key indicators from each installed module; a module not installed is reported as not connected."""
     return service.ioc_summary(db, principal=who)
+
+
+@router.post("/api/v1/attachments", status_code=201, tags=["web 页面与运行态势"],
+             summary="上传照片 Upload a photo for a report or a handling step (JPEG/PNG/GIF/WebP, <= 8 MB)")
+async def upload_attachment(db: WriteDB, file: UploadFile = File(...),
+                            who: Principal = Depends(optional_principal)) -> dict:
+    """Citizens may upload without logging in; the returned `url` goes into a case's `photos` or `attachments`."""
+    data = await file.read(service.MAX_PHOTO_BYTES + 1)
+    return service.store_attachment(db, data=data, filename=file.filename, principal=who)
+
+
+@router.get("/api/v1/attachments/{key}", tags=["web 页面与运行态势"], summary="查看照片 A stored photo (staff only)")
+def get_attachment(key: str, db: ReadDB, who: CurrentUser) -> Response:
+    """The photo's bytes; readable by staff who may view cases."""
+    from citybrain.identity.service import authorize
+
+    authorize(who, "case.read")
+    row = service.get_attachment(db, key=key)
+    return Response(row.data, media_type=row.content_type,
+                    headers={"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"})
+
+
+@router.get("/api/v1/web/dispatch-suggestion/{case_id}", tags=["web 页面与运行态势"],
+            summary="建议派遣部门 The department the responsibility matrix suggests for a case")
+def dispatch_suggestion(case_id: int, db: ReadDB, who: Principal = Depends(require("case.dispatch"))) -> dict:
+    return service.dispatch_suggestion(db, case_id=case_id, principal=who)

@@ -93,3 +93,103 @@ def ioc_summary(session: Session, *, principal: Principal) -> dict[str, Any]:
         "iot": _part_summary("iot", session, principal),
         "data": _part_summary("data", session, principal),
     }
+
+
+# --- photos ---------------------------------------------------------------------------------------------------------
+
+MAX_PHOTO_BYTES = 8 * 1024 * 1024
+_SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
+    (b"\xff\xd8\xff", 0, "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", 0, "image/png"),
+    (b"GIF87a", 0, "image/gif"),
+    (b"GIF89a", 0, "image/gif"),
+    (b"WEBP", 8, "image/webp"),
+)
+
+
+def sniff_image(data: bytes) -> str | None:
+    """The image type of these bytes (JPEG, PNG, GIF, WebP), or None if they are not one."""
+    for sig, offset, ctype in _SIGNATURES:
+        if data[offset:offset + len(sig)] == sig and (ctype != "image/webp" or data[:4] == b"RIFF"):
+            return ctype
+    return None
+
+
+def store_attachment(session: Session, *, data: bytes, filename: str | None, principal: Principal) -> dict[str, Any]:
+    """Keep an uploaded photo (JPEG/PNG/GIF/WebP, at most 8 MB) and return its key and URL."""
+    import hashlib
+
+    from citybrain.audit import service as audit
+    from citybrain.errors import Invalid, PayloadTooLarge
+    from citybrain.web.models import Attachment
+
+    if not data:
+        raise Invalid("文件为空", "The file is empty", errors=[{"field": "file", "message": "empty"}])
+    if len(data) > MAX_PHOTO_BYTES:
+        raise PayloadTooLarge("照片不能超过 8 MB", "A photo may be at most 8 MB",
+                              errors=[{"field": "file", "message": "larger than 8 MB"}])
+    ctype = sniff_image(data)
+    if ctype is None:
+        raise Invalid("只能上传 JPEG、PNG、GIF 或 WebP 图片", "Only JPEG, PNG, GIF or WebP images can be uploaded",
+                      errors=[{"field": "file", "message": "not an image"}])
+    key = hashlib.sha256(data).hexdigest()
+    row = session.get(Attachment, key)
+    if row is None:
+        name = (filename or "")[-200:] or None
+        row = Attachment(key=key, content_type=ctype, size=len(data), filename=name, data=data,
+                         uploaded_by=principal.label, uploaded_at=clock.now())
+        session.add(row)
+        audit.commit(session, action="web.attachment.upload", target_type="attachment", target_id=key,
+                     after={"size": len(data), "content_type": ctype, "filename": name}, actor=principal)
+    return attachment_dict(row)
+
+
+def attachment_dict(row: Any) -> dict[str, Any]:
+    """An attachment as the API shows it (without its bytes)."""
+    return {"key": row.key, "url": f"/api/v1/attachments/{row.key}", "content_type": row.content_type,
+            "size": row.size, "filename": row.filename}
+
+
+def get_attachment(session: Session, *, key: str) -> Any:
+    """One stored photo (404 if unknown)."""
+    from citybrain.errors import NotFound
+    from citybrain.web.models import Attachment
+
+    row = session.get(Attachment, key.lower()) if len(key) == 64 else None
+    if row is None:
+        raise NotFound("附件不存在", "No such attachment", code="attachment_not_found")
+    return row
+
+
+# --- case work helpers ------------------------------------------------------------------------------------------------
+
+
+def report_categories(session: Session) -> list[dict[str, Any]]:
+    """The categories a report may use (the cases module's active dictionary), or [] without the cases module."""
+    svc = modules.part("cases", "service")
+    if svc is None:
+        return []
+    out = []
+    for kind in ("event", "component"):
+        _total, items = svc.list_categories(session, kind=kind, limit=1000, offset=0)
+        out += [{"code": c["code"], "name": c["name"], "kind": c.get("kind", kind), "big_name": c.get("big_name", "")}
+                for c in items if c.get("active", True)]
+    return out
+
+
+def dispatch_suggestion(session: Session, *, case_id: int, principal: Principal) -> dict[str, Any]:
+    """The department the responsibility matrix suggests for a case (cases module's resolve_department)."""
+    from citybrain.errors import NotFound
+
+    svc = modules.part("cases", "service")
+    if svc is None:
+        raise NotFound("案件模块未接入", "The cases module is not installed", code="not_connected")
+    case = svc.get_case(session, case_id=case_id, principal=principal)
+    cat = (svc.find_category(session, code=case.category_code, kind=case.category_kind)
+           if case.category_code else None)
+    areas = [a for a in (case.grid_code, case.community_code, case.town_code,
+                         case.town_code[:6] if case.town_code else None) if a]
+    dept, unit, how = svc.resolve_department(session, category_code=case.category_code,
+                                             big_code=cat.big_code if cat else None,
+                                             default_dept=cat.default_dept if cat else None, area_codes=areas)
+    return {"case_id": case.id, "dept_org_id": dept, "unit_org_id": unit, "how": how}

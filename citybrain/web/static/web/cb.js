@@ -120,7 +120,7 @@
   CB.items = function (data) {
     if (!data) return [];
     if (Array.isArray(data)) return data;
-    return data.items || data.features || data.results || [];
+    return data.items || data.features || data.rows || data.results || [];
   };
 
   CB.sevColor = {1: "#d7263d", 2: "#f46036", 3: "#f6ae2d", 4: "#2e86ab"};

@@ -12,18 +12,19 @@
 
   if (CB.can("ioc.view")) {
     CB.api("GET", "/api/v1/ioc/summary").then(function (s) {
+      window.CB_SUMMARY = s;
       var c = s.cases || {};
       if (!c.connected) {
         ["cases_today", "cases_open", "cases_overdue", "closure_rate", "ontime_rate", "satisfaction"].forEach(function (k) { kpi(k, null); });
         return;
       }
-      kpi("cases_today", pick(c, "today", "cases_today"));
-      kpi("cases_open", pick(c, "open", "cases_open"));
-      kpi("cases_overdue", pick(c, "overdue", "cases_overdue"));
+      kpi("cases_today", pick(c, "cases_today", "today"));
+      kpi("cases_open", pick(c, "cases_open", "open"));
+      kpi("cases_overdue", pick(c, "cases_overdue", "overdue"));
       kpi("closure_rate", pick(c, "closure_rate"), CB.pct(pick(c, "closure_rate")));
       kpi("ontime_rate", pick(c, "ontime_rate", "on_time_rate"), CB.pct(pick(c, "ontime_rate", "on_time_rate")));
       kpi("satisfaction", pick(c, "satisfaction", "satisfaction_rate"), CB.pct(pick(c, "satisfaction", "satisfaction_rate")));
-      var trend = pick(c, "trend", "daily") || [];
+      var trend = pick(c, "trend_30d", "trend") || [];
       if (window.echarts) {
         echarts.init(document.getElementById("ck-trend")).setOption({
           grid: {left: 40, right: 12, top: 30, bottom: 24}, legend: {top: 0}, tooltip: {trigger: "axis"},
@@ -36,10 +37,10 @@
     }).catch(CB.fail);
   }
 
-  var EVAL_COLS = [["count", "total", "cases"], ["closure_rate"], ["ontime_rate", "on_time_rate"], ["score"]];
+  var EVAL_COLS = [["reported", "count", "cases"], ["closure_rate"], ["on_time_closure_rate", "on_time_rate"], ["score"]];
   function rankTable(boxId, level) {
     var box = document.getElementById(boxId);
-    CB.api("GET", "/api/v1/cases/evaluation", {query: {level: level}}).then(function (data) {
+    CB.api("GET", "/api/v1/cases/evaluation", {query: {group_by: level}}).then(function (data) {
       var rows = CB.items(data);
       box.innerHTML = "";
       if (!rows.length) { box.appendChild(CB.el("p", {class: "empty"}, CB.tr("common.none"))); return; }
@@ -67,7 +68,7 @@
 
   function loadOverdue() {
     var box = document.getElementById("ck-overdue"), det = document.getElementById("ck-detail");
-    CB.cases.list({overdue: "true", open: "true"}).then(function (data) {
+    CB.cases.list({status: "open", overdue: "true"}).then(function (data) {
       CB.caseTable(box, CB.items(data), function (c) {
         det.hidden = false;
         CB.cases.get(c.id).then(function (full) {

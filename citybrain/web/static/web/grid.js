@@ -25,7 +25,7 @@
   }
   function loadMine() {
     var box = document.getElementById("mine-list");
-    CB.cases.list({reporter: "me"}).then(function (data) {
+    CB.api("GET", "/api/v1/cases/mine", {query: {limit: 50}}).then(function (data) {
       CB.caseTable(box, CB.items(data), function (c) { openCase(document.getElementById("mine-detail"), c.id, [], loadMine); },
         {timeField: "reported_at", timeLabel: CB.tr("case.reported_at")});
     }).catch(CB.fail);

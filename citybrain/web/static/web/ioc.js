@@ -54,15 +54,15 @@
       });
       return;
     }
-    setKpi("cases_today", pick(c, "today", "cases_today", "reported_today"));
-    setKpi("cases_open", pick(c, "open", "cases_open", "in_progress"));
-    var overdue = pick(c, "overdue", "cases_overdue");
+    setKpi("cases_today", pick(c, "cases_today", "today"));
+    setKpi("cases_open", pick(c, "cases_open", "open"));
+    var overdue = pick(c, "cases_overdue", "overdue");
     setKpi("cases_overdue", overdue, undefined, {bad: overdue > 0});
     var rates = [["closure_rate", pick(c, "closure_rate", "close_rate")], ["ontime_rate", pick(c, "ontime_rate", "on_time_rate")],
       ["satisfaction", pick(c, "satisfaction", "satisfaction_rate")]];
     rates.forEach(function (r) { setKpi(r[0], r[1] === undefined ? "" : r[1], CB.pct(r[1])); });
 
-    var trend = pick(c, "trend", "daily") || [];
+    var trend = (pick(c, "trend_30d", "trend") || []).slice(-14);
     var ch = chart("chart-trend");
     if (ch) {
       ch.setOption({
@@ -77,17 +77,17 @@
         ]
       });
     }
-    var cats = pick(c, "by_category", "categories") || [];
+    var bySource = c.by_source || {};
     var cc = chart("chart-cat");
     if (cc) {
       cc.setOption({
         tooltip: {trigger: "item"},
         series: [{type: "pie", radius: ["40%", "70%"], label: {color: textColor, fontSize: 11},
-          data: cats.slice(0, 8).map(function (x) { return {name: CB.name(x) || CB.name(x, "category_name") || x.category_code, value: pick(x, "count", "n", "value")}; })}]
+          data: Object.keys(bySource).map(function (k) { return {name: CB.tr("source." + k, k), value: bySource[k]}; })}]
       });
     }
-    rankTable("rank-dept", pick(c, "rank_dept", "by_dept", "departments") || []);
-    rankTable("rank-town", pick(c, "rank_town", "by_town", "towns") || []);
+    rankTable("rank-dept", pick(c, "dept_ranking", "rank_dept") || []);
+    rankTable("rank-town", pick(c, "town_ranking", "rank_town") || []);
   }
 
   function rankTable(id, rows) {
@@ -99,7 +99,7 @@
       tb.appendChild(CB.el("tr", null,
         CB.el("td", null, String(i + 1)),
         CB.el("td", null, CB.name(r) || CB.name(r, "org_name") || r.org_code || ""),
-        CB.el("td", {class: "n"}, CB.num(pick(r, "count", "total", "cases"))),
+        CB.el("td", {class: "n"}, CB.num(pick(r, "cases", "count", "total"))),
         CB.el("td", {class: "n"}, score === undefined ? "" : (score <= 1 ? CB.pct(score) : Number(score).toFixed(1)))));
     });
   }

@@ -6,30 +6,12 @@
   if (!form) return;
   var citizen = form.dataset.mode === "citizen";
   var ENDPOINTS = {
-    categories: citizen ? "/api/v1/public/cases/categories" : "/api/v1/cases/categories",
     create: citizen ? "/api/v1/public/cases" : "/api/v1/cases",
-    upload: citizen ? "/api/v1/public/cases/attachments" : "/api/v1/cases/attachments"
+    upload: "/api/v1/attachments"
   };
   CB.REPORT_ENDPOINTS = ENDPOINTS;
   var lon = document.getElementById("r-lon"), lat = document.getElementById("r-lat");
   var result = document.getElementById("r-result");
-
-  // category picker, grouped by big class
-  CB.api("GET", ENDPOINTS.categories, {noRedirect: true}).then(function (data) {
-    var sel = document.getElementById("r-category");
-    var groups = {};
-    CB.items(data).forEach(function (c) {
-      var g = c.big_name || "";
-      if (!groups[g]) {
-        groups[g] = g ? CB.el("optgroup", {label: g}) : sel;
-        if (g) sel.appendChild(groups[g]);
-      }
-      groups[g].appendChild(CB.el("option", {value: c.code, "data-kind": c.kind || ""}, CB.name(c)));
-    });
-  }).catch(function (err) {
-    result.className = "notice err";
-    result.textContent = err.message;
-  });
 
   // the map: tap to place
   var map = CB.map("r-map", {zoom: 13});
@@ -74,9 +56,11 @@
     body.lat = Number(body.lat);
     var sel = document.getElementById("r-category");
     var opt = sel.options[sel.selectedIndex];
-    if (opt && opt.dataset.kind) body.category_kind = opt.dataset.kind;
-    body.title = (opt ? opt.textContent : "") + (body.address ? " · " + body.address : "");
-    if (!citizen) body.source = "patrol";
+    body.title = ((opt ? opt.textContent : "") + (body.address ? " · " + body.address : "")).slice(0, 200);
+    if (!citizen) {
+      body.source = "patrol";
+      if (opt && (opt.dataset.kind === "event" || opt.dataset.kind === "component")) body.category_kind = opt.dataset.kind;
+    }
     CB.busy(form, true);
     CB.uploadPhotos(document.getElementById("r-photo"), ENDPOINTS.upload).then(function (refs) {
       if (refs.length) body.photos = refs;

@@ -12,14 +12,15 @@
     out.hidden = false;
     out.innerHTML = "";
     out.appendChild(CB.el("h2", null, (c.ticket || "") + " ", CB.caseBadge(c)));
-    out.appendChild(CB.popupTable(c, [["category_name", CB.tr("case.category")], ["address", CB.tr("case.address")],
+    out.appendChild(CB.popupTable(c, [["title", CB.tr("case.category")], ["address", CB.tr("case.address")],
       ["reported_at", CB.tr("case.reported_at"), CB.fmtTime], ["status_name", CB.tr("common.status")],
       ["public_reply", CB.tr("case.result")], ["closed_at", CB.tr("act.close"), CB.fmtTime]]));
     var steps = c.events || c.history || c.steps || [];
     if (steps.length) {
       out.appendChild(CB.el("ol", {class: "history"}, steps.map(function (e) {
-        return CB.el("li", null, CB.el("time", null, CB.fmtTime(e.at)), " ", CB.status(e.to_status || e.status) || CB.tr("act." + e.action, e.action),
-          e.comment ? "：" + e.comment : "");
+        var label = CB.lang === "en" ? CB.tr("act." + e.action, e.action) : (e.name || CB.tr("act." + e.action, e.action));
+        return CB.el("li", {"data-action": e.action}, CB.el("time", null, CB.fmtTime(e.at)), " ", label,
+          e.status ? " → " + CB.status(e.status) : "");
       })));
     }
     var canRate = c.can_rate !== undefined ? c.can_rate : (c.status === "closed" && !c.rating);
@@ -28,7 +29,7 @@
   }
   function lookup() {
     var v = CB.formJSON(form);
-    return CB.api("GET", API + "/" + encodeURIComponent(v.ticket), {query: {phone: v.phone}, noRedirect: true}).then(render);
+    return CB.api("POST", API + "/track", {json: {ticket: v.ticket.trim(), phone: v.phone.trim()}, noRedirect: true}).then(render);
   }
   form.addEventListener("submit", function (ev) {
     ev.preventDefault();
@@ -47,8 +48,8 @@
     var v = CB.formJSON(rate);
     var who = CB.formJSON(form);
     CB.busy(rate, true);
-    CB.api("POST", API + "/" + encodeURIComponent(current.ticket) + "/rating",
-      {json: {phone: who.phone, rating: v.rating, comment: v.comment}, noRedirect: true})
+    CB.api("POST", API + "/rating",
+      {json: {ticket: current.ticket, phone: who.phone.trim(), satisfaction: v.rating, comment: v.comment}, noRedirect: true})
       .then(function () { CB.toast(CB.tr("case.rate.done")); rate.hidden = true; return lookup(); })
       .catch(CB.fail).then(function () { CB.busy(rate, false); });
   });

@@ -8,7 +8,7 @@
   CB.cases = {
     list: function (query) { return CB.api("GET", API, {query: Object.assign({limit: 50}, query)}); },
     get: function (id) { return CB.api("GET", API + "/" + id); },
-    act: function (id, action, body) { return CB.api("POST", API + "/" + id + "/" + action, {json: body || {}}); }
+    act: function (id, action, body) { return CB.api("POST", API + "/" + id + "/actions/" + action, {json: body || {}}); }
   };
 
   /* Upload chosen photos; returns the list of stored attachment references. */
@@ -18,9 +18,9 @@
     return Promise.all(files.map(function (f) {
       var fd = new FormData();
       fd.append("file", f, f.name);
-      return CB.api("POST", url || (API + "/attachments"), {form: fd});
+      return CB.api("POST", url || "/api/v1/attachments", {form: fd});
     })).then(function (res) {
-      return res.map(function (r) { return pick(r, "id", "url", "path", "key") ; });
+      return res.map(function (r) { return r.url; });
     });
   };
 
@@ -95,14 +95,26 @@
       ["reported_at", CB.tr("case.reported_at"), CB.fmtTime], ["deadline_at", CB.tr("case.deadline"), CB.fmtTime],
       ["public_reply", CB.tr("case.result")]
     ]));
+    if (c.dept_org_id) {
+      var deptRow = CB.el("p", {class: "muted", "data-dept": c.dept_org_id}, CB.tr("case.dept") + "：…");
+      box.appendChild(deptRow);
+      CB.departments().then(function (ds) {
+        var d = ds.filter(function (x) { return x.id === c.dept_org_id; })[0];
+        deptRow.textContent = CB.tr("case.dept") + "：" + (d ? CB.name(d) : "#" + c.dept_org_id);
+      });
+    }
     var ph = photoList(c.photos);
     if (ph) box.appendChild(ph);
+    (c.extensions || []).filter(function (x) { return x.status === "pending"; }).forEach(function (x) {
+      box.appendChild(CB.el("p", {class: "notice", "data-extension": x.id}, CB.tr("act.request_extension") + "：" +
+        x.extra_value + " " + x.extra_unit + " · " + x.reason));
+    });
     var events = c.events || c.history || [];
     if (events.length) {
       box.appendChild(CB.el("h3", null, CB.tr("case.history")));
       box.appendChild(CB.el("ol", {class: "history"}, events.map(function (e) {
         return CB.el("li", null, CB.el("time", null, CB.fmtTime(e.at)), " ",
-          CB.el("strong", null, CB.tr("act." + e.action, e.action)), " ",
+          CB.el("strong", null, CB.lang === "en" ? CB.tr("act." + e.action, e.action) : (e.action_name || CB.tr("act." + e.action, e.action))), " ",
           e.to_status ? "→ " + CB.status(e.to_status) + " " : "",
           CB.el("span", {class: "muted"}, (e.actor_name || e.actor || "") + (e.comment ? "：" + e.comment : "")),
           photoList(e.attachments));
@@ -233,8 +245,9 @@
     var allowed = c.allowed_actions || c.actions;
     return codes.filter(function (code) { return !allowed || allowed.indexOf(code) >= 0; }).map(function (code) {
       var fields = [];
-      if (code === "dispatch") {
-        fields.push({name: "dept_org_id", label: CB.tr("case.dept"), type: "select", required: true, options: []});
+      if (code === "dispatch" || code === "file") {
+        fields.push({name: "dept_org_id", label: CB.tr("case.dept"), type: "select", required: code === "dispatch",
+          options: code === "file" ? [{value: "", label: CB.tr("desk.auto_dispatch")}] : []});
       }
       if (code === "request_extension") {
         fields.push({name: "extra_value", label: CB.tr("act.extra_days"), type: "number", value: "2", required: true});
@@ -257,16 +270,18 @@
         },
         done: done
       });
-      if (code === "dispatch") {
+      if (code === "dispatch" || code === "file") {
         var sel = form.querySelector("select[name=dept_org_id]");
-        var suggested = CB.pick(c, "suggested_dept_org_id", "dept_org_id");
-        var sugg = c.suggestion || c.suggested || null;
-        if (sugg && sugg.dept_org_id) suggested = sugg.dept_org_id;
-        CB.departments().then(function (depts) {
-          depts.forEach(function (d) {
-            sel.appendChild(CB.el("option", {value: d.id, selected: String(d.id) === String(suggested)},
-              CB.name(d) + (String(d.id) === String(suggested) ? " ★ " + CB.tr("desk.suggested") : "")));
+        var suggestion = CB.can("case.dispatch") ?
+          CB.api("GET", "/api/v1/web/dispatch-suggestion/" + c.id).catch(function () { return {}; }) : Promise.resolve({});
+        Promise.all([CB.departments(), suggestion]).then(function (res) {
+          var suggested = res[1].dept_org_id;
+          res[0].forEach(function (d) {
+            var isSugg = suggested !== null && suggested !== undefined && String(d.id) === String(suggested);
+            sel.appendChild(CB.el("option", {value: d.id, selected: code === "dispatch" && isSugg, "data-suggested": isSugg ? "1" : null},
+              CB.name(d) + (isSugg ? " ★ " + CB.tr("desk.suggested") : "")));
           });
+          form.dataset.suggested = suggested === null || suggested === undefined ? "" : String(suggested);
         });
       }
       return form;
