@@ -64,32 +64,55 @@ class Server:
 
     def api(self, role: str | None = None) -> httpx.Client:
         """An HTTP client on the server, logged in as a demo role if given."""
-        c = httpx.Client(base_url=self.base, timeout=30, trust_env=False)
+        headers = {}
         if role:
-            r = c.post("/api/v1/auth/token", data={"username": role, "password": DEMO_PASSWORD})
+            r = httpx.post(self.base + "/api/v1/auth/token", data={"username": role, "password": DEMO_PASSWORD},
+                           trust_env=False, timeout=30)
             r.raise_for_status()
-            c.cookies.clear()
-            c.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
-        return c
+            headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+        return httpx.Client(base_url=self.base, timeout=30, trust_env=False, headers=headers)
+
+
+def seed(data_dir: str) -> None:
+    """Seed a server's data folder: demo organisations and users, the map, case configuration, demo devices.
+
+    No case history: the browser tests watch the counters move from a known start.
+    """
+    from citybrain import modules
+    from citybrain.app import startup
+    from citybrain.config import get_settings
+    from citybrain.db import get_db
+
+    assert str(get_settings().data_dir) == data_dir
+    db = get_db()
+    startup(db)
+    for name, fn in (("identity", "seed"), ("geo", "seed"), ("cases", "seed_config"), ("iot", "seed")):
+        mod = modules.part(name, "demo")
+        if mod is not None and hasattr(mod, fn):
+            getattr(mod, fn)(db)
+    db.dispose()
 
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory) -> Iterator[Server]:
-    """`citybrain demo --no-sim` on a free port in 8160-8169, with its own data folder (SQLite)."""
+    """`citybrain serve` on a free port in 8160-8169 with its own seeded data folder (SQLite)."""
     need_chromium()
     data_dir = tmp_path_factory.mktemp("web-server")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
     env.update(CITYBRAIN_SECRET_KEY=TEST_SECRET, CITYBRAIN_DEMO_PASSWORD=DEMO_PASSWORD,
                CITYBRAIN_DATA_DIR=str(data_dir), NO_PROXY="127.0.0.1", no_proxy="127.0.0.1")
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", f"from tests.web.conftest import seed; seed({str(data_dir)!r})"],
+                   cwd=root, env=env, check=True, timeout=300)
     log = data_dir / "server.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-c", "from citybrain.cli import main; main()", "demo", "--no-sim",
+            [sys.executable, "-c", "from citybrain.cli import main; main()", "serve",
              "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)],
-            stdout=out, stderr=subprocess.STDOUT, env=env)
+            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 120
     try:
         while True:
             if proc.poll() is not None:
@@ -133,7 +156,8 @@ class Pages:
     def new(self, role: str | None = None, *, lang: str | None = None, mobile: bool = False,
             viewport: tuple[int, int] = (1440, 900)):
         """A new page (own cookies); logged in through the login form when `role` is given."""
-        opts = {"viewport": {"width": viewport[0], "height": viewport[1]}, "locale": "zh-CN"}
+        opts = {"viewport": {"width": viewport[0], "height": viewport[1]}, "locale": "zh-CN",
+                "timezone_id": "Asia/Shanghai"}
         if mobile:
             opts.update(viewport={"width": 412, "height": 860}, is_mobile=True, has_touch=True,
                         geolocation={"latitude": 22.7712, "longitude": 113.5412}, permissions=["geolocation"])

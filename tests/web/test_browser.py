@@ -63,3 +63,137 @@ def test_language_switch_persists(pages):
     page.locator("#lang-switch").click()
     page.wait_for_load_state()
     assert page.get_by_label("用户名").count() == 1
+
+
+# --- the closed loop: grid worker -> operator -> handler -> grid worker -> operator, watched on the IOC -----------
+
+PNG_1PX = bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d4944415478da63f8cfc0f01f0005000"
+    "1ff8e8a4f1b0000000049454e44ae426082")
+
+
+def _get(server, role: str, path: str, **params):
+    """GET a JSON API as a demo role (outside the browser)."""
+    with server.api(role) as c:
+        r = c.get(path, params=params)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+
+def _community_point(server, code: str) -> tuple[float, float]:
+    """A point inside a community (so the case falls in that community's grid worker's area)."""
+    from shapely.geometry import shape
+
+    feat = _get(server, "operator", f"/api/v1/geo/areas/{code}")
+    p = shape(feat["geometry"]).representative_point()
+    return p.x, p.y
+
+
+def _kpi(page, name: str) -> int:
+    v = page.locator(f"#kpi-{name} .v")
+    v.wait_for()
+    page.wait_for_function(f"document.querySelector('#kpi-{name} .v').dataset.value !== ''")
+    return int(float(v.get_attribute("data-value")))
+
+
+def _ioc_state(pages) -> tuple[int, int, int, object]:
+    page = pages.new("leader", viewport=(1920, 1080))
+    page.goto(pages.url("/ioc"))
+    page.wait_for_function("document.body.dataset.ready === '1'", timeout=30000)
+    today, open_, = _kpi(page, "cases_today"), _kpi(page, "cases_open")
+    cases_on_map = int(page.locator("#ioc-legend [data-layer=cases]").get_attribute("data-count"))
+    return today, open_, cases_on_map, page
+
+
+def _open_case(page, tab: str, ticket: str):
+    page.locator(f"#tab-{tab}").click()
+    row = page.locator(f"#queue tr[data-ticket='{ticket}']")
+    row.wait_for()
+    row.focus()
+    page.keyboard.press("Enter")  # rows are keyboard-selectable
+    page.locator("#detail form.action").first.wait_for()
+
+
+def test_closed_loop_from_grid_report_to_closure(pages, server, tmp_path):
+    from tests.web.conftest import screenshot
+
+    photo = tmp_path / "scene.png"
+    photo.write_bytes(PNG_1PX)
+    lon, lat = _community_point(server, "440115001001")
+    today0, open0, map0, _ = _ioc_state(pages)
+
+    # 1. the grid worker reports with category, photo and GPS (phone-sized browser)
+    grid = pages.new("gridworker", mobile=True)
+    grid.context.set_geolocation({"latitude": lat, "longitude": lon})
+    assert grid.url.endswith("/m/grid")
+    grid.get_by_label("问题类别").select_option("06010")
+    grid.get_by_label("问题描述").fill("金洲社区路口暴露垃圾一堆，需清运")
+    grid.get_by_label("现场照片").set_input_files(str(photo))
+    grid.get_by_label("地址").fill("金洲社区金岭北路口")
+    grid.get_by_role("button", name="使用当前位置").click()
+    grid.wait_for_function("document.getElementById('r-lat').value !== ''")
+    screenshot(grid, "grid-report")
+    grid.get_by_role("button", name="上报问题").click()
+    ticket = grid.locator("#r-ticket").inner_text(timeout=15000)
+    assert re.fullmatch(r"\d{10,}", ticket), ticket
+    today1, open1, map1, ioc = _ioc_state(pages)
+    assert (today1, open1, map1) == (today0 + 1, open0 + 1, map0 + 1)  # counted and on the map
+    screenshot(ioc, "ioc")
+
+    # 2. the operator files it and dispatches it to the suggested department
+    desk = pages.new("operator")
+    assert desk.url.endswith("/work/desk")
+    _open_case(desk, "new", ticket)
+    detail = desk.locator("#detail")
+    assert detail.locator(".photos img").count() >= 1  # the grid worker's photo is shown
+    desk.wait_for_function("() => { const i = document.querySelector('#detail .photos img'); return i.complete && i.naturalWidth > 0; }")
+    file_form = detail.locator("form[data-action=file]")
+    file_form.wait_for()
+    desk.wait_for_function("document.querySelector('form[data-action=file]').dataset.suggested !== undefined")
+    suggested = file_form.get_attribute("data-suggested")
+    assert suggested, "no department suggested for 暴露垃圾"
+    file_form.get_by_label("责任部门").select_option(suggested)
+    file_form.get_by_label(re.compile("说明")).fill("属实，立案并派城管")
+    screenshot(desk, "workbench")
+    file_form.get_by_role("button", name="立案").click()
+    desk.locator("#detail").get_by_text("暂无数据").wait_for()
+    case = _get(server, "operator", "/api/v1/cases", q=ticket)["items"][0]
+    assert case["status"] == "dispatched" and case["dept_org_id"] == int(suggested)
+
+    # 3. the department handler signs for it and reports it handled with a photo
+    inbox = pages.new("handler")
+    assert inbox.url.endswith("/work/inbox")
+    _open_case(inbox, "todo", ticket)
+    inbox.locator("form[data-action=accept]").get_by_role("button", name="签收").click()
+    inbox.locator("#detail").get_by_text("暂无数据").wait_for()
+    _open_case(inbox, "doing", ticket)
+    handle = inbox.locator("form[data-action=handle]")
+    handle.get_by_label("现场照片").set_input_files(str(photo))
+    handle.get_by_label("说明").fill("已清运完毕，现场恢复整洁")
+    screenshot(inbox, "inbox")
+    handle.get_by_role("button", name="处置反馈").click()
+    inbox.locator("#detail").get_by_text("暂无数据").wait_for()
+
+    # 4. the grid worker verifies on site
+    grid.locator("#tab-verify").click()
+    row = grid.locator(f"#verify-list tr[data-ticket='{ticket}']")
+    row.click()
+    verify = grid.locator("form[data-action=verify]")
+    verify.get_by_label("现场照片").set_input_files(str(photo))
+    verify.get_by_role("button", name="核查通过").click()
+    grid.locator(f"#verify-list tr[data-ticket='{ticket}']").wait_for(state="detached")
+
+    # 5. the operator closes it
+    _open_case(desk, "close", ticket)
+    desk.locator("form[data-action=close]").get_by_role("button", name="结案").click()
+    desk.locator("#detail").get_by_text("暂无数据").wait_for()
+    full = _get(server, "operator", f"/api/v1/cases/{case['id']}")
+    assert full["status"] == "closed"
+    actions = [e["action"] for e in full["events"]]
+    assert actions[:1] == ["report"] and {"file", "dispatch", "accept", "handle", "verify", "close"} <= set(actions)
+    handled = next(e for e in full["events"] if e["action"] == "handle")
+    assert handled["attachments"] and handled["attachments"][0].startswith("/api/v1/attachments/")
+
+    # 6. closed: still counted today, no longer open, gone from the open-case map layer
+    today2, open2, map2, _ = _ioc_state(pages)
+    assert (today2, open2, map2) == (today0 + 1, open0, map0)

@@ -125,15 +125,15 @@
 
   CB.sevColor = {1: "#d7263d", 2: "#f46036", 3: "#f6ae2d", 4: "#2e86ab"};
   CB.statusColor = {
-    reported: "#7b61ff", new: "#7b61ff", filed: "#3f8efc", dispatched: "#f6ae2d", accepted: "#f46036",
-    handling: "#f46036", handled: "#2ec4b6", returned: "#b5179e", verified: "#2a9d8f", closed: "#6c757d",
-    online: "#2a9d8f", offline: "#d7263d", disabled: "#8d99ae"
+    reported: "#7b61ff", filed: "#3f8efc", dispatched: "#e09b00", in_progress: "#f46036", rework: "#b5179e",
+    handled: "#17a398", verified: "#2a9d8f", closed: "#6c757d", not_filed: "#6c757d", suspended: "#8d6e63", merged: "#6c757d",
+    online: "#2a9d8f", offline: "#8d99ae", disabled: "#4a5568"
   };
 
   /* ---- map ---------------------------------------------------------------------------------------- */
   CB.map = function (elId, opts) {
     opts = opts || {};
-    var map = L.map(elId, {center: opts.center || [22.78, 113.55], zoom: opts.zoom || 12,
+    var map = L.map(elId, {center: opts.center || [22.78, 113.55], zoom: opts.zoom || 12, zoomSnap: 0.25,
       preferCanvas: true, zoomControl: true, attributionControl: !!CB.tileUrl});
     if (CB.tileUrl) {
       L.tileLayer(CB.tileUrl, {maxZoom: 19, attribution: ""}).addTo(map);
@@ -160,6 +160,7 @@
         if (my !== seq) return;
         layer.clearLayers();
         var feats = CB.items(fc);
+        if (opts.filter) feats = feats.filter(opts.filter);
         layer.addData({type: "FeatureCollection", features: feats});
         state.count = feats.length;
         state.connected = true;
@@ -199,25 +200,37 @@
   };
 
   /* ---- live feed (SSE) ---------------------------------------------------------------------------- */
+  /* Server-Sent Events from GET /api/v1/live (falls back to the IoT stream where the core one is absent). */
   CB.live = function (onEvent, onState) {
     if (!window.EventSource) { if (onState) onState(false); return null; }
-    var es = new EventSource("/api/v1/live", {withCredentials: true});
     var topics = ["iot.alarm.raised", "iot.alarm.acknowledged", "iot.alarm.cleared", "iot.device.status",
-      "cases.case.created", "cases.case.transitioned"];
+      "cases.case.created", "cases.case.transitioned", "cases.case.rated"];
+    var urls = ["/api/v1/live"];
+    if (CB.can("iot.read")) urls.push("/api/v1/iot/stream");
     function handle(ev) {
       var data = {};
       try { data = JSON.parse(ev.data); } catch (e) { return; }
       var topic = ev.type === "message" ? (data.topic || "") : ev.type;
-      onEvent(topic, data.payload || data);
+      onEvent(topic, data.payload && data.topic ? data.payload : data);
     }
-    es.onmessage = handle;
-    topics.forEach(function (tp) { es.addEventListener(tp, handle); });
-    es.onopen = function () { if (onState) onState(true); };
-    es.onerror = function () {
-      if (onState) onState(false);
-      if (es.readyState === 2) return;
-    };
-    return es;
+    function open(i) {
+      var es = new EventSource(urls[i], {withCredentials: true});
+      var opened = false;
+      es.onmessage = handle;
+      topics.forEach(function (tp) { es.addEventListener(tp, handle); });
+      es.addEventListener("logout", function () { es.close(); location.href = "/login"; });
+      es.onopen = function () { opened = true; if (onState) onState(true, urls[i]); };
+      es.onerror = function () {
+        if (es.readyState === 2) {  // refused (e.g. 404): try the next stream
+          es.close();
+          if (!opened && i + 1 < urls.length) { open(i + 1); return; }
+        }
+        if (onState) onState(false);
+      };
+      CB.liveSource = es;
+    }
+    open(0);
+    return true;
   };
 
   /* ---- forms -------------------------------------------------------------------------------------- */

@@ -108,9 +108,17 @@
     out.cases = CB.geoLayer(map, {url: "/api/v1/cases.geojson", enabled: opts.cases !== false,
       query: function () {
         var f = filters();
-        var q = {status: f.status, category: f.category, dept: f.dept, overdue: f.overdue ? "true" : undefined};
+        var q = {status: f.status === undefined ? "open" : (f.status === "all" ? undefined : f.status),
+          category_code: f.category || undefined, dept_org_id: f.dept || undefined, overdue: f.overdue ? "true" : undefined};
         if (f.days) q.since = new Date(Date.now() - f.days * 86400000).toISOString();
         return q;
+      },
+      filter: function (feat) {  // filters the API may not apply itself
+        var f = filters(), p = CB.props(feat);
+        if (f.category && p.category_code !== f.category) return false;
+        if (f.dept && String(p.dept_org_id) !== String(f.dept)) return false;
+        if (f.days && p.reported_at && Date.parse(p.reported_at) < Date.now() - f.days * 86400000) return false;
+        return true;
       },
       style: {pointToLayer: point(caseColor, 6), onEachFeature: function (f, l) { l.bindPopup(function () { return casePopup(f); }); }},
       onload: function (st) { hot.draw(st.data || []); changed("cases")(st); }});

@@ -78,6 +78,7 @@
     return CB.el("div", {class: "photos"}, list.map(function (p) {
       var src = typeof p === "string" ? p : (p.url || p.href || "");
       if (!src) return null;
+      if (src.charAt(0) !== "/") return CB.el("span", {class: "muted"}, src + " ");  // a reference, not a file we serve
       return CB.el("a", {href: src, target: "_blank", rel: "noopener"}, CB.el("img", {src: src, alt: CB.tr("common.photo"), loading: "lazy"}));
     }));
   }
@@ -89,9 +90,10 @@
     var h = CB.el("h2", null, caseTitle(c), badge(c));
     box.appendChild(h);
     box.appendChild(CB.popupTable(c, [
-      ["source", CB.tr("case.source")], ["category_code", CB.tr("case.category")],
+      ["source", CB.tr("case.source"), function (v) { return CB.tr("source." + v, v); }],
+      ["category_code", CB.tr("case.category"), function (v, p) { return v + " " + (p.category_name || ""); }],
       ["description", CB.tr("case.description")], ["address", CB.tr("case.address")], ["grid_code", CB.tr("case.grid")],
-      ["dept_name", CB.tr("case.dept")], ["reporter_name", CB.tr("case.name")], ["reporter_phone", CB.tr("case.phone")],
+      ["reporter_name", CB.tr("case.reporter")], ["reporter_phone", CB.tr("case.phone")],
       ["reported_at", CB.tr("case.reported_at"), CB.fmtTime], ["deadline_at", CB.tr("case.deadline"), CB.fmtTime],
       ["public_reply", CB.tr("case.result")]
     ]));
@@ -174,15 +176,21 @@
       buttons[t.key] = b;
     });
     function loadTab(t) {
-      return t.load ? t.load() : CB.cases.list(t.query).then(CB.items);
+      return t.load ? t.load() : CB.cases.list(t.query).then(function (page) {
+        var items = CB.items(page);
+        items.total = page.total !== undefined ? page.total : items.length;
+        return items;
+      });
+    }
+    function setCount(key, items) {
+      var s = buttons[key].querySelector(".count");
+      var n = items.total !== undefined ? items.total : items.length;
+      s.textContent = n;
+      s.dataset.count = String(n);
     }
     function counts() {
       opts.tabs_def.forEach(function (t) {
-        loadTab(t).then(function (items) {
-          var s = buttons[t.key].querySelector(".count");
-          s.textContent = items.length;
-          s.dataset.count = String(items.length);
-        }).catch(function () { /* shown when the tab is opened */ });
+        loadTab(t).then(function (items) { setCount(t.key, items); }).catch(function () { /* shown when the tab is opened */ });
       });
     }
     function select(key) {
@@ -192,9 +200,7 @@
       listBox.innerHTML = "";
       listBox.appendChild(CB.el("p", {class: "muted"}, CB.tr("common.loading")));
       loadTab(t).then(function (items) {
-        var s = buttons[key].querySelector(".count");
-        s.textContent = items.length;
-        s.dataset.count = String(items.length);
+        setCount(key, items);
         CB.caseTable(listBox, items, function (c) { show(c.id, t); }, t.table);
         listBox.dataset.loaded = key;
       }).catch(function (err) {
