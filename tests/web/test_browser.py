@@ -67,9 +67,19 @@ def test_language_switch_persists(pages):
 
 # --- the closed loop: grid worker -> operator -> handler -> grid worker -> operator, watched on the IOC -----------
 
-PNG_1PX = bytes.fromhex(
-    "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d4944415478da63f8cfc0f01f0005000"
-    "1ff8e8a4f1b0000000049454e44ae426082")
+def _png(width: int = 240, height: int = 160) -> bytes:
+    """A small PNG photo stand-in (a street-coloured gradient)."""
+    import struct
+    import zlib
+
+    rows = b"".join(b"\x00" + b"".join(bytes((min(255, 60 + x // 2), min(255, 90 + y), 80)) for x in range(width))
+                    for y in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 
 
 def _get(server, role: str, path: str, **params):
@@ -118,7 +128,7 @@ def test_closed_loop_from_grid_report_to_closure(pages, server, tmp_path):
     from tests.web.conftest import screenshot
 
     photo = tmp_path / "scene.png"
-    photo.write_bytes(PNG_1PX)
+    photo.write_bytes(_png())
     lon, lat = _community_point(server, "440115001001")
     today0, open0, map0, _ = _ioc_state(pages)
 
@@ -197,3 +207,52 @@ def test_closed_loop_from_grid_report_to_closure(pages, server, tmp_path):
     # 6. closed: still counted today, no longer open, gone from the open-case map layer
     today2, open2, map2, _ = _ioc_state(pages)
     assert (today2, open2, map2) == (today0 + 1, open0, map0)
+
+
+def test_citizen_reports_tracks_and_rates_without_login(pages, server):
+    from tests.web.conftest import screenshot
+
+    page = pages.new(mobile=True)
+    page.goto(pages.url("/citizen"))
+    assert page.get_by_role("button", name="退出").count() == 0
+    page.get_by_label("问题类别").select_option("06010")
+    page.get_by_label("问题描述").fill("小区门口垃圾桶满溢多日无人清运")
+    page.get_by_label("地址").fill("南沙街道金洲社区金沙路12号")
+    page.get_by_label("联系电话").fill("13912345678")
+    page.locator("#r-map").click()  # tap the map to place the report
+    page.wait_for_function("document.getElementById('r-lon').value !== ''")
+    screenshot(page, "citizen-report")
+    page.get_by_role("button", name="上报问题").focus()
+    page.keyboard.press("Enter")  # the form works from the keyboard
+    ticket = page.locator("#r-ticket").inner_text(timeout=15000)
+    page.get_by_role("link", name="查询进度").click()
+    page.wait_for_url(re.compile(r"/citizen/track\?ticket="))
+    assert page.get_by_label("工单号").input_value() == ticket
+
+    # a wrong phone number reveals nothing
+    page.get_by_label("联系电话").fill("13900000000")
+    page.get_by_label("联系电话").press("Enter")
+    page.locator("#t-error").wait_for(state="visible")
+    assert page.locator("#t-result").is_hidden()
+
+    page.get_by_label("联系电话").fill("13912345678")
+    page.get_by_label("联系电话").press("Enter")
+    result = page.locator("#t-result")
+    result.get_by_text("待受理").first.wait_for()
+    assert page.locator("#rate-form").is_hidden()  # not closed yet: nothing to rate
+
+    # the centre answers it directly; the citizen sees the reply and rates it
+    case = _get(server, "operator", "/api/v1/cases", q=ticket)["items"][0]
+    with server.api("operator") as c:
+        r = c.post(f"/api/v1/cases/{case['id']}/actions/answer",
+                   json={"comment": "已安排环卫清运", "public_reply": "已安排环卫清运，感谢反映"})
+        assert r.status_code == 200, r.text
+    page.get_by_role("button", name="查询进度").click()
+    result.get_by_text("感谢反映").wait_for()
+    page.locator("#rate-form").wait_for(state="visible")
+    page.get_by_label("满意", exact=True).check()
+    page.get_by_label("评价意见").fill("处理很快")
+    screenshot(page, "citizen-track")
+    page.get_by_role("button", name="评价处理结果").click()
+    page.locator("#t-rated").wait_for()
+    assert _get(server, "operator", f"/api/v1/cases/{case['id']}")["rating"] == "satisfied"
