@@ -1,0 +1,105 @@
+"""The geography HTTP API: GeoJSON layers, bbox filtering, locate, imports, permissions, problem+json."""
+
+from __future__ import annotations
+
+import shapely
+from shapely.geometry import shape
+
+from citybrain import demo_district as dd
+from citybrain.geo import demo
+
+
+def test_areas_by_level(client, as_role):
+    h = as_role("operator")
+    r = client.get("/api/v1/geo/areas", params={"level": "town"}, headers=h)
+    assert r.status_code == 200
+    doc = r.json()
+    assert doc["type"] == "FeatureCollection"
+    assert {f["properties"]["code"]: f["properties"]["name"] for f in doc["features"]} == {
+        t.code: t.name for t in dd.TOWNS}
+    assert all(shape(f["geometry"]).is_valid for f in doc["features"])
+    r = client.get("/api/v1/geo/areas", params={"parent_code": dd.TOWNS[0].code}, headers=h)
+    assert len(r.json()["features"]) == 10
+    r = client.get(f"/api/v1/geo/areas/{dd.DISTRICT_CODE}", headers=h)
+    assert r.status_code == 200 and r.json()["properties"]["name"] == dd.DISTRICT_NAME
+    r = client.get("/api/v1/geo/areas", params={"level": "province"}, headers=h)
+    assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
+    r = client.get("/api/v1/geo/areas/999999", headers=h)
+    assert r.status_code == 404 and r.json()["message_en"] == "Area 999999 not found"
+
+
+def test_grids_limited_to_visible_area(client, as_role):
+    h = as_role("gridworker")
+    _areas, grids = demo.build()
+    view = (113.50, 22.74, 113.53, 22.76)
+    expected = {g.code for g in grids if shapely.intersects(g.geom.envelope, shapely.box(*view))}
+    r = client.get("/api/v1/geo/grids", params={"bbox": ",".join(map(str, view))}, headers=h)
+    assert r.status_code == 200
+    got = {f["properties"]["code"] for f in r.json()["features"]}
+    assert got == expected and 10 < len(got) < len(grids) / 4
+    r = client.get("/api/v1/geo/grids", params={"bbox": ",".join(map(str, view)), "limit": 3}, headers=h)
+    assert len(r.json()["features"]) == 3 and r.json()["truncated"] is True
+    comm = dd.COMMUNITIES[7].code
+    r = client.get("/api/v1/geo/grids", params={"community_code": comm}, headers=h)
+    assert {f["properties"]["community_code"] for f in r.json()["features"]} == {comm}
+    code = r.json()["features"][0]["id"]
+    r = client.get(f"/api/v1/geo/grids/{code}", headers=h)
+    assert r.status_code == 200 and r.json()["properties"]["community_code"] == comm
+    for bad in ("1,2,3", "a,b,c,d", "113.6,22.7,113.5,22.8", "nan,1,2,3"):
+        r = client.get("/api/v1/geo/grids", params={"bbox": bad}, headers=h)
+        assert r.status_code == 422, bad
+        assert r.json()["errors"][0]["field"] == "bbox" and r.json()["message_zh"]
+
+
+def test_locate_endpoint(client, as_role):
+    h = as_role("analyst")
+    _areas, grids = demo.build()
+    g = grids[42]
+    p = g.geom.representative_point()
+    r = client.get("/api/v1/geo/locate", params={"lon": p.x, "lat": p.y}, headers=h)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["found"] and body["grid_code"] == g.code and body["community_code"] == g.community_code
+    comm = next(c for c in dd.COMMUNITIES if c.code == g.community_code)
+    assert body["community_name"] == comm.name
+    assert body["town_name"] == next(t.name for t in dd.TOWNS if t.code == comm.town_code)
+    r = client.get("/api/v1/geo/locate", params={"lon": 0, "lat": 0}, headers=h)
+    assert r.status_code == 200 and r.json()["found"] is False and r.json()["grid_code"] is None
+    for params in ({"lon": 200, "lat": 0}, {"lon": "x", "lat": 0}, {"lon": 113.5}, {"lon": "nan", "lat": 22}):
+        r = client.get("/api/v1/geo/locate", params=params, headers=h)
+        assert r.status_code == 422, params
+
+
+def test_permissions(client, as_role):
+    assert client.get("/api/v1/geo/areas").status_code == 401
+    assert client.get("/api/v1/geo/locate", params={"lon": 113.5, "lat": 22.8},
+                      headers=as_role("citizen")).status_code == 403
+    doc = {"type": "FeatureCollection", "features": []}
+    for role in ("operator", "gridworker", "auditor", "secadmin"):
+        assert client.post("/api/v1/geo/import/grids", json=doc, headers=as_role(role)).status_code == 403, role
+    assert client.get("/api/v1/geo/imports", headers=as_role("operator")).status_code == 403
+
+
+def test_import_over_http(client, as_role):
+    h = as_role("sysadmin")
+    sq = [[101, 11], [101.001, 11], [101.001, 11.001], [101, 11.001], [101, 11]]
+    doc = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"code": "440115001001301", "name": "导入网格"},
+         "geometry": {"type": "Polygon", "coordinates": [sq]}},
+        {"type": "Feature", "properties": {"code": "x"}, "geometry": {"type": "Polygon", "coordinates": [sq]}},
+        "garbage",
+    ]}
+    r = client.post("/api/v1/geo/import/grids", json=doc, headers=h, params={"source": "upload.geojson"})
+    assert r.status_code == 200, r.text
+    rep = r.json()
+    assert (rep["created"], rep["rejected"], rep["actor"]) == (1, 2, "user:sysadmin")
+    r = client.get(f"/api/v1/geo/imports/{rep['import_id']}/rejected", headers=h)
+    assert [x["index"] for x in r.json()] == [1, 2] and r.json()[1]["feature"] == "garbage"
+    assert client.get("/api/v1/geo/imports", headers=h).json()[0]["source"] == "upload.geojson"
+    assert client.get("/api/v1/geo/imports/9999/rejected", headers=h).status_code == 404
+    r = client.get("/api/v1/geo/locate", params={"lon": 101.0005, "lat": 11.0005}, headers=as_role("operator"))
+    assert r.json()["grid_code"] == "440115001001301"
+    r = client.post("/api/v1/geo/import/areas", json={"type": "Feature"}, headers=h)
+    assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
+    r = client.post("/api/v1/geo/import/areas", content=b"{", headers={**h, "content-type": "application/json"})
+    assert r.status_code == 422
