@@ -234,6 +234,13 @@
   };
 
   /* ---- forms -------------------------------------------------------------------------------------- */
+  var fieldSeq = 0;
+  /* a labelled control: <div><label for=id>text</label><control id=id></div> */
+  CB.field = function (labelText, control) {
+    var id = control.id || ("f" + (++fieldSeq));
+    control.id = id;
+    return CB.el("div", null, CB.el("label", {for: id}, labelText), control);
+  };
   CB.formJSON = function (form) {
     var out = {};
     new FormData(form).forEach(function (v, k) {

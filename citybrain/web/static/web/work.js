@@ -3,7 +3,6 @@
   "use strict";
   var CB = window.CB, pick = CB.pick;
   var API = "/api/v1/cases";
-  var seq = 0;
 
   CB.cases = {
     list: function (query) { return CB.api("GET", API, {query: Object.assign({limit: 50}, query)}); },
@@ -24,12 +23,7 @@
     });
   };
 
-  function field(labelText, control) {
-    var id = control.id || ("f" + (++seq));
-    control.id = id;
-    return CB.el("div", null, CB.el("label", {for: id}, labelText), control);
-  }
-  CB.field = field;
+  var field = CB.field;
 
   function caseTitle(c) {
     return (c.ticket || ("#" + c.id)) + " · " + (c.category_name || c.title || "");
