@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,14 +87,119 @@ def _part_summary(module: str, session: Session, principal: Principal) -> dict[s
     return out
 
 
-def ioc_summary(session: Session, *, principal: Principal) -> dict[str, Any]:
-    """The IOC's indicators: cases, IoT and data exchange, each marked connected or not."""
-    return {
+def compute_ioc_summary(session: Session, *, principal: Principal) -> dict[str, Any]:
+    """The IOC's indicators computed now: cases, IoT and data exchange, each marked connected or not."""
+    t0 = time.perf_counter()
+    out = {
         "generated_at": clock.now().isoformat(),
         "cases": _part_summary("cases", session, principal),
         "iot": _part_summary("iot", session, principal),
         "data": _part_summary("data", session, principal),
     }
+    out["compute_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+    return out
+
+
+# The big screen asks every 30 s from every open screen; the indicators of one data scope are computed once
+# and shared. Events that change them (cases, alarms, device status) start a refresh at once, and a request
+# that finds its entry out of date waits briefly for that refresh.
+SUMMARY_TTL_S = 30.0
+SUMMARY_WAIT_S = 2.0
+_TOPICS = ("cases.", "iot.alarm.", "iot.device.", "data.")
+
+
+class _Entry:
+    def __init__(self, principal: Principal):
+        self.principal = principal
+        self.value: dict[str, Any] | None = None
+        self.at = 0.0
+        self.dirty = True
+        self.lock = threading.Lock()  # single flight
+        self.done = threading.Event()
+
+
+_cache: dict[Any, _Entry] = {}
+_cache_lock = threading.Lock()
+_listening: list[Any] = []
+
+
+def _scope_key(principal: Principal) -> Any:
+    return "city" if principal.org_scope is None else tuple(sorted(principal.org_scope))
+
+
+def _refresh(entry: _Entry) -> None:
+    if not entry.lock.acquire(blocking=False):
+        return  # another thread is computing it
+    try:
+        entry.done.clear()
+        entry.dirty = False
+        from citybrain.db import get_db
+
+        with get_db().read() as session:
+            value = compute_ioc_summary(session, principal=entry.principal)
+        entry.value, entry.at = value, time.monotonic()
+    except Exception:
+        entry.dirty = True
+        log.exception("IOC summary refresh failed")
+    finally:
+        entry.done.set()
+        entry.lock.release()
+
+
+def _on_event(event: Any) -> None:
+    """A change the indicators show: mark every cached scope out of date and refresh it in the background."""
+    if not str(getattr(event, "topic", "")).startswith(_TOPICS):
+        return
+    with _cache_lock:
+        entries = list(_cache.values())
+    for entry in entries:
+        entry.dirty = True
+        threading.Thread(target=_refresh, args=(entry,), name="ioc-summary", daemon=True).start()
+
+
+def listen_for_changes() -> None:
+    """Subscribe the cache to live bus events (called when the server starts)."""
+    from citybrain import bus
+
+    for unsubscribe in _listening:
+        unsubscribe()
+    _listening[:] = [bus.listen(_on_event)]
+
+
+def reset_cache() -> None:
+    """Forget every cached summary (tests, database switch)."""
+    with _cache_lock:
+        _cache.clear()
+
+
+def ioc_summary(session: Session, *, principal: Principal, max_age_s: float | None = None) -> dict[str, Any]:
+    """The IOC's indicators for the principal's data scope: shared for up to 30 s, refreshed on changes."""
+    ttl = SUMMARY_TTL_S if max_age_s is None else max_age_s
+    key = _scope_key(principal)
+    with _cache_lock:
+        entry = _cache.get(key)
+        if entry is None:
+            entry = _cache[key] = _Entry(principal)
+    fresh = entry.value is not None and not entry.dirty and time.monotonic() - entry.at < ttl
+    if fresh:
+        return {**entry.value, "cached": True}
+    if entry.lock.acquire(blocking=False):  # nobody is computing it: compute in this request
+        try:
+            entry.done.clear()
+            entry.dirty = False
+            value = compute_ioc_summary(session, principal=principal)
+            entry.value, entry.at = value, time.monotonic()
+        except Exception:
+            entry.dirty = True
+            raise
+        finally:
+            entry.done.set()
+            entry.lock.release()
+        return {**value, "cached": False}
+    entry.done.wait(SUMMARY_WAIT_S if entry.value is not None else 120)
+    if entry.value is None:
+        return compute_ioc_summary(session, principal=principal)
+    return {**entry.value, "cached": True}
 
 
 # --- photos ---------------------------------------------------------------------------------------------------------
