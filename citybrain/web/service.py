@@ -128,19 +128,28 @@ def _scope_key(principal: Principal) -> Any:
 
 
 def _refresh(entry: _Entry) -> None:
+    """Recompute a scope's summary in the background until no change is left unseen (at most every 2 s)."""
     if not entry.lock.acquire(blocking=False):
-        return  # another thread is computing it
+        return  # the thread computing it will see the dirty flag
     try:
-        entry.done.clear()
-        entry.dirty = False
         from citybrain.db import get_db
 
-        with get_db().read() as session:
-            value = compute_ioc_summary(session, principal=entry.principal)
-        entry.value, entry.at = value, time.monotonic()
-    except Exception:
-        entry.dirty = True
-        log.exception("IOC summary refresh failed")
+        while entry.dirty:
+            entry.done.clear()
+            entry.dirty = False
+            started = time.monotonic()
+            try:
+                with get_db().read() as session:
+                    entry.value = compute_ioc_summary(session, principal=entry.principal)
+                entry.at = time.monotonic()
+            except Exception:
+                log.exception("IOC summary refresh failed")
+                entry.dirty = True
+                return
+            finally:
+                entry.done.set()
+            if entry.dirty:
+                time.sleep(max(0.0, 2.0 - (time.monotonic() - started)))
     finally:
         entry.done.set()
         entry.lock.release()
