@@ -104,7 +104,7 @@ def compute_ioc_summary(session: Session, *, principal: Principal) -> dict[str, 
 # and shared. Events that change them (cases, alarms, device status) start a refresh at once, and a request
 # that finds its entry out of date waits briefly for that refresh.
 SUMMARY_TTL_S = 30.0
-SUMMARY_WAIT_S = 2.0
+SUMMARY_WAIT_S = 5.0
 _TOPICS = ("cases.", "iot.alarm.", "iot.device.", "data.")
 
 
@@ -148,7 +148,8 @@ def _refresh(entry: _Entry) -> None:
                 return
             finally:
                 entry.done.set()
-            if entry.dirty:
+            if entry.dirty:  # changed again meanwhile: requests wait for the next round
+                entry.done.clear()
                 time.sleep(max(0.0, 2.0 - (time.monotonic() - started)))
     finally:
         entry.done.set()

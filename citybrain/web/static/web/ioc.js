@@ -168,13 +168,16 @@
 
   // ---- live feed
   var feed = document.getElementById("feed");
-  var refreshTimer = null;
+  var refreshTimer = null, againTimer = null;
   function refreshSoon(which) {
-    clearTimeout(refreshTimer);
-    refreshTimer = setTimeout(function () {
+    function run() {
       loadSummary();
       which.forEach(function (n) { if (layers[n]) layers[n].reload(); });
-    }, 1500);
+    }
+    clearTimeout(refreshTimer);
+    clearTimeout(againTimer);
+    refreshTimer = setTimeout(run, 1000);
+    againTimer = setTimeout(run, 6000);  // once more, for changes still being counted
   }
   function addFeed(topic, p) {
     var text;
