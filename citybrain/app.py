@@ -8,15 +8,17 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from citybrain import __version__, bus, context, errors, modules
+from citybrain import __version__, bus, context, errors, live, modules
 from citybrain.config import Settings, configure, get_settings
 from citybrain.db import Database, get_db, migrate, set_db
 
@@ -61,6 +63,75 @@ class RequestContextMiddleware:
             HTTP_REQUESTS.labels(scope["method"], path, str(status["code"])).inc()
             HTTP_LATENCY.labels(scope["method"], path).observe(time.perf_counter() - start)
             context.end(token)
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "Problem",
+    "description": "RFC 9457 problem document; `title`/`detail` follow Accept-Language, both languages are given.",
+    "required": ["type", "title", "status", "detail", "code", "message_zh", "message_en", "errors"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "code": {"type": "string", "description": "stable machine-readable code, e.g. permission_denied"},
+        "message_zh": {"type": "string"},
+        "message_en": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object", "properties": {
+            "field": {"type": "string"}, "message": {"type": "string"}}}},
+        "instance": {"type": "string"},
+        "request_id": {"type": "string"},
+    },
+    "additionalProperties": True,
+}
+_PROBLEM_TEXT = {
+    "400": "请求有误 Bad request", "401": "未登录或凭证无效 Not authenticated", "403": "没有权限 Forbidden",
+    "404": "未找到 Not found", "409": "状态冲突 Conflict", "413": "请求体过大 Payload too large",
+    "422": "数据校验未通过 Validation failed", "423": "账号已锁定 Account locked",
+    "429": "请求过于频繁 Too many requests", "500": "服务器内部错误 Internal error",
+    "503": "服务暂时不可用 Service unavailable",
+}
+
+
+def build_openapi(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document, with problem+json error responses, security schemes and each route's permissions."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from citybrain.deps import api_routes, route_needs_login, route_permissions
+
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    comps = schema.setdefault("components", {})
+    schemas = comps.setdefault("schemas", {})
+    schemas["Problem"] = PROBLEM_SCHEMA
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    comps["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer",
+                   "description": "登录令牌 cbt_... from POST /api/v1/auth/token, or a machine key cbk_..."},
+        "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "机器凭证 cbk_..."},
+    }
+    routes = {(m.lower(), path): r for m, path, r in api_routes(app)}
+    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for path, item in schema.get("paths", {}).items():
+        for method, op in item.items():
+            route = routes.get((method, path))
+            responses = op.setdefault("responses", {})
+            codes = ["500", "503"]
+            if path.startswith("/api/"):
+                codes += ["400", "404", "409", "413", "422", "429"]
+            if route is not None and route_needs_login(route):
+                codes += ["401", "403"]
+                op["security"] = [{"bearer": []}, {"apiKey": []}]
+                perms = route_permissions(route)
+                if perms:
+                    op["x-permissions"] = list(perms)
+            if path == "/api/v1/auth/token":
+                codes += ["401", "403", "423"]
+            for code in codes:
+                responses[code] = {"description": _PROBLEM_TEXT[code], "content": problem}
+    app.openapi_schema = schema
+    return schema
 
 
 def startup(db: Database) -> None:
@@ -147,6 +218,8 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
         )
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.include_router(live.router)
+    app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
 
     for _name, mod in modules.parts("api"):
         for router in getattr(mod, "routers", None) or [mod.router]:

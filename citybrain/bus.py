@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, String, Text, delete, event, insert, select, update
+from sqlalchemy import BigInteger, Integer, String, Text, delete, event, func, insert, select, text, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from citybrain.db import Base, Database, JSONType, UTCDateTime, get_db, utcnow
@@ -27,6 +27,27 @@ log = logging.getLogger("citybrain.bus")
 
 MAX_ATTEMPTS = 5
 BATCH = 500
+WRITE_LOCK_KEY = 7349201  # PostgreSQL advisory lock shared with the audit chain
+_LOCK_FLAG = "citybrain_write_lock"
+
+
+def write_lock(session: Session) -> None:
+    """Serialise this transaction's outbox and audit appends with other writers until it ends.
+
+    On PostgreSQL, event ids come from a sequence: without this lock a transaction that took id 10 could
+    commit after one that took id 11, and a dispatcher that had already moved its cursor to 11 would skip
+    event 10 for good. SQLite writers are serial already (BEGIN IMMEDIATE). Taking it again is free.
+    """
+    if not session.info.get(_LOCK_FLAG) and session.get_bind().dialect.name == "postgresql":
+        session.execute(text(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"))
+        session.info[_LOCK_FLAG] = True
+
+
+@event.listens_for(Session, "after_commit")
+@event.listens_for(Session, "after_rollback")
+@event.listens_for(Session, "after_soft_rollback")
+def _lock_released(session: Session, *_args: Any) -> None:
+    session.info.pop(_LOCK_FLAG, None)
 
 
 class BusEvent(Base):
@@ -99,13 +120,23 @@ def subscribe(name: str, patterns: str | tuple[str, ...], handler: Handler) -> N
 
 
 def listen(callback: Callable[[Event], None]) -> Callable[[], None]:
-    """Register a non-durable listener called for every delivered event (live push); returns an unsubscribe."""
+    """Register a non-durable listener called, from the dispatcher's thread, for every event committed from
+    now on (live push; no history is replayed, nothing is retried); returns an unsubscribe function."""
+    d = dispatcher()
+    if d._last_seen is None:
+        d.prime_listeners()
     _listeners.append(callback)
-    return lambda: _listeners.remove(callback) if callback in _listeners else None
+
+    def unsubscribe() -> None:
+        if callback in _listeners:
+            _listeners.remove(callback)
+
+    return unsubscribe
 
 
 def publish(session: Session, topic: str, payload: dict[str, Any]) -> None:
     """Add an event to the caller's transaction; it is delivered after the commit."""
+    write_lock(session)
     session.execute(insert(BusEvent).values(topic=topic, payload=payload, created_at=utcnow()))
     session.info["bus_published"] = True
 
@@ -113,6 +144,7 @@ def publish(session: Session, topic: str, payload: dict[str, Any]) -> None:
 def publish_many(session: Session, topic: str, payloads: list[dict[str, Any]]) -> None:
     """Add many events of one topic to the caller's transaction."""
     if payloads:
+        write_lock(session)
         now = utcnow()
         session.execute(insert(BusEvent), [{"topic": topic, "payload": p, "created_at": now} for p in payloads])
         session.info["bus_published"] = True
@@ -127,7 +159,7 @@ class Dispatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._last_seen = 0
+        self._last_seen: int | None = None  # listeners' position; None until primed
 
     def wake(self) -> None:
         self._wake.set()
@@ -170,7 +202,7 @@ class Dispatcher:
         with self.db.read() as s:
             cursors = {c.subscriber: c for c in s.scalars(select(BusCursor))}
             head = s.scalar(select(BusEvent.id).order_by(BusEvent.id.desc()).limit(1)) or 0
-        if _listeners and head > self._last_seen:
+        if _listeners and self._last_seen is not None and head > self._last_seen:
             self._notify_listeners(head)
         for sub in subs:
             cur = cursors.get(sub.name)
@@ -207,8 +239,8 @@ class Dispatcher:
                 try:
                     sub.handler(Event(row.id, row.topic, row.payload, row.created_at))
                 except Exception as exc:
-                    self._failed(sub, row, exc)
-                    return delivered
+                    # a dead-lettered event is settled too: count it, so drain() carries on past it
+                    return delivered + (1 if self._failed(sub, row, exc) else 0)
                 delivered += 1
             last = row.id
         if rows:
@@ -224,7 +256,8 @@ class Dispatcher:
             )
             s.commit()
 
-    def _failed(self, sub: Subscription, row: Any, exc: Exception) -> None:
+    def _failed(self, sub: Subscription, row: Any, exc: Exception) -> bool:
+        """Record a failed delivery; True if the event went to the dead letters."""
         log.warning("subscriber %s failed on event %s (%s): %s", sub.name, row.id, row.topic, exc)
         with self.db.write() as s:
             cur = s.get(BusCursor, sub.name)
@@ -243,22 +276,24 @@ class Dispatcher:
                     .values(last_id=row.id - 1, attempts=attempts, last_error=repr(exc)[:4000], updated_at=utcnow())
                 )
             s.commit()
+        return attempts >= MAX_ATTEMPTS
 
     def _notify_listeners(self, head: int) -> None:
-        with self.db.read() as s:
-            rows = s.execute(
-                select(BusEvent.id, BusEvent.topic, BusEvent.payload, BusEvent.created_at)
-                .where(BusEvent.id > self._last_seen)
-                .order_by(BusEvent.id)
-                .limit(5000)
-            ).all()
-        for row in rows:
-            for cb in list(_listeners):
-                try:
-                    cb(Event(row.id, row.topic, row.payload, row.created_at))
-                except Exception:
-                    log.exception("bus listener failed")
-        self._last_seen = rows[-1].id if rows else head
+        while self._last_seen is not None and self._last_seen < head:
+            with self.db.read() as s:
+                rows = s.execute(
+                    select(BusEvent.id, BusEvent.topic, BusEvent.payload, BusEvent.created_at)
+                    .where(BusEvent.id > self._last_seen, BusEvent.id <= head)
+                    .order_by(BusEvent.id)
+                    .limit(5000)
+                ).all()
+            for row in rows:
+                for cb in list(_listeners):
+                    try:
+                        cb(Event(row.id, row.topic, row.payload, row.created_at))
+                    except Exception:
+                        log.exception("bus listener failed")
+            self._last_seen = rows[-1].id if rows else head
 
     def prime_listeners(self) -> None:
         """Start live listeners from the current head (they do not replay history)."""
@@ -267,17 +302,20 @@ class Dispatcher:
 
     def purge(self, older_than_days: int = 30) -> int:
         """Delete delivered events older than the given age; return how many."""
+        import datetime as _dt
+
         with self.db.write() as s:
             low = s.scalar(select(BusCursor.last_id).order_by(BusCursor.last_id).limit(1))
             if low is None:
                 return 0
-            cutoff = utcnow().timestamp() - older_than_days * 86400
-            import datetime as _dt
-
+            if self._last_seen is not None:
+                low = min(low, self._last_seen)
+            # the newest event always stays: SQLite would otherwise hand out its id again to the next event,
+            # and every cursor already past it would skip that event
+            newest = s.scalar(select(func.max(BusEvent.id))) or 0
+            cutoff = utcnow() - _dt.timedelta(days=older_than_days)
             res = s.execute(
-                delete(BusEvent).where(
-                    BusEvent.id <= low, BusEvent.created_at < _dt.datetime.fromtimestamp(cutoff, _dt.UTC)
-                )
+                delete(BusEvent).where(BusEvent.id <= low, BusEvent.id < newest, BusEvent.created_at < cutoff)
             )
             s.commit()
             return res.rowcount or 0

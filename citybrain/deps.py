@@ -78,7 +78,7 @@ CurrentUser = Annotated[Principal, Depends(current_principal)]
 
 
 def require(permission: str) -> Callable[..., Principal]:
-    """A dependency that admits only callers holding `permission`."""
+    """A dependency that admits only callers holding `permission` (403 `permission_denied` otherwise)."""
 
     def _dep(principal: Principal = Depends(current_principal)) -> Principal:
         from citybrain.identity.service import authorize
@@ -87,4 +87,67 @@ def require(permission: str) -> Callable[..., Principal]:
         return principal
 
     _dep.__name__ = f"require_{permission.replace('.', '_')}"
+    _dep.permissions = (permission,)  # type: ignore[attr-defined]  # read by the role x action matrix test
     return _dep
+
+
+def require_any(*permissions: str) -> Callable[..., Principal]:
+    """A dependency that admits callers holding at least one of `permissions`."""
+    if not permissions:
+        raise ValueError("require_any needs at least one permission")
+
+    def _dep(principal: Principal = Depends(current_principal)) -> Principal:
+        from citybrain.identity.service import authorize
+
+        held = [p for p in permissions if principal.can(p)]
+        authorize(principal, held[0] if held else permissions[0])
+        return principal
+
+    _dep.__name__ = "require_any_" + "_".join(p.replace(".", "_") for p in permissions)
+    _dep.permissions = tuple(permissions)  # type: ignore[attr-defined]
+    return _dep
+
+
+def route_permissions(route: object) -> tuple[str, ...] | None:
+    """The permissions a route's `require`/`require_any` dependency admits (None if it has none)."""
+    dependant = getattr(route, "dependant", None)
+    stack = [dependant] if dependant is not None else []
+    while stack:
+        d = stack.pop()
+        perms = getattr(d.call, "permissions", None)
+        if perms:
+            return tuple(perms)
+        stack.extend(d.dependencies)
+    return None
+
+
+def route_needs_login(route: object) -> bool:
+    """True if a route admits only authenticated callers."""
+    dependant = getattr(route, "dependant", None)
+    stack = [dependant] if dependant is not None else []
+    while stack:
+        d = stack.pop()
+        if d.call is current_principal:
+            return True
+        stack.extend(d.dependencies)
+    return False
+
+
+def api_routes(app: object) -> list[tuple[str, str, object]]:
+    """Every (METHOD, path, route) the app serves through FastAPI routes, included routers flattened."""
+    out: list[tuple[str, str, object]] = []
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # FastAPI before included routers were kept as branches
+        contexts: list = [r for r in getattr(app, "routes", [])]
+    else:
+        contexts = list(iter_route_contexts(app.routes))  # type: ignore[attr-defined]
+    for ctx in contexts:
+        route = getattr(ctx, "original_route", ctx)
+        if getattr(route, "dependant", None) is None:
+            continue
+        path = ctx.path_format or ctx.path
+        for method in sorted(ctx.methods or ()):
+            if method != "HEAD":
+                out.append((method, path, route))
+    return out

@@ -37,6 +37,8 @@ class Problem(Exception):
     code: str = "bad_request"
     title_zh: str = "请求有误"
     title_en: str = "Bad request"
+    # an audit record to write once the request's own transaction has ended (permission denials)
+    audit: dict[str, Any] | None = None
 
     def __init__(
         self,
@@ -121,6 +123,34 @@ class PayloadTooLarge(Problem):
     status, code, title_zh, title_en = 413, "too_large", "请求体过大", "Payload too large"
 
 
+class Unavailable(Problem):
+    status, code, title_zh, title_en = 503, "unavailable", "服务暂时不可用", "Service unavailable"
+
+
+def database_problem(exc: BaseException) -> Problem | None:
+    """The problem a database or conversion error stands for, when the input (not the server) is at fault.
+
+    A value out of the column's range (an id of 20 digits), text PostgreSQL cannot store (NUL bytes), a
+    unique key taken by a concurrent request, a database busy beyond its timeout: none of these is a 500.
+    """
+    from sqlalchemy import exc as sa
+
+    if isinstance(exc, OverflowError) or (isinstance(exc, sa.StatementError) and isinstance(exc.orig, OverflowError)):
+        return Invalid("数值超出允许范围", "A number is out of the allowed range", code="out_of_range")
+    if isinstance(exc, sa.IntegrityError):
+        return Conflict("数据与现有记录冲突（可能已被同时修改），请刷新后重试",
+                        "The change conflicts with existing data (perhaps a concurrent change); reload and retry",
+                        code="integrity_conflict")
+    if isinstance(exc, sa.DataError) or (isinstance(exc, sa.StatementError) and isinstance(exc.orig, ValueError)):
+        return Invalid("数据格式或取值无法保存（例如包含空字符或超出范围）",
+                       "A value cannot be stored (for example a NUL character or a number out of range)",
+                       code="unstorable_value")
+    if isinstance(exc, sa.OperationalError) and "locked" in str(exc.orig).lower():
+        return Unavailable("数据库繁忙，请稍后重试", "The database is busy; please retry", code="db_busy",
+                           headers={"Retry-After": "1"})
+    return None
+
+
 def request_language(request: Request) -> str:
     """The caller's language: `lang` cookie, then Accept-Language; zh-CN unless English is asked for."""
     cookie = request.cookies.get("lang", "")
@@ -182,6 +212,15 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> ProblemResponse:
+        if exc.audit:
+            from starlette.concurrency import run_in_threadpool
+
+            from citybrain.audit.service import record_alone
+
+            try:
+                await run_in_threadpool(record_alone, **exc.audit)
+            except Exception:  # the refusal stands even if it cannot be recorded; the failure is logged
+                log.exception("could not record a denial in the audit trail")
         return problem_response(request, exc)
 
     @app.exception_handler(RequestValidationError)
@@ -197,8 +236,24 @@ def install(app: FastAPI) -> None:
         p.headers = dict(exc.headers or {})
         return problem_response(request, p)
 
+    from sqlalchemy.exc import SQLAlchemyError
+
+    async def _database(request: Request, exc: Exception) -> ProblemResponse:
+        known = database_problem(exc)
+        if known is None:
+            raise exc
+        log.warning("%s %s answered %s: %s", request.method, request.url.path, known.status, exc)
+        return problem_response(request, known)
+
+    app.add_exception_handler(SQLAlchemyError, _database)
+    app.add_exception_handler(OverflowError, _database)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> ProblemResponse:
+        known = database_problem(exc)
+        if known is not None:
+            log.warning("%s %s: %s", request.method, request.url.path, exc)
+            return problem_response(request, known)
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         p = Problem("服务器内部错误，已记录，请稍后重试", "Internal error; it has been logged", status=500, code="internal")
         p.title_zh, p.title_en = "服务器内部错误", "Internal server error"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Depends, Query
 from pydantic import AwareDatetime
 
@@ -21,12 +23,16 @@ def search(
     action: str | None = Query(default=None, max_length=80, description="exact, or with * wildcards"),
     target_type: str | None = Query(default=None, max_length=60),
     target_id: str | None = Query(default=None, max_length=80),
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    outcome: Literal["success", "failure", "denied"] | None = None,
+    org_id: int | None = Query(default=None, ge=0, le=2**31 - 1),
+    request_id: str | None = Query(default=None, max_length=64),
+    since: AwareDatetime | None = Query(default=None, description="from this time (inclusive), with a UTC offset"),
+    until: AwareDatetime | None = Query(default=None, description="before this time (exclusive)"),
     limit: int = Query(50, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=10_000_000),
 ) -> AuditPage:
     total, rows = service.search(db, actor=actor, action=action, target_type=target_type, target_id=target_id,
+                                 outcome=outcome, org_id=org_id, request_id=request_id,
                                  since=since, until=until, limit=limit, offset=offset)
     return AuditPage(total=total, items=[AuditRecordOut.model_validate(r) for r in rows])
 

@@ -34,3 +34,14 @@ class AuditRecord(Base):
     summary: Mapped[dict] = mapped_column(JSONType)  # {"before": {...}, "after": {...}, "note": "..."}
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The chain's newest record (seq, hash) with an HMAC: shows when records were cut off the end."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # always 1
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+    mac: Mapped[str] = mapped_column(String(64))

@@ -2,7 +2,9 @@
 
 Records are chained: each carries the previous record's hash and an HMAC (SHA-256, or SM3 for 国密
 deployments) over its own fields keyed with the server secret, so an edited, deleted or inserted row
-breaks the chain and `verify` names the first bad record. The application never updates or deletes rows.
+breaks the chain and `verify` names the first bad record. A one-row anchor (`audit_head`) holds the newest
+record's sequence number and hash under its own HMAC, so cutting records off the end is caught too.
+The application never updates or deletes audit records.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ import hmac
 from typing import Any
 
 import orjson
-from sqlalchemy import event, func, select, text
+from sqlalchemy import event, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from citybrain import context
-from citybrain.audit.models import AuditRecord
+from citybrain.audit.models import AuditHead, AuditRecord
 from citybrain.config import get_settings
 from citybrain.context import Principal
 from citybrain.db import Database, get_db, utcnow
@@ -25,6 +27,7 @@ from citybrain.masking import scrub
 
 GENESIS = "0" * 64
 _HEAD = "audit_head"
+ALGORITHMS = ("sha256", "sm3")
 
 
 def _key() -> bytes:
@@ -36,11 +39,32 @@ def _normalise(summary: dict[str, Any]) -> dict[str, Any]:
     return orjson.loads(orjson.dumps(scrub(summary), default=str))
 
 
-def _digest(prev_hash: str, fields: dict[str, Any], alg: str) -> str:
-    payload = prev_hash.encode() + orjson.dumps(fields, option=orjson.OPT_SORT_KEYS, default=str)
+def _hmac(payload: bytes, alg: str) -> str:
     if alg == "sm3":
         return hmac.new(_key(), payload, lambda: hashlib.new("sm3")).hexdigest()
     return hmac.new(_key(), payload, hashlib.sha256).hexdigest()
+
+
+def _digest(prev_hash: str, fields: dict[str, Any], alg: str) -> str:
+    return _hmac(prev_hash.encode() + orjson.dumps(fields, option=orjson.OPT_SORT_KEYS, default=str), alg)
+
+
+def _head_mac(seq: int, hash_: str, alg: str) -> str:
+    return _hmac(f"audit-head:{seq}:{hash_}".encode(), alg)
+
+
+def _matches(expected: str, compute: Any) -> bool:
+    """True if `compute(alg)` gives `expected` under the configured algorithm or, after a switch, the other."""
+    first = get_settings().audit_hash
+    return any(hmac.compare_digest(compute(alg), expected)
+               for alg in (first, *(a for a in ALGORITHMS if a != first)))
+
+
+def lock_chain(session: Session) -> None:
+    """Serialise this transaction's appends with other writers' (see `citybrain.bus.write_lock`)."""
+    from citybrain.bus import write_lock
+
+    write_lock(session)
 
 
 def _fields(r: AuditRecord) -> dict[str, Any]:
@@ -64,8 +88,7 @@ def _head(session: Session) -> tuple[int, str]:
     cached = session.info.get(_HEAD)
     if cached is not None:
         return cached
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(7349201)"))
+    lock_chain(session)
     row = session.execute(select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc()).limit(1)).first()
     return (row.seq, row.hash) if row else (0, GENESIS)
 
@@ -108,9 +131,13 @@ def record(
         summary=_normalise(summary),
         prev_hash=prev,
     )
-    rec.hash = _digest(prev, _fields(rec), get_settings().audit_hash)
+    alg = get_settings().audit_hash
+    rec.hash = _digest(prev, _fields(rec), alg)
     session.add(rec)
     session.flush([rec])
+    anchor = {"seq": rec.seq, "hash": rec.hash, "mac": _head_mac(rec.seq, rec.hash, alg)}
+    if session.execute(update(AuditHead).where(AuditHead.id == 1).values(**anchor)).rowcount == 0:
+        session.execute(insert(AuditHead).values(id=1, **anchor))
     session.info[_HEAD] = (rec.seq, rec.hash)
     return rec
 
@@ -138,6 +165,10 @@ def verify(db: Database | None = None, *, chunk: int = 5000) -> dict[str, Any]:
     """Walk the chain; report whether it is intact and, if not, the first bad record and why."""
     db = db or get_db()
     prev_hash, expected_seq, checked = GENESIS, 1, 0
+
+    def bad(seq: int | None, reason: str) -> dict[str, Any]:
+        return {"ok": False, "checked": checked, "first_bad_seq": seq, "reason": reason}
+
     with db.read() as s:
         last_seq = 0
         while True:
@@ -148,20 +179,32 @@ def verify(db: Database | None = None, *, chunk: int = 5000) -> dict[str, Any]:
                 break
             for r in rows:
                 if r.seq != expected_seq:
-                    reason = "missing record(s) before this one" if r.seq > expected_seq else "sequence out of order"
-                    return {"ok": False, "checked": checked, "first_bad_seq": r.seq, "reason": reason}
+                    return bad(expected_seq if r.seq > expected_seq else r.seq,
+                               f"record seq={expected_seq} is missing (deleted); the next present is seq={r.seq}"
+                               if r.seq > expected_seq else "sequence out of order")
                 if r.prev_hash != prev_hash:
-                    return {"ok": False, "checked": checked, "first_bad_seq": r.seq,
-                            "reason": "previous-hash link broken (a record was deleted or inserted)"}
-                alg = get_settings().audit_hash
-                if not hmac.compare_digest(_digest(prev_hash, _fields(r), alg), r.hash):
-                    return {"ok": False, "checked": checked, "first_bad_seq": r.seq,
-                            "reason": "content does not match its hash (the record was edited or inserted)"}
+                    return bad(r.seq, "previous-hash link broken (a record before it was deleted, replaced or "
+                                      "inserted)")
+                fields = _fields(r)
+                if not _matches(r.hash, lambda alg, p=prev_hash, f=fields: _digest(p, f, alg)):
+                    return bad(r.seq, "content does not match its hash (the record was edited or forged)")
                 prev_hash, expected_seq, checked, last_seq = r.hash, r.seq + 1, checked + 1, r.seq
             s.expunge_all()
         total = s.scalar(select(func.count()).select_from(AuditRecord)) or 0
+        head = s.get(AuditHead, 1)
     if total != checked:
-        return {"ok": False, "checked": checked, "first_bad_seq": None, "reason": "row count does not match the chain"}
+        return bad(None, "row count does not match the chain")
+    if head is None:
+        if checked:
+            return bad(last_seq, "the chain's head anchor is missing (it was deleted)")
+    elif not _matches(head.mac, lambda alg: _head_mac(head.seq, head.hash, alg)):
+        return bad(head.seq, "the chain's head anchor was altered")
+    elif head.seq > last_seq:
+        return bad(last_seq + 1, f"records seq={last_seq + 1}..{head.seq} were cut off the end of the chain")
+    elif head.seq < last_seq:
+        return bad(head.seq + 1, f"records after seq={head.seq} were not written by the application")
+    elif head.hash != prev_hash:
+        return bad(last_seq, "the newest record differs from the anchored one")
     return {"ok": True, "checked": checked, "first_bad_seq": None, "reason": None}
 
 
@@ -172,17 +215,31 @@ def search(
     action: str | None = None,
     target_type: str | None = None,
     target_id: str | None = None,
+    outcome: str | None = None,
+    org_id: int | None = None,
+    request_id: str | None = None,
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> tuple[int, list[AuditRecord]]:
-    """Audit records matching the filters, newest first, with the total count."""
+    """Audit records matching the filters, newest first, with the total count.
+
+    `actor` is `kind:name` (`user:operator`) or a bare name; `action` is exact or uses `*` wildcards
+    (`auth.*`); the time range is `since <= at < until`.
+    """
     q = select(AuditRecord)
     if actor:
-        q = q.where(AuditRecord.actor == actor if ":" in actor else AuditRecord.actor.like(f"%:{actor}"))
+        q = q.where(AuditRecord.actor == actor if ":" in actor
+                    else AuditRecord.actor.like(f"%:{_like_escape(actor)}", escape="\\"))
     if action:
-        q = q.where(AuditRecord.action.like(action.replace("*", "%")))
+        q = q.where(AuditRecord.action.like(_like_escape(action).replace("*", "%"), escape="\\"))
+    if outcome:
+        q = q.where(AuditRecord.outcome == outcome)
+    if org_id is not None:
+        q = q.where(AuditRecord.org_id == org_id)
+    if request_id:
+        q = q.where(AuditRecord.request_id == request_id)
     if target_type:
         q = q.where(AuditRecord.target_type == target_type)
     if target_id:
@@ -196,7 +253,12 @@ def search(
     return total, list(rows)
 
 
+def _like_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 @event.listens_for(Session, "after_commit")
 @event.listens_for(Session, "after_rollback")
-def _forget_head(session: Session) -> None:
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_head(session: Session, *_args: Any) -> None:
     session.info.pop(_HEAD, None)

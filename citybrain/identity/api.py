@@ -9,7 +9,8 @@ from fastapi.security import OAuth2PasswordRequestForm
 
 from citybrain.config import get_settings
 from citybrain.context import Principal
-from citybrain.deps import SESSION_COOKIE, CurrentUser, ReadDB, WriteDB, require
+from citybrain.deps import SESSION_COOKIE, CurrentUser, ReadDB, WriteDB, require, require_any
+from citybrain.errors import Forbidden
 from citybrain.identity import service
 from citybrain.identity.permissions import PERMISSIONS
 from citybrain.identity.schemas import (
@@ -98,11 +99,17 @@ def update_org(org_id: int, body: OrgPatch, db: WriteDB, _who: Principal = Depen
 # --- users -------------------------------------------------------------------------------------------------------
 
 
-@router.get("/users", response_model=UserPage, summary="用户列表 Users (phones masked)")
-def list_users(db: ReadDB, _who: Principal = Depends(require("user.read")), org_id: int | None = None,
+USER_READERS = require_any("user.read", "user.directory")
+MAX_ID = 2**31 - 1
+
+
+@router.get("/users", response_model=UserPage,
+            summary="用户列表 Users (phones masked; department staff see their own organisation and below)")
+def list_users(db: ReadDB, who: Principal = Depends(USER_READERS),
+               org_id: int | None = Query(default=None, ge=1, le=MAX_ID),
                q: str | None = Query(default=None, max_length=60), limit: int = Query(50, ge=1, le=500),
-               offset: int = Query(0, ge=0)) -> UserPage:
-    total, items = service.list_users(db, org_id=org_id, q=q, limit=limit, offset=offset)
+               offset: int = Query(0, ge=0, le=10_000_000)) -> UserPage:
+    total, items = service.list_users(db, org_id=org_id, q=q, limit=limit, offset=offset, principal=who)
     return UserPage(total=total, items=[UserOut(**u) for u in items])
 
 
@@ -117,8 +124,11 @@ def create_user(body: UserIn, db: WriteDB, _who: Principal = Depends(require("us
 
 
 @router.get("/users/{user_id}", response_model=UserOut)
-def get_user(user_id: int, db: ReadDB, _who: Principal = Depends(require("user.read"))) -> UserOut:
-    return _user_out(db, service.get_user(db, user_id=user_id))
+def get_user(user_id: int, db: ReadDB, who: Principal = Depends(USER_READERS)) -> UserOut:
+    user = service.get_user(db, user_id=user_id)
+    if not who.sees_org(user.org_id):
+        service.authorize(who, "user.directory" if who.can("user.directory") else "user.read", org_id=user.org_id)
+    return _user_out(db, user)
 
 
 @router.patch("/users/{user_id}", response_model=UserOut)
@@ -134,7 +144,13 @@ def unlock_user(user_id: int, db: WriteDB, _who: Principal = Depends(require("us
 
 @router.post("/users/{user_id}/password", status_code=204, summary="重置密码 Reset a user's password")
 def reset_password(user_id: int, body: PasswordIn, db: WriteDB,
-                   _who: Principal = Depends(require("user.manage"))) -> Response:
+                   who: Principal = Depends(require("user.manage"))) -> Response:
+    target = service.get_user(db, user_id=user_id)
+    if target.id != who.id and set(service.user_roles(db, user_id=target.id)) & {"secadmin", "auditor"}:
+        raise Forbidden("三权分立：安全管理员和审计管理员的密码只能由本人或在服务器控制台（citybrain user password）重置",
+                        "Separation of duties: security and audit administrators' passwords are reset only by "
+                        "themselves or on the server console (citybrain user password)",
+                        code="separation_of_duties")
     service.set_password(db, user_id=user_id, password=body.password)
     return Response(status_code=204)
 

@@ -117,4 +117,26 @@ def unlock(username: str, data_dir: DataDirOpt = None) -> None:
     _run(go)
 
 
+@user_app.command("password")
+def password_(
+    username: str,
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)] = "",
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Set a user's password on the server console (also for the security and audit administrators)."""
+    from citybrain.identity import service
+
+    db = open_db(data_dir)
+
+    def go():
+        with db.write() as s:
+            u = service.user_by_username(s, username=username)
+            if u is None:
+                raise Problem(f"用户 {username} 不存在", f"No user {username}", status=404)
+            service.set_password(s, user_id=u.id, password=password)
+            typer.echo(f"已重置密码 password set for {username}; its sessions have ended")
+
+    _run(go)
+
+
 COMMANDS = {"user": user_app}

@@ -1,6 +1,6 @@
 """Identity service: organisations, users, roles, logins, sessions and machine credentials.
 
-Other modules use: `org_subtree_ids`, `get_org`, `org_by_code`, `list_orgs`, `authorize`,
+Other modules use: `org_subtree_ids`, `get_org`, `org_by_code`, `list_orgs`, `authorize`, `scope_filter`,
 `principal_from_token`, `principal_from_api_key`, `create_api_key`.
 """
 
@@ -15,9 +15,10 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import ColumnElement, delete, false, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from citybrain import context
 from citybrain.audit import service as audit
 from citybrain.config import get_settings
 from citybrain.context import Principal
@@ -112,7 +113,7 @@ def ensure_builtin_roles(session: Session) -> None:
         session.add(Permission(code=p))
         changed = True
     if changed:
-        audit.commit(session, action="role.builtin.sync", target_type="role",
+        audit.commit(session, action="role.builtin.sync", target_type="role", actor=context.SYSTEM,
                      after={"new_permissions": sorted(new_perms)})
 
 
@@ -293,13 +294,21 @@ def user_by_username(session: Session, *, username: str) -> User | None:
 
 
 def list_users(session: Session, *, org_id: int | None = None, q: str | None = None, limit: int = 50,
-               offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
-    """Users (phones masked) with their roles, filtered by organisation subtree and text."""
+               offset: int = 0, principal: Principal | None = None) -> tuple[int, list[dict[str, Any]]]:
+    """Users (phones masked) with their roles, by organisation subtree and text, within the principal's scope."""
     stmt = select(User)
+    if principal is not None:
+        if org_id is not None and not principal.sees_org(org_id):
+            authorize(principal, "user.directory" if principal.can("user.directory") else "user.read",
+                      org_id=org_id)
+        cond = scope_filter(principal, User.org_id)
+        if cond is not None:
+            stmt = stmt.where(cond)
     if org_id is not None:
         stmt = stmt.where(User.org_id.in_(org_subtree_ids(session, org_id=org_id)))
     if q:
-        stmt = stmt.where(or_(User.username.contains(q), User.real_name.contains(q)))
+        stmt = stmt.where(or_(User.username.contains(q, autoescape=True),
+                              User.real_name.contains(q, autoescape=True)))
     total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     users = session.scalars(stmt.order_by(User.id).limit(limit).offset(offset)).all()
     return total, [user_dict(u, user_roles(session, user_id=u.id)) for u in users]
@@ -342,9 +351,13 @@ def create_user(session: Session, *, username: str, real_name: str, password: st
 
 
 def set_user_roles(session: Session, *, user_id: int, roles: Iterable[str]) -> list[str]:
-    """Replace a user's roles (security administrator)."""
+    """Replace a user's roles (security administrator; nobody may change their own roles)."""
     user = get_user(session, user_id=user_id)
     role_set = set(roles)
+    who = context.actor()
+    if who.kind == "user" and who.id == user.id:
+        raise Forbidden("三权分立：不能修改自己的角色", "Separation of duties: you cannot change your own roles",
+                        code="separation_of_duties")
     _check_role_combination(role_set)
     before = user_roles(session, user_id=user.id)
     ids = [_role(session, c).id for c in sorted(role_set)]
@@ -411,15 +424,16 @@ def login(session: Session, *, username: str, password: str, ip: str | None = No
     """Check a password and open a session; count failures and lock after too many."""
     s = get_settings()
     now = utcnow()
+    claimant = Principal(kind="anonymous", id=None, name="anonymous")
     user = user_by_username(session, username=username)
     if user is None:
         verify_password(password_hash=_DUMMY_HASH, password=password)  # same cost as a real check
-        audit.commit(session, action="auth.login", target_type="user", target_id=username, outcome="failure",
-                     note="unknown username")
+        audit.commit(session, action="auth.login", target_type="user", target_id=username[:80], outcome="failure",
+                     note="unknown username", actor=claimant)
         raise Unauthorized("用户名或密码错误", "Wrong username or password", code="bad_credentials")
     if user.locked_until and user.locked_until > now:
         audit.commit(session, action="auth.login", target_type="user", target_id=user.id, outcome="denied",
-                     note="account locked")
+                     note="account locked", actor=claimant)
         minutes = max(1, int((user.locked_until - now).total_seconds() // 60) + 1)
         raise Locked(f"登录失败次数过多，账号已锁定，请 {minutes} 分钟后再试",
                      f"Too many failed logins; the account is locked for {minutes} more minute(s)",
@@ -431,11 +445,12 @@ def login(session: Session, *, username: str, password: str, ip: str | None = No
             user.locked_until = now + dt.timedelta(minutes=s.lockout_minutes)
             user.failed_logins = 0
             note += f"; locked for {s.lockout_minutes} minutes"
-        audit.commit(session, action="auth.login", target_type="user", target_id=user.id, outcome="failure", note=note)
+        audit.commit(session, action="auth.login", target_type="user", target_id=user.id, outcome="failure", note=note,
+                     actor=claimant)
         raise Unauthorized("用户名或密码错误", "Wrong username or password", code="bad_credentials")
     if not user.active:
         audit.commit(session, action="auth.login", target_type="user", target_id=user.id, outcome="denied",
-                     note="account disabled")
+                     note="account disabled", actor=claimant)
         raise Forbidden("账号已停用", "The account is disabled", code="account_disabled")
     token = "cbt_" + secrets.token_urlsafe(32)
     auth = AuthSession(token_hash=_sha256(token), user_id=user.id, created_at=now, last_seen_at=now,
@@ -466,8 +481,10 @@ def principal_for_user(session: Session, *, user: User, session_id: int | None =
                      extra={"real_name": user.real_name})
 
 
-def principal_from_token(session: Session, *, token: str) -> Principal:
-    """The principal behind a bearer token; 401 if it is unknown, revoked, expired or idle too long."""
+def principal_from_token(session: Session, *, token: str, touch: bool = True) -> Principal:
+    """The principal behind a bearer token; 401 if it is unknown, revoked, expired or idle too long.
+
+    `touch=False` checks the token without counting as activity (long-lived streams re-checking it)."""
     s = get_settings()
     now = utcnow()
     auth = session.scalar(select(AuthSession).where(AuthSession.token_hash == _sha256(token)))
@@ -485,7 +502,7 @@ def principal_from_token(session: Session, *, token: str) -> Principal:
     user = session.get(User, auth.user_id)
     if user is None or not user.active:
         raise Unauthorized("账号不可用", "The account is not available", code="invalid_token")
-    if (now - auth.last_seen_at).total_seconds() > 30:
+    if touch and (now - auth.last_seen_at).total_seconds() > 30:
         auth.last_seen_at = now
         session.commit()
     return principal_for_user(session, user=user, session_id=auth.id)
@@ -573,15 +590,38 @@ def principal_from_api_key(session: Session, *, key: str) -> Principal:
 
 
 def authorize(principal: Principal, permission: str, *, org_id: int | None = None, record: bool = True) -> None:
-    """Raise 403 unless the principal holds the permission (and, if given, the organisation is in scope)."""
+    """Raise 403 unless the principal holds the permission (and, if given, the organisation is in scope).
+
+    The denial is audited: inside an HTTP request after the request's own transaction has ended (so a
+    caller holding a write transaction never waits on itself), elsewhere at once in its own transaction.
+    """
     if principal.can(permission) and (org_id is None or principal.sees_org(org_id)):
         return
-    if record:
-        audit.record_alone(action=permission, target_type="permission", target_id=permission,
-                           outcome="denied", actor=principal,
-                           note=None if org_id is None else f"org {org_id} outside scope")
     zh, en = PERMISSIONS.get(permission, (permission, permission))
     if principal.can(permission):
-        raise Forbidden("该数据不在您的管辖范围内", "That record is outside your organisation's scope",
-                        code="out_of_scope")
-    raise Forbidden(f"没有权限：{zh}", f"Permission required: {en}", code="permission_denied", permission=permission)
+        problem = Forbidden("该数据不在您的管辖范围内", "That record is outside your organisation's scope",
+                            code="out_of_scope")
+    else:
+        problem = Forbidden(f"没有权限：{zh}", f"Permission required: {en}", code="permission_denied",
+                            permission=permission)
+    if record:
+        denial = {"action": permission, "target_type": "permission", "target_id": permission, "outcome": "denied",
+                  "actor": principal, "note": None if org_id is None else f"org {org_id} outside scope"}
+        if context.current().request_id is not None:
+            problem.audit = denial  # written by the problem handler in citybrain.errors
+        else:
+            audit.record_alone(**denial)
+    raise problem
+
+
+def scope_filter(principal: Principal, column: Any) -> ColumnElement[bool] | None:
+    """A WHERE condition keeping rows whose organisation `column` lies in the principal's data scope.
+
+    None for city-wide principals (no restriction); a condition matching nothing for an empty scope.
+    Use it in every list query of private data: `q = q.where(c) if (c := scope_filter(who, T.org_id)) is not None`.
+    """
+    if principal.org_scope is None:
+        return None
+    if not principal.org_scope:
+        return false()
+    return column.in_(sorted(principal.org_scope))
