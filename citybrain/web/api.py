@@ -18,7 +18,7 @@ from fastapi.templating import Jinja2Templates
 from citybrain import context
 from citybrain.config import get_settings
 from citybrain.context import ANONYMOUS, Principal
-from citybrain.deps import SESSION_COOKIE, CurrentUser, ReadDB, WriteDB, optional_principal, require
+from citybrain.deps import SESSION_COOKIE, ReadDB, WriteDB, optional_principal, require
 from citybrain.errors import Problem
 from citybrain.web import i18n, service
 
@@ -178,11 +178,8 @@ async def upload_attachment(db: WriteDB, file: UploadFile = File(...),
 
 
 @router.get("/api/v1/attachments/{key}", tags=["web 页面与运行态势"], summary="查看照片 A stored photo (staff only)")
-def get_attachment(key: str, db: ReadDB, who: CurrentUser) -> Response:
+def get_attachment(key: str, db: ReadDB, _who: Principal = Depends(require("case.read"))) -> Response:
     """The photo's bytes; readable by staff who may view cases."""
-    from citybrain.identity.service import authorize
-
-    authorize(who, "case.read")
     row = service.get_attachment(db, key=key)
     return Response(row.data, media_type=row.content_type,
                     headers={"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"})
