@@ -218,6 +218,10 @@ def pages(chromium, server: Server) -> Iterator[Pages]:
 
 
 def screenshot(page, name: str) -> None:
-    """Save a screenshot of a main page to docs/screenshots/NAME.png."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+    """Screenshot a main page: into docs/screenshots/ when CITYBRAIN_SCREENSHOTS=1, else a temporary folder."""
+    import tempfile
+
+    folder = SCREENSHOTS if os.environ.get("CITYBRAIN_SCREENSHOTS") == "1" else \
+        Path(tempfile.gettempdir()) / "citybrain-screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"))
