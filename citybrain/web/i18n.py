@@ -198,6 +198,8 @@ TEXT: dict[str, tuple[str, str]] = {
     "cockpit.rank_worker": ("网格员考核排名", "Grid-worker evaluation"),
     "cockpit.overdue": ("超期与督办案件", "Overdue and supervised cases"),
     "cockpit.score": ("得分", "Score"),
+    "cockpit.cases": ("案件数", "Cases"),
+    "cockpit.trend": ("案件趋势（近30天）", "Cases, last 30 days"),
     # citizen
     "citizen.title": ("市民随手拍", "Report a problem"),
     "citizen.intro": ("发现城市管理问题？拍照上报，我们会尽快处理。", "Seen a problem in the city? Report it and we will deal with it."),

@@ -55,7 +55,7 @@
       });
       box.appendChild(CB.el("table", {class: "list", "data-level": level}, CB.el("thead", null, CB.el("tr", null,
         CB.el("th", {scope: "col"}, "#"), CB.el("th", {scope: "col"}, CB.tr("dev.name")),
-        CB.el("th", {scope: "col"}, CB.tr("map.cases")), CB.el("th", {scope: "col"}, CB.tr("ioc.closure_rate")),
+        CB.el("th", {scope: "col"}, CB.tr("cockpit.cases")), CB.el("th", {scope: "col"}, CB.tr("ioc.closure_rate")),
         CB.el("th", {scope: "col"}, CB.tr("ioc.ontime_rate")), CB.el("th", {scope: "col"}, CB.tr("cockpit.score")))), tb));
     }).catch(function (err) {
       box.innerHTML = "";
