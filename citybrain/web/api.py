@@ -7,7 +7,6 @@ without the right gets a 403 page, not just a hidden link.
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from urllib.parse import quote
 
@@ -73,10 +72,15 @@ def _gate(request: Request, who: Principal, needed: tuple[str, ...]) -> Response
     if who.kind == "anonymous":
         return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
     if needed and not any(who.can(p) for p in needed):
+        from citybrain.audit.service import record_alone
         from citybrain.identity.service import authorize
 
-        with contextlib.suppress(Problem):  # records the denial in the audit trail, as the APIs do
+        try:
             authorize(who, needed[0])
+        except Problem as problem:  # the denial goes to the audit trail, as the APIs' denials do
+            denial = getattr(problem, "audit", None)
+            if denial:
+                record_alone(**denial)
         return render(request, "forbidden.html", who, status=403, missing=" / ".join(needed))
     return None
 
