@@ -140,7 +140,7 @@ def test_closed_loop_from_grid_report_to_closure(pages, server, tmp_path):
     photo = tmp_path / "scene.png"
     photo.write_bytes(_png())
     lon, lat = _community_point(server, "440115001001")
-    today0, open0, map0, _ = _ioc_state(pages)
+    today0, open0, map0, screen = _ioc_state(pages)  # a big screen left open through the whole loop
 
     # 1. the grid worker reports with category, photo and GPS (phone-sized browser)
     grid = pages.new("gridworker", mobile=True)
@@ -156,6 +156,10 @@ def test_closed_loop_from_grid_report_to_closure(pages, server, tmp_path):
     grid.get_by_role("button", name="上报问题").click()
     ticket = grid.locator("#r-ticket").inner_text(timeout=15000)
     assert re.fullmatch(r"\d{10,}", ticket), ticket
+    # the open big screen hears of it over the live feed (SSE) without reloading
+    screen.locator("#feed li[data-topic='cases.case.created']", has_text=ticket).wait_for(timeout=20000)
+    screen.wait_for_function(f"Number(document.querySelector('#kpi-cases_today .v').dataset.value) === {today0 + 1}",
+                             timeout=20000)
     today1, open1, map1, ioc = _ioc_state(pages)
     assert (today1, open1, map1) == (today0 + 1, open0 + 1, map0 + 1)  # counted and on the map
     screenshot(ioc, "ioc")
