@@ -55,6 +55,31 @@ def mask_address(value: str | None) -> str | None:
     return head + "****"
 
 
+def mask_credit_code(value: str | None) -> str | None:
+    """`91440115MA59XXXX3Y` -> `91440115********3Y` (keeps authority, type and area; for natural persons' codes)."""
+    if not value:
+        return value
+    v = str(value)
+    if len(v) < 10:
+        return "*" * len(v)
+    return v[:8] + "*" * (len(v) - 10) + v[-2:]
+
+
+def mask_date(value) -> str | None:
+    """`1990-05-17` -> `1990-**-**` (keeps the year only)."""
+    if value is None or value == "":
+        return value
+    v = value.isoformat() if hasattr(value, "isoformat") else str(value)
+    return v[:4] + "-**-**"
+
+
+def mask_all(value) -> str | None:
+    """Replace every character with `*`."""
+    if value is None or value == "":
+        return value
+    return "*" * len(str(value))
+
+
 def mask_text(value: str) -> str:
     """Mask ID numbers and mobile numbers wherever they appear in free text."""
     value = ID_RE.sub(lambda m: m.group(1) + "********" + m.group(2)[-4:], value)

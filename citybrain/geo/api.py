@@ -4,16 +4,41 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
 
 from citybrain.context import Principal
-from citybrain.deps import ReadDB, WriteDB, require
+from citybrain.deps import ReadDB, WriteDB, current_principal, require
 from citybrain.errors import NotFound
 from citybrain.geo import service
 from citybrain.geo.schemas import Feature, FeatureCollection, GeoJSONIn, ImportReport, LocateOut, RejectDetail
 
-router = APIRouter(prefix="/api/v1/geo", tags=["geo 时空一张图"])
+_PROBLEM = {"content": {"application/problem+json": {"schema": {
+    "type": "object", "required": ["type", "title", "status", "code", "message_zh", "message_en"],
+    "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+                   "detail": {"type": "string"}, "code": {"type": "string"}, "message_zh": {"type": "string"},
+                   "message_en": {"type": "string"}, "errors": {"type": "array"}}}}}}
+router = APIRouter(prefix="/api/v1/geo", tags=["geo 时空一张图"], responses={
+    401: {"description": "未登录 Not authenticated", **_PROBLEM},
+    403: {"description": "没有权限 Forbidden", **_PROBLEM},
+    404: {"description": "未找到 Not found", **_PROBLEM},
+    422: {"description": "参数无效 Invalid input", **_PROBLEM},
+})
+
+
+def _reader(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    """Callers who may view the map: `geo.read`, or `geo.manage` (the administrator who maintains it)."""
+    if principal.can("geo.manage"):
+        return principal
+    from citybrain.identity.service import authorize
+
+    authorize(principal, "geo.read")
+    return principal
+
+
+_NUM = r" *[-+]?\d{1,3}(\.\d{0,17})?([eE][-+]?\d{1,2})? *"
+_BBOX = rf"^{_NUM}(,{_NUM}){{3}}$"
+GeoReader = Annotated[Principal, Depends(_reader)]
 
 
 class _JSON(Response):
@@ -27,14 +52,14 @@ def _json(doc: dict) -> Response:
 
 
 @router.get("/areas", response_model=FeatureCollection, summary="行政区划 Administrative areas (GeoJSON)")
-def areas(db: ReadDB, _who: Annotated[Principal, Depends(require("geo.read"))],
+def areas(db: ReadDB, _who: GeoReader,
           level: Annotated[Literal["district", "town", "community"] | None, Query()] = None,
           parent_code: Annotated[str | None, Query(pattern=r"^\d{6}(\d{3})?$")] = None) -> Response:
     return _json(service.areas_geojson(db, level=level, parent_code=parent_code))
 
 
 @router.get("/areas/{code}", response_model=Feature, summary="区划详情 One area (GeoJSON Feature)")
-def area(code: str, db: ReadDB, _who: Annotated[Principal, Depends(require("geo.read"))]) -> Response:
+def area(code: str, db: ReadDB, _who: GeoReader) -> Response:
     a = service.get_area(db, code=code)
     if a is None:
         raise NotFound(f"区划 {code} 不存在", f"Area {code} not found")
@@ -45,15 +70,15 @@ def area(code: str, db: ReadDB, _who: Annotated[Principal, Depends(require("geo.
 
 @router.get("/grids", response_model=FeatureCollection,
             summary="单元网格 Unit grids in the visible area (GeoJSON; bbox=minx,miny,maxx,maxy)")
-def grids(db: ReadDB, _who: Annotated[Principal, Depends(require("geo.read"))],
-          bbox: Annotated[str | None, Query(max_length=200, description="minx,miny,maxx,maxy (WGS84)")] = None,
+def grids(db: ReadDB, _who: GeoReader,
+          bbox: Annotated[str | None, Query(max_length=200, pattern=_BBOX, description="minx,miny,maxx,maxy (WGS84)")] = None,
           community_code: Annotated[str | None, Query(pattern=r"^\d{12}$")] = None,
           limit: Annotated[int, Query(ge=1, le=20_000)] = 5000) -> Response:
     return _json(service.grids_geojson(db, bbox=bbox, community_code=community_code, limit=limit))
 
 
 @router.get("/grids/{code}", response_model=Feature, summary="网格详情 One unit grid (15- or legacy 14-digit code)")
-def grid(code: str, db: ReadDB, _who: Annotated[Principal, Depends(require("geo.read"))]) -> Response:
+def grid(code: str, db: ReadDB, _who: GeoReader) -> Response:
     g = service.get_grid(db, code=code)
     if g is None:
         raise NotFound(f"网格 {code} 不存在", f"Grid {code} not found")
@@ -63,7 +88,7 @@ def grid(code: str, db: ReadDB, _who: Annotated[Principal, Depends(require("geo.
 
 
 @router.get("/locate", response_model=LocateOut, summary="坐标定位网格 Which grid covers a point (WGS84)")
-def locate(db: ReadDB, _who: Annotated[Principal, Depends(require("geo.read"))],
+def locate(db: ReadDB, _who: GeoReader,
            lon: Annotated[float, Query(ge=-180, le=180)], lat: Annotated[float, Query(ge=-90, le=90)]) -> LocateOut:
     hit = service.locate(db, lon=lon, lat=lat)
     if hit is None:
@@ -97,5 +122,5 @@ def imports(db: ReadDB, _who: Annotated[Principal, Depends(require("geo.manage")
 
 @router.get("/imports/{import_id}/rejected", response_model=list[RejectDetail],
             summary="被拒要素 Features an import rejected, with reasons")
-def rejected(import_id: int, db: ReadDB, _who: Annotated[Principal, Depends(require("geo.manage"))]) -> list[dict]:
+def rejected(import_id: Annotated[int, Path(ge=1, le=2**31 - 1)], db: ReadDB, _who: Annotated[Principal, Depends(require("geo.manage"))]) -> list[dict]:
     return service.import_rejects(db, import_id=import_id)

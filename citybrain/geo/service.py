@@ -91,10 +91,15 @@ _engine_revision: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # eng
 _postgis: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> bool
 
 
+_epoch = [0]  # bumped by invalidate(): drops the per-session shortcuts too
+_SESSION_KEY = "geo_index"
+
+
 def invalidate() -> None:
     """Forget cached map revisions so the next lookup re-reads the database (after a change)."""
     with _index_lock:
         _engine_revision.clear()
+        _epoch[0] += 1
 
 
 def _bump_revision(session: Session) -> str:
@@ -105,6 +110,7 @@ def _bump_revision(session: Session) -> str:
         session.execute(update(Meta).where(Meta.key == _REV_KEY).values(value=rev))
     session.flush()
     session.info["geo_changed"] = True
+    session.info.pop(_SESSION_KEY, None)
     event.listen(session, "after_commit", lambda _s: invalidate(), once=True)
     return rev
 
@@ -123,6 +129,18 @@ def _revision(session: Session) -> str:
 
 def grid_index(session: Session) -> GridIndex:
     """The spatial index of the grids in this database (built on first use, cached per revision)."""
+    info = session.info
+    hit = info.get(_SESSION_KEY)
+    now = time.monotonic()
+    if hit is not None and hit[2] == _epoch[0] and now - hit[1] < REVISION_TTL:
+        return hit[0]
+    idx = _index_for(session)
+    if not info.get("geo_changed"):
+        info[_SESSION_KEY] = (idx, now, _epoch[0])
+    return idx
+
+
+def _index_for(session: Session) -> GridIndex:
     rev = _revision(session)
     idx = _indexes.get(rev)
     if idx is not None:
@@ -188,7 +206,7 @@ def _area_props(a: Any) -> dict[str, Any]:
 
 
 def parse_bbox(value: str | Sequence[float] | None) -> tuple[float, float, float, float] | None:
-    """`"minx,miny,maxx,maxy"` (or a 4-sequence) -> a checked bbox tuple; None stays None."""
+    """`"minx,miny,maxx,maxy"` (or a 4-sequence) -> a checked bbox tuple (corners in either order); None stays None."""
     if value is None or value == "":
         return None
     parts = value.split(",") if isinstance(value, str) else list(value)
@@ -196,11 +214,12 @@ def parse_bbox(value: str | Sequence[float] | None) -> tuple[float, float, float
         nums = tuple(float(p) for p in parts)
     except (TypeError, ValueError):
         nums = ()
-    if len(nums) != 4 or not all(math.isfinite(n) for n in nums) or nums[0] > nums[2] or nums[1] > nums[3]:
-        raise Invalid("bbox 应为 minx,miny,maxx,maxy 四个数（经度,纬度,经度,纬度，且 min <= max）",
-                      "bbox must be minx,miny,maxx,maxy (lon,lat,lon,lat with min <= max)",
+    if len(nums) != 4 or not all(math.isfinite(n) for n in nums):
+        raise Invalid("bbox 应为 minx,miny,maxx,maxy 四个数（经度,纬度,经度,纬度）",
+                      "bbox must be four numbers minx,miny,maxx,maxy (lon,lat,lon,lat)",
                       errors=[{"field": "bbox", "message": "minx,miny,maxx,maxy"}])
-    return nums  # type: ignore[return-value]
+    a, b, c, d = nums
+    return (min(a, c), min(b, d), max(a, c), max(b, d))
 
 
 def grids_geojson(session: Session, *, bbox: Sequence[float] | str | None = None,
@@ -378,6 +397,45 @@ OVERLAP_TOLERANCE_DEG2 = 1e-10  # ~1.2 m² at this latitude: smaller overlaps ar
 MAX_FEATURES = 100_000
 
 
+def _dump(obj: Any) -> str:
+    """JSON text of anything a client sent (orjson, falling back to json for e.g. huge integers)."""
+    try:
+        return orjson.dumps(obj, default=str).decode()
+    except TypeError:
+        import json
+
+        return json.dumps(obj, default=str)
+
+
+def _text(value: str) -> str:
+    """A client string made storable everywhere: no NUL characters, no lone surrogates."""
+    return value.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")
+
+
+def _clean(obj: Any) -> Any:
+    """Client-sent properties made storable: integers beyond 64 bits become strings, strings are cleaned."""
+    if isinstance(obj, bool) or obj is None:
+        return obj
+    if isinstance(obj, str):
+        return _text(obj)
+    if isinstance(obj, int):
+        return obj if -(2**63) <= obj < 2**63 else str(obj)
+    if isinstance(obj, dict):
+        return {_text(str(k)): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def _load(text_: str) -> Any:
+    try:
+        return orjson.loads(text_)
+    except orjson.JSONDecodeError:
+        import json
+
+        return json.loads(text_)
+
+
 class _Reject(Exception):
     def __init__(self, zh: str, en: str):
         super().__init__(en)
@@ -417,7 +475,10 @@ def _prop_str(props: dict[str, Any], *keys: str) -> str | None:
             continue
         if isinstance(v, bool) or not isinstance(v, str | int):
             raise _Reject(f"属性 {k} 应为字符串", f"property {k} must be a string")
-        return str(v).strip()
+        v = str(v).strip()
+        if _text(v) != v or any(ord(ch) < 32 for ch in v):
+            raise _Reject(f"属性 {k} 含控制字符或无效字符", f"property {k} contains control or invalid characters")
+        return v
     return None
 
 
@@ -473,7 +534,7 @@ def _area_row(feat: dict[str, Any]) -> dict[str, Any]:
     extra = {k: v for k, v in props.items() if k not in (
         "code", "adcode", "division_code", "level", "name", "name_en", "parent_code", "parent", "kind", "area_m2")}
     return {"code": code, "name": name, "name_en": name_en[:160] if name_en else None, "level": level,
-            "kind": kind[:12] if kind else None, "parent_code": parent or expected_parent, "props": extra,
+            "kind": kind[:12] if kind else None, "parent_code": parent or expected_parent, "props": _clean(extra),
             "geometry": _geometry(feat)}
 
 
@@ -500,7 +561,7 @@ def _grid_row(feat: dict[str, Any]) -> dict[str, Any]:
         raise _Reject("名称最多100字", "name is at most 100 characters")
     skip = ("code", "grid_code", "level", "name", "parent_code", "community_code", "parent", "town_code",
             "district_code", "legacy_code", "area_m2")
-    return {"code": code, "legacy": legacy, "name": name, "props": {k: v for k, v in props.items() if k not in skip},
+    return {"code": code, "legacy": legacy, "name": name, "props": _clean({k: v for k, v in props.items() if k not in skip}),
             "geometry": _geometry(feat)}
 
 
@@ -561,15 +622,15 @@ def import_geojson(session: Session, *, kind: str, data: Any, source: str | None
             code = None
             if isinstance(feat, dict) and isinstance(feat.get("properties"), dict):
                 c = feat["properties"].get("code")
-                code = str(c)[:40] if c is not None else None
-            rejects.append({"index": i, "code": code, "reason_zh": r.zh[:400], "reason_en": r.en[:400],
-                            "feature": orjson.dumps(feat, default=str).decode()})
+                code = _text(str(c))[:40] if c is not None else None
+            rejects.append({"index": i, "code": code, "reason_zh": _text(r.zh)[:400], "reason_en": _text(r.en)[:400],
+                            "feature": _dump(feat)})
     if rows:
         bad = _overlaps(session, kind, rows)
         if bad:
             for k in sorted(bad):
                 rejects.append({"index": positions[k], "code": rows[k]["code"], "reason_zh": bad[k][0],
-                                "reason_en": bad[k][1], "feature": orjson.dumps(feats[positions[k]]).decode()})
+                                "reason_en": bad[k][1], "feature": _dump(feats[positions[k]])})
             rows = [r for k, r in enumerate(rows) if k not in bad]
     rejects.sort(key=lambda r: r["index"])
     model = Area if kind == "area" else Grid
@@ -583,7 +644,7 @@ def import_geojson(session: Session, *, kind: str, data: Any, source: str | None
         store_grids(session, grids=[{"code": r["legacy"] or r["code"], "name": r["name"], "props": r["props"],
                                      "geometry": r["geometry"]} for r in rows])
     who = context.actor()
-    imp = Import(kind=kind, source=(source or "")[:300] or None, actor=who.label[:100], total=len(feats),
+    imp = Import(kind=kind, source=_text(source or "")[:300] or None, actor=who.label[:100], total=len(feats),
                  created=len(rows) - len(existing), updated=len(existing), rejected=len(rejects))
     session.add(imp)
     session.flush()
@@ -624,7 +685,7 @@ def import_rejects(session: Session, *, import_id: int) -> list[dict]:
     if session.get(Import, import_id) is None:
         raise NotFound(f"导入记录 {import_id} 不存在", f"Import {import_id} not found")
     return [{"index": r.feature_index, "code": r.code, "reason_zh": r.reason_zh, "reason_en": r.reason_en,
-             "feature": orjson.loads(r.feature)} for r in
+             "feature": _load(r.feature)} for r in
             session.scalars(select(Rejected).where(Rejected.import_id == import_id).order_by(Rejected.feature_index))]
 
 

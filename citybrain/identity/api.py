@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.security import OAuth2PasswordRequestForm
+from fastapi import APIRouter, Depends, Form, Query, Request, Response
 
 from citybrain.config import get_settings
 from citybrain.context import Principal
@@ -39,9 +38,11 @@ router = APIRouter(prefix="/api/v1", tags=["identity 统一身份认证"])
 
 @router.post("/auth/token", response_model=TokenOut, summary="登录 Log in (OAuth2 password form)")
 def login(request: Request, response: Response, db: WriteDB,
-          form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> TokenOut:
+          username: Annotated[str, Form(min_length=1, max_length=60)],
+          password: Annotated[str, Form(min_length=1, max_length=200)],
+          grant_type: Annotated[str | None, Form(pattern="^password$")] = None) -> TokenOut:
     ip = request.client.host if request.client else None
-    token, _auth = service.login(db, username=form.username, password=form.password, ip=ip)
+    token, _auth = service.login(db, username=username, password=password, ip=ip)
     s = get_settings()
     response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict", max_age=s.token_max_hours * 3600)
     return TokenOut(access_token=token, expires_in=s.token_max_hours * 3600, idle_timeout=s.idle_timeout_minutes * 60)

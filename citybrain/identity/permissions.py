@@ -48,6 +48,7 @@ PERMISSIONS: dict[str, tuple[str, str]] = {
     "data.approve": ("审批共享申请", "Approve sharing requests"),
     "data.exchange": ("调用交换接口", "Query shared data"),
     "data.stats": ("查看交换统计", "View exchange statistics"),
+    "data.open": ("获取有条件开放数据", "Download conditionally open data (open-data keys only)"),
 }
 
 # The three administrators' permissions are theirs alone: no other role may be granted them.

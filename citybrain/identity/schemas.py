@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-
-from citybrain.identity.models import ORG_TYPES
 
 
 class TokenOut(BaseModel):
@@ -20,7 +19,8 @@ class OrgIn(BaseModel):
     code: str = Field(min_length=1, max_length=40)
     name: str = Field(min_length=1, max_length=100)
     name_en: str | None = Field(default=None, max_length=160)
-    type: str = Field(description=" | ".join(ORG_TYPES))
+    type: Literal["district", "department", "town", "community", "external"] = Field(
+        description="district 区政府 | department 委办局 | town 镇街 | community 社区/村 | external 外部单位")
     parent_id: int | None = None
     division_code: str | None = Field(default=None, pattern=r"^\d{6}(\d{3})?(\d{3})?$")
     credit_code: str | None = Field(default=None, max_length=18)

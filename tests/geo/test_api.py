@@ -45,10 +45,16 @@ def test_grids_limited_to_visible_area(client, as_role):
     code = r.json()["features"][0]["id"]
     r = client.get(f"/api/v1/geo/grids/{code}", headers=h)
     assert r.status_code == 200 and r.json()["properties"]["community_code"] == comm
-    for bad in ("1,2,3", "a,b,c,d", "113.6,22.7,113.5,22.8", "nan,1,2,3"):
+    for bad in ("1,2,3", "a,b,c,d", "nan,1,2,3", "1,2,3,4,5"):
         r = client.get("/api/v1/geo/grids", params={"bbox": bad}, headers=h)
         assert r.status_code == 422, bad
         assert r.json()["errors"][0]["field"] == "bbox" and r.json()["message_zh"]
+    # corners in either order; a far-away view is simply empty
+    flipped = ",".join(map(str, (view[2], view[3], view[0], view[1])))
+    r = client.get("/api/v1/geo/grids", params={"bbox": flipped}, headers=h)
+    assert {f["properties"]["code"] for f in r.json()["features"]} == expected
+    r = client.get("/api/v1/geo/grids", params={"bbox": "1e9,1,2e9,3"}, headers=h)
+    assert r.status_code == 200 and r.json()["features"] == []
 
 
 def test_locate_endpoint(client, as_role):

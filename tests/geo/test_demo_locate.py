@@ -149,12 +149,14 @@ def test_store_grids_invalidates_index(db):
     with db.read() as s:
         assert service.locate(s, lon=100.005, lat=10.005) is None
     with db.write() as s:
-        service.store_grids(s, grids=[{"code": "44011500100109", "name": "旧编码网格", "geometry": far}])
+        assert service.locate(s, lon=100.005, lat=10.005) is None
+        service.store_grids(s, grids=[{"code": "44011500100199", "name": "旧编码网格", "geometry": far}])
+        assert service.locate(s, lon=100.005, lat=10.005)["grid_code"] == "440115001001099"  # same transaction
         s.commit()
     with db.read() as s:
         hit = service.locate(s, lon=100.005, lat=10.005)
-        assert hit["grid_code"] == "440115001001009" and hit["community_code"] == "440115001001"
-        assert service.get_grid(s, code="44011500100109")["legacy_code"] == "44011500100109"
+        assert hit["grid_code"] == "440115001001099" and hit["community_code"] == "440115001001"
+        assert service.get_grid(s, code="44011500100199")["legacy_code"] == "44011500100199"
 
 
 def test_grid_codes_under_and_getters(db):
@@ -190,3 +192,33 @@ def test_postgis_agrees_with_index(db, demo_map):
         for x, y in pts:
             hit = service.locate(s, lon=x, lat=y)
             assert service.locate_postgis(s, lon=x, lat=y) == (hit and hit["grid_code"])
+
+
+def test_change_by_another_process_is_picked_up(db, monkeypatch):
+    """Another process (e.g. `citybrain geo import` beside the server) changes grids and the revision in SQL."""
+    from sqlalchemy import text
+
+    with db.read() as s:
+        assert service.locate(s, lon=100.005, lat=10.005) is None
+    poly = '{"type":"Polygon","coordinates":[[[100,10],[100.01,10],[100.01,10.01],[100,10.01],[100,10]]]}'
+    with db.write() as s:  # raw SQL: this process's caches are not told
+        s.execute(text(
+            "INSERT INTO geo_grid (code, name, community_code, town_code, district_code, geojson, min_lon, min_lat, "
+            "max_lon, max_lat, area_m2, props, updated_at) VALUES ('440115001001098', 'x', '440115001001', "
+            "'440115001', '440115', :g, 100, 10, 100.01, 10.01, 1, '{}', CURRENT_TIMESTAMP)"), {"g": poly})
+        s.execute(text("UPDATE geo_meta SET value = 'other-process' WHERE key = 'revision'"))
+        s.commit()
+    monkeypatch.setattr(service, "REVISION_TTL", 0.0)  # instead of waiting a second
+    with db.read() as s:
+        assert service.locate(s, lon=100.005, lat=10.005)["grid_code"] == "440115001001098"
+
+
+def test_parse_bbox():
+    assert service.parse_bbox("113.5,22.7,113.6,22.8") == (113.5, 22.7, 113.6, 22.8)
+    assert service.parse_bbox([113.6, 22.8, 113.5, 22.7]) == (113.5, 22.7, 113.6, 22.8)
+    assert service.parse_bbox(None) is None
+    from citybrain.errors import Invalid
+
+    for bad in ("1,2,3", "inf,1,2,3", "x,1,2,3", [1, 2, 3, float("nan")]):
+        with pytest.raises(Invalid):
+            service.parse_bbox(bad)

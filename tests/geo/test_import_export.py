@@ -141,3 +141,33 @@ def test_cli_import_export(db, tmp_path):
     r = runner.invoke(cli_app, ["geo", "import", str(bad), "--kind", "grid"])
     assert r.exit_code == 1 and "JSON" in r.output
     assert _audits(db, "geo.import")[0].actor == "system:cli"
+
+
+def test_odd_json_values_are_kept_not_crashing(db):
+    huge = 2**80
+    doc = fc(feature({"code": huge, "name": "大数"}, square(100, 10)),
+             feature({"code": f"{COMM}401", "name": "属性大数", "note": huge, "tags": [huge, "x"]}, square(100.5, 10)),
+             feature({"code": f"{COMM}402", "name": "坐标大数"},
+                     {"type": "Polygon", "coordinates": [[[huge, 0], [1, 0], [1, 1], [huge, 0]]]}))
+    with db.write() as s:
+        report = service.import_geojson(s, kind="grid", data=doc)
+    assert (report["created"], report["rejected"]) == (1, 2)
+    with db.read() as s:
+        assert service.get_grid(s, code=f"{COMM}401")["note"] == str(huge)
+        assert service.import_rejects(s, import_id=report["import_id"])[0]["feature"]["properties"]["code"] == huge
+
+
+def test_control_characters_and_surrogates(db):
+    doc = fc(feature({"code": f"{COMM}501", "name": "名\x00称"}, square(100, 10)),
+             feature({"code": f"{COMM}50\x00", "name": "x"}, square(100.1, 10)),
+             feature({"code": f"{COMM}502", "name": "ok", "note": "a\x00b\ud800", "\x00k": 1}, square(100.2, 10)),
+             feature({"code": "\ud800", "name": "y"}, square(100.3, 10)))
+    with db.write() as s:
+        report = service.import_geojson(s, kind="grid", data=doc, source="src\x00.geojson")
+    assert (report["created"], report["rejected"]) == (1, 3)
+    assert "control" in report["rejects"][0]["reason_en"]
+    with db.read() as s:
+        g = service.get_grid(s, code=f"{COMM}502")
+        assert g["note"] == "ab?" and g["k"] == 1
+        assert service.list_imports(s)[0]["source"] == "src.geojson"
+        assert len(service.import_rejects(s, import_id=report["import_id"])) == 3

@@ -1,0 +1,237 @@
+"""`citybrain bench cases`: intake + auto-dispatch rate, evaluation time and list latency over a large history.
+
+Full: 1,000,000 closed cases pre-loaded into SQLite with a bulk generator (SQLAlchemy Core executemany);
+`--quick`: 20,000. A baseline in the same process inserts the same rows with raw sqlite3 executemany.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import sqlite3
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from citybrain import clock, context
+from citybrain import demo_district as dd
+from citybrain.context import SYSTEM
+
+CATS = [("06010", "暴露垃圾", "城管"), ("07001", "非法小广告", "城管"), ("09009", "机动车乱停放", "交通"),
+        ("06036", "乱堆杂物", "城管"), ("01002", "污水井盖异常", "水务"), ("06028", "噪声扰民", "生态环境"),
+        ("08004", "工地扬尘", "住建"), ("01037", "路灯异常", "城管"), ("06013", "道路破损", "城管"),
+        ("09015", "无证餐饮", "市场监管")]
+SOURCES = ["patrol"] * 6 + ["hotline"] * 3 + ["web", "iot"]
+
+
+def _pct(values: list[float], p: float) -> float:
+    if not values:
+        return 0.0
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def _rows(n: int, orgs: dict[str, int], now: dt.datetime, rnd: random.Random, start_id: int = 1):
+    """Closed cases spread over the two years before `now`, as dicts for executemany."""
+    span = 730 * 86400
+    communities = dd.COMMUNITIES
+    for i in range(start_id, start_id + n):
+        c = communities[rnd.randrange(len(communities))]
+        code, name, dept = CATS[rnd.randrange(len(CATS))]
+        rep = now - dt.timedelta(seconds=rnd.randrange(span) + 86400 * 3)
+        disp = rep + dt.timedelta(minutes=rnd.randint(1, 90))
+        deadline = disp + dt.timedelta(hours=rnd.choice((4, 8, 24, 72)))
+        handled = disp + dt.timedelta(minutes=rnd.randint(30, 5000))
+        closed = handled + dt.timedelta(minutes=rnd.randint(10, 600))
+        src = SOURCES[rnd.randrange(len(SOURCES))]
+        rating = rnd.choice((None, None, "satisfied", "satisfied", "basic", "dissatisfied")) \
+            if src in ("hotline", "web") else None
+        yield {
+            "id": i, "ticket": f"B{i:010d}", "source": src, "title": name, "description": "",
+            "dictionary_code": "gbt47678.5-2026", "category_kind": "event", "category_code": code,
+            "category_name": name, "urgent": False, "lon": round(rnd.uniform(dd.BBOX[0], dd.BBOX[2]), 6),
+            "lat": round(rnd.uniform(dd.BBOX[1], dd.BBOX[3]), 6), "grid_code": f"{c.code}{rnd.randint(1, 4):03d}",
+            "community_code": c.code, "town_code": c.town_code, "community_org_id": orgs.get(c.code),
+            "town_org_id": orgs.get(c.town_code), "status": "closed", "dept_org_id": orgs.get(dept),
+            "limit_value": 1.0, "limit_unit": "work_days", "reported_at": rep, "filed_at": rep,
+            "dispatched_at": disp, "deadline_at": deadline, "handled_at": handled, "verified_at": closed,
+            "closed_at": closed, "dispatched_on_time": disp - rep < dt.timedelta(minutes=60),
+            "handled_on_time": handled <= deadline, "overdue": handled > deadline, "warned": True,
+            "supervision_level": 0, "rework_count": 1 if rnd.random() < 0.06 else 0,
+            "return_count": 1 if rnd.random() < 0.03 else 0, "extension_count": 0, "reopen_count": 0,
+            "repeat_count": 0, "rating": rating, "rating_contacted": True if rating else None,
+            "rating_resolved": (rating != "dissatisfied") if rating else None, "rated_at": closed if rating else None,
+            "reporter_phone": "13900000000" if src in ("hotline", "web") else None, "updated_at": closed,
+        }
+
+
+def bench_cases(quick: bool = False) -> dict[str, Any]:
+    """Case intake + auto-dispatch over a large closed-case history; evaluation and list latency."""
+    from sqlalchemy import insert
+
+    from citybrain import modules
+    from citybrain.app import startup
+    from citybrain.cases import analytics, demo, service
+    from citybrain.cases.models import Case
+    from citybrain.config import Settings, configure
+    from citybrain.db import Database, set_db
+    from citybrain.identity import service as identity
+
+    n_pre = 20_000 if quick else 1_000_000
+    n_new = 1000 if quick else 10_000
+    n_single = 200 if quick else 1000
+    rnd = random.Random(7)
+    tmp = Path(tempfile.mkdtemp(prefix="cb-bench-cases-"))
+    db = Database(configure(Settings(data_dir=tmp, secret_key="bench-secret-" + "x" * 32)))
+    set_db(db)
+    context.set_principal(SYSTEM)
+    startup(db)
+    from citybrain.cases import startup as cases_startup
+
+    cases_startup.stop(db)  # no background sweep during the measurement
+    modules.part("identity", "demo").seed(db)
+    demo.seed_config(db)
+    with db.read() as s:
+        orgs = {o.code: o.id for o in identity.list_orgs(s)}
+        for d in dd.DEPARTMENTS:
+            orgs[d.short] = orgs.get(d.code)
+        operator = identity.principal_for_user(s, user=identity.user_by_username(s, username="operator"))
+    now = clock.now()
+
+    # 1. bulk load (SQLAlchemy Core executemany, batches of 20,000, one transaction each); the secondary
+    #    indexes are dropped for the load and rebuilt after it, as any bulk loader does
+    from sqlalchemy import text
+
+    t0 = time.perf_counter()
+    with db.write_engine.begin() as conn:
+        idx_sql = [r[0] for r in conn.execute(text(
+            "SELECT sql FROM sqlite_master WHERE type='index' AND tbl_name='cases_case' AND sql IS NOT NULL "
+            "AND name LIKE 'ix_%'"))]
+        for name in [r[0] for r in conn.execute(text(
+                "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='cases_case' AND name LIKE 'ix_%'"))]:
+            conn.execute(text(f'DROP INDEX "{name}"'))
+    batch: list[dict] = []
+    stmt = insert(Case.__table__)
+    for row in _rows(n_pre, orgs, now, rnd):
+        batch.append(row)
+        if len(batch) == 20_000:
+            with db.write_engine.begin() as conn:
+                conn.execute(stmt, batch)
+            batch = []
+    if batch:
+        with db.write_engine.begin() as conn:
+            conn.execute(stmt, batch)
+    with db.write_engine.begin() as conn:
+        for sql in idx_sql:
+            conn.execute(text(sql))
+        conn.execute(text("ANALYZE cases_case"))
+    load_s = time.perf_counter() - t0
+
+    # baseline: raw sqlite3 executemany of the same rows into a copy of the table (same indexes)
+    n_base = min(n_pre, 100_000)
+    raw = sqlite3.connect(tmp / "baseline.db")
+    src = sqlite3.connect(tmp / "citybrain.db")
+    for (sql,) in src.execute("SELECT sql FROM sqlite_master WHERE tbl_name='cases_case' AND sql IS NOT NULL"):
+        raw.execute(sql)
+    src.close()
+    rows = list(_rows(n_base, orgs, now, random.Random(8)))
+    cols = list(rows[0])
+    sql = f"INSERT INTO cases_case ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})"
+
+    def conv(v):
+        return v.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ") if isinstance(v, dt.datetime) else v
+
+    t0 = time.perf_counter()
+    raw.executemany(sql, ([conv(r[c]) for c in cols] for r in rows))
+    raw.commit()
+    base_s = time.perf_counter() - t0
+    raw.close()
+
+    # 2a. create + auto-dispatch through the batch intake (50 cases per request, one transaction each)
+    codes = [c[0] for c in CATS]
+
+    def item(i: int) -> dict[str, Any]:
+        c = dd.COMMUNITIES[i % len(dd.COMMUNITIES)]
+        return {"source": "api", "title": "压测案件", "category_code": codes[i % len(codes)],
+                "lon": 113.5 + (i % 100) * 0.001, "lat": 22.75 + (i % 70) * 0.001, "grid_code": f"{c.code}001",
+                "external_ref": f"bench-{i}"}
+
+    batch_size = 20
+    lat: list[float] = []
+    t_all = time.perf_counter()
+    for b in range(n_new // batch_size):
+        items = [item(b * batch_size + k) for k in range(batch_size)]
+        t = time.perf_counter()
+        with db.write() as s:
+            service.report_batch(s, principal=operator, items=items)
+        lat.append((time.perf_counter() - t) * 1000)
+    total_s = time.perf_counter() - t_all
+
+    # 2b. the same, one case per transaction (interactive intake: report -> file -> dispatch, each audited)
+    single_lat: list[float] = []
+    t_single = time.perf_counter()
+    for i in range(n_single):
+        c = dd.COMMUNITIES[i % len(dd.COMMUNITIES)]
+        t = time.perf_counter()
+        with db.write() as s:
+            service.report(s, principal=operator, source="superior", title="压测案件", category_code=codes[i % len(codes)],
+                           lon=113.5 + (i % 100) * 0.001, lat=22.75 + (i % 70) * 0.001,
+                           grid_code=f"{c.code}001")
+        single_lat.append((time.perf_counter() - t) * 1000)
+    single_s = time.perf_counter() - t_single
+
+    # 3. one month's evaluation of all departments
+    month_end = now
+    month_start = now - dt.timedelta(days=30)
+    t0 = time.perf_counter()
+    with db.read() as s:
+        res = analytics.evaluate(s, principal=SYSTEM, group_by="dept", start=month_start, end=month_end)
+    report_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with db.read() as s:
+        analytics.evaluate(s, principal=SYSTEM, group_by="town", start=month_start, end=month_end)
+    report_town_s = time.perf_counter() - t0
+
+    # 4. filtered lists (status, department, grid, category, overdue), 50 per page with the capped count
+    list_lat: list[float] = []
+    depts = [orgs[d.code] for d in dd.DEPARTMENTS[1:6]]
+    filters = []
+    for k in range(20):
+        comm = dd.COMMUNITIES[k * 3 % len(dd.COMMUNITIES)]
+        filters += [{"status": ["closed"]}, {"status": ["dispatched"]}, {"dept_org_id": depts[k % len(depts)]},
+                    {"grid_code": f"{comm.code}00{1 + k % 4}"}, {"category_code": codes[k % len(codes)]},
+                    {"overdue": True}, {"status": ["closed"], "dept_org_id": depts[k % len(depts)]},
+                    {"category_code": codes[k % len(codes)], "overdue": True}]
+    with db.read() as s:
+        for f in filters:
+            t = time.perf_counter()
+            service.list_cases(s, principal=operator, limit=50, **f)
+            list_lat.append((time.perf_counter() - t) * 1000)
+    db.dispose()
+    set_db(None)
+    configure(None)
+    return {
+        "cases_per_s": round(n_new / total_s, 1),
+        "p99_ms": round(_pct(lat, 99), 2),
+        "p50_ms": round(_pct(lat, 50), 2),
+        "batch_size": batch_size,
+        "single_cases_per_s": round(n_single / single_s, 1),
+        "single_p99_ms": round(_pct(single_lat, 99), 2),
+        "single_p50_ms": round(_pct(single_lat, 50), 2),
+        "report_s": round(report_s, 3),
+        "report_town_s": round(report_town_s, 3),
+        "list_p95_ms": round(_pct(list_lat, 95), 2),
+        "list_p50_ms": round(statistics.median(list_lat), 2),
+        "preloaded_cases": n_pre,
+        "new_cases": n_new,
+        "departments_evaluated": len([r for r in res["rows"] if r["key"] is not None]),
+        "bulk_load_rows_per_s": round(n_pre / load_s),
+        "baseline_sqlite3_rows_per_s": round(n_base / base_s),
+        "backend": "sqlite",
+        "data_dir": str(tmp),
+    }
+
+
+BENCHES = {"cases": bench_cases}

@@ -1,0 +1,439 @@
+"""Data hub API: catalogue, collection, sharing and exchange under /api/v1/data; the public open-data API
+under /api/v1/open (no login); CKAN Action API compatibility under /api/3/action."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from citybrain.context import Principal
+from citybrain.data import schemas as sc
+from citybrain.data import service
+from citybrain.deps import ReadDB, WriteDB, optional_principal, require
+from citybrain.errors import Invalid, NotFound, PayloadTooLarge, Problem
+
+router = APIRouter(prefix="/api/v1/data", tags=["data 数据共享交换"])
+open_router = APIRouter(prefix="/api/v1/open", tags=["open 数据开放 (public)"])
+ckan_router = APIRouter(prefix="/api/3/action", tags=["open 数据开放 (public)"])
+# CKAN serves its Action API at /api/action too (the `ckanapi` client calls that path)
+ckan_router_unversioned = APIRouter(prefix="/api/action", tags=["open 数据开放 (public)"])
+routers = [router, open_router, ckan_router, ckan_router_unversioned]
+
+MAX_UPLOAD = 200 * 1024 * 1024
+
+
+class ORJSONResponse(Response):
+    """JSON rendered with orjson (dates, datetimes and non-ASCII text as is)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, default=str)
+
+
+def _json(doc: Any, status: int = 200) -> ORJSONResponse:
+    return ORJSONResponse(doc, status_code=status)
+
+
+# --- catalogue --------------------------------------------------------------------------------------------------------
+
+
+@router.get("/resources", summary="资源目录检索 Search the catalogue")
+def list_resources(db: ReadDB, who: Principal = Depends(require("data.catalog.read")),
+                   q: str | None = Query(None, max_length=100), classification: str | None = None,
+                   share_type: str | None = None, open_type: str | None = None, provider_code: str | None = None,
+                   status: str | None = "published", base_table: str | None = None,
+                   limit: int = Query(20, ge=1, le=200), offset: int = Query(0, ge=0)) -> ORJSONResponse:
+    total, items = service.list_resources(db, q=q, classification=classification, share_type=share_type,
+                                          open_types=[open_type] if open_type else None,
+                                          provider_code=provider_code, status=status or None,
+                                          base_table=base_table, limit=limit, offset=offset)
+    return _json({"total": total, "items": items})
+
+
+@router.post("/resources", status_code=201, summary="编目 Register a resource")
+def create_resource(body: sc.ResourceIn, db: WriteDB,
+                    who: Principal = Depends(require("data.catalog.manage"))) -> ORJSONResponse:
+    data = body.model_dump(exclude={"provider_code", "publish"})
+    data["items"] = [it.model_dump(exclude_none=True) for it in body.items]
+    r = service.create_resource(db, principal=who, data=data, provider_code=body.provider_code,
+                                publish=body.publish)
+    return _json(service.get_resource(db, code=r.code), 201)
+
+
+@router.get("/resources/{code}", summary="资源详情 One resource")
+def get_resource(code: str, db: ReadDB, who: Principal = Depends(require("data.catalog.read"))) -> ORJSONResponse:
+    return _json(service.get_resource(db, code=code))
+
+
+@router.patch("/resources/{code}", summary="修改资源 Change a resource (new version)")
+def update_resource(code: str, body: sc.ResourcePatch, db: WriteDB,
+                    who: Principal = Depends(require("data.catalog.manage"))) -> ORJSONResponse:
+    changes = body.model_dump(exclude_none=True)
+    if body.items is not None:
+        changes["items"] = [it.model_dump(exclude_none=True) for it in body.items]
+    service.update_resource(db, principal=who, code=code, changes=changes)
+    return _json(service.get_resource(db, code=code))
+
+
+@router.get("/resources/{code}/versions", summary="资源版本 Versions")
+def versions(code: str, db: ReadDB, who: Principal = Depends(require("data.catalog.read"))) -> ORJSONResponse:
+    return _json(service.resource_versions(db, code=code))
+
+
+@router.get("/catalog/stats", summary="目录统计 Catalogue statistics")
+def catalog_stats(db: ReadDB, who: Principal = Depends(require("data.catalog.read"))) -> ORJSONResponse:
+    return _json(service.catalog_stats(db))
+
+
+# --- collection -------------------------------------------------------------------------------------------------------
+
+
+@router.post("/resources/{code}/records", summary="推送数据 Push records (upsert by key)")
+async def push_records(code: str, request: Request, db: WriteDB,
+                       who: Principal = Depends(require("data.load"))) -> ORJSONResponse:
+    body = await request.body()
+    if len(body) > MAX_UPLOAD:
+        raise PayloadTooLarge()
+    try:
+        doc = orjson.loads(body or b"null")
+    except orjson.JSONDecodeError:
+        raise Invalid("请求体不是合法 JSON", "The body is not valid JSON") from None
+    rows = doc.get("records") if isinstance(doc, dict) else doc
+    if not isinstance(rows, list):
+        raise Invalid("请提交记录数组或 {\"records\": [...]}", "Send a JSON array or {\"records\": [...]}",
+                      errors=[{"field": "records", "message": "array expected"}])
+    rows = [r if isinstance(r, dict) else {"__invalid__": r} for r in rows]
+    from starlette.concurrency import run_in_threadpool
+
+    load = await run_in_threadpool(service.load_records, db, principal=who, code=code, rows=rows, source="api")
+    return _json(service.load_dict(load), 201)
+
+
+@router.post("/resources/{code}/upload", summary="上传文件归集 Upload CSV / JSON / XLSX")
+def upload(code: str, db: WriteDB, file: Annotated[UploadFile, File()],
+           who: Principal = Depends(require("data.load"))) -> ORJSONResponse:
+    content = file.file.read(MAX_UPLOAD + 1)
+    if len(content) > MAX_UPLOAD:
+        raise PayloadTooLarge()
+    rows = service.read_upload(file.filename or "upload.csv", content)
+    load = service.load_records(db, principal=who, code=code, rows=rows, source=f"file:{file.filename}")
+    return _json(service.load_dict(load), 201)
+
+
+@router.get("/resources/{code}/loads", summary="归集批次 Loads of a resource")
+def loads(code: str, db: ReadDB, who: Principal = Depends(require("data.load"))) -> ORJSONResponse:
+    return _json(service.list_loads(db, principal=who, code=code))
+
+
+@router.get("/loads/{load_id}", summary="质量报告 A load's quality report")
+def get_load(load_id: int, db: ReadDB, who: Principal = Depends(require("data.load"))) -> ORJSONResponse:
+    return _json(service.load_dict(service.get_load(db, principal=who, load_id=load_id)))
+
+
+@router.get("/loads/{load_id}/rejects", summary="问题数据 Rejected rows with reasons")
+def rejects(load_id: int, db: ReadDB, who: Principal = Depends(require("data.load")),
+            limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> ORJSONResponse:
+    return _json(service.load_rejects(db, principal=who, load_id=load_id, limit=limit, offset=offset))
+
+
+# --- sharing ------------------------------------------------------------------------------------------------------------
+
+
+@router.post("/requests", status_code=201, summary="共享申请 Request a resource")
+def create_request(body: sc.RequestIn, db: WriteDB,
+                   who: Principal = Depends(require("data.request"))) -> ORJSONResponse:
+    req = service.create_request(db, principal=who, code=body.resource_code, fields=body.fields,
+                                 unmasked_fields=body.unmasked_fields, purpose=body.purpose,
+                                 legal_basis=body.legal_basis, valid_from=body.valid_from, valid_to=body.valid_to)
+    return _json(service.get_request(db, principal=who, request_id=req.id), 201)
+
+
+@router.get("/requests", summary="共享申请列表 Requests sent or received")
+def list_requests(db: ReadDB, who: Principal = Depends(require("data.catalog.read")),
+                  direction: str = Query("all", pattern="^(all|incoming|outgoing)$"), status: str | None = None,
+                  overdue: bool | None = None, limit: int = Query(50, ge=1, le=200),
+                  offset: int = Query(0, ge=0)) -> ORJSONResponse:
+    total, items = service.list_requests(db, principal=who, direction=direction, status=status, overdue=overdue,
+                                         limit=limit, offset=offset)
+    return _json({"total": total, "items": items})
+
+
+@router.get("/requests/{request_id}", summary="申请详情 One request")
+def get_request(request_id: int, db: ReadDB,
+                who: Principal = Depends(require("data.catalog.read"))) -> ORJSONResponse:
+    return _json(service.get_request(db, principal=who, request_id=request_id))
+
+
+@router.post("/requests/{request_id}/decision", summary="审批 Approve or refuse (provider)")
+def decide(request_id: int, body: sc.DecisionIn, db: WriteDB,
+           who: Principal = Depends(require("data.approve"))) -> ORJSONResponse:
+    service.decide_request(db, principal=who, request_id=request_id, approve=body.approve, reason=body.reason,
+                           fields=body.fields, unmasked_fields=body.unmasked_fields, valid_to=body.valid_to)
+    return _json(service.get_request(db, principal=who, request_id=request_id))
+
+
+@router.post("/requests/{request_id}/withdraw", summary="撤回申请 Withdraw a pending request")
+def withdraw(request_id: int, db: WriteDB, who: Principal = Depends(require("data.request"))) -> ORJSONResponse:
+    service.withdraw_request(db, principal=who, request_id=request_id)
+    return _json(service.get_request(db, principal=who, request_id=request_id))
+
+
+@router.get("/grants", summary="共享授权 Grants held or given")
+def grants(db: ReadDB, who: Principal = Depends(require("data.catalog.read")),
+           active_only: bool = True) -> ORJSONResponse:
+    return _json(service.list_grants(db, principal=who, active_only=active_only))
+
+
+@router.post("/grants/{grant_id}/revoke", summary="撤销授权 Revoke a grant (provider)")
+def revoke(grant_id: int, body: sc.ReasonIn, db: WriteDB,
+           who: Principal = Depends(require("data.approve"))) -> ORJSONResponse:
+    return _json(service.grant_dict(service.revoke_grant(db, principal=who, grant_id=grant_id,
+                                                         reason=body.reason)))
+
+
+# --- exchange -----------------------------------------------------------------------------------------------------------
+
+
+def _fields(fields: str | None) -> list[str] | None:
+    return [f.strip() for f in fields.split(",") if f.strip()] if fields else None
+
+
+@router.get("/exchange/{code}/records/{key}", summary="按主键查询 Get one record by key")
+def exchange_get(code: str, key: str, db: ReadDB, who: Principal = Depends(require("data.exchange")),
+                 fields: str | None = Query(None, max_length=2000)) -> ORJSONResponse:
+    return _json(service.exchange(db, principal=who, code=code, op="get", key=key, fields=_fields(fields)))
+
+
+@router.post("/exchange/{code}/query", summary="条件查询 Query with filters and paging")
+def exchange_query(code: str, body: sc.QueryIn, db: ReadDB,
+                   who: Principal = Depends(require("data.exchange"))) -> ORJSONResponse:
+    return _json(service.exchange(db, principal=who, code=code, op="query", filters=body.filters,
+                                  fields=body.fields, page=body.page, page_size=body.page_size))
+
+
+@router.get("/exchange/{code}/records", summary="条件查询 Query (filters as query parameters)")
+def exchange_query_get(code: str, request: Request, db: ReadDB,
+                       who: Principal = Depends(require("data.exchange")),
+                       fields: str | None = Query(None, max_length=2000), page: int = Query(1, ge=1),
+                       page_size: int = Query(100, ge=1, le=1000)) -> ORJSONResponse:
+    filters = {k: v for k, v in request.query_params.items() if k not in ("fields", "page", "page_size")}
+    return _json(service.exchange(db, principal=who, code=code, op="query", filters=filters,
+                                  fields=_fields(fields), page=page, page_size=page_size))
+
+
+@router.get("/exchange/{code}/changes", summary="增量获取 Changes since a cursor")
+def exchange_changes(code: str, db: ReadDB, who: Principal = Depends(require("data.exchange")),
+                     cursor: str = Query("0", max_length=20), limit: int = Query(100, ge=1, le=1000),
+                     fields: str | None = Query(None, max_length=2000)) -> ORJSONResponse:
+    return _json(service.exchange(db, principal=who, code=code, op="pull", cursor=cursor, limit=limit,
+                                  fields=_fields(fields)))
+
+
+@router.get("/exchange-log", summary="交换日志 Exchange log")
+def exchange_log(db: ReadDB, who: Principal = Depends(require("data.stats")), code: str | None = None,
+                 limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> ORJSONResponse:
+    return _json(service.exchange_log(db, principal=who, code=code, limit=limit, offset=offset))
+
+
+@router.get("/stats/exchange", summary="交换统计 Exchange statistics")
+def exchange_stats(db: ReadDB, who: Principal = Depends(require("data.stats")),
+                   days: int = Query(7, ge=1, le=366)) -> ORJSONResponse:
+    return _json(service.exchange_stats(db, principal=who, days=days))
+
+
+@router.get("/ioc", summary="运行态势 IOC summary of the data hub")
+def ioc(db: ReadDB, who: Principal = Depends(require("ioc.view"))) -> ORJSONResponse:
+    return _json(service.ioc_summary(db))
+
+
+# --- open data (public) ------------------------------------------------------------------------------------------------
+
+
+@open_router.get("/resources", summary="开放数据目录 Browse and search open data")
+def open_list(db: ReadDB, q: str | None = Query(None, max_length=100), limit: int = Query(20, ge=1, le=100),
+              offset: int = Query(0, ge=0)) -> ORJSONResponse:
+    total, items = service.open_list(db, q=q, limit=limit, offset=offset)
+    return _json({"total": total, "items": items})
+
+
+@open_router.get("/catalog.jsonld", summary="DCAT JSON-LD 目录 DCAT export")
+def dcat(request: Request, db: ReadDB) -> Response:
+    doc = service.dcat_catalog(db, base_url=str(request.base_url).rstrip("/"))
+    return Response(orjson.dumps(doc), media_type="application/ld+json")
+
+
+@open_router.get("/resources/{code}", summary="开放数据详情 One open dataset")
+def open_get(code: str, db: ReadDB) -> ORJSONResponse:
+    r = service.get_resource(db, code=code)
+    if r["status"] != "published" or r["open_type"] == "closed":
+        raise NotFound(f"开放数据 {code} 不存在", f"Open dataset {code} does not exist", code="resource_not_found")
+    r["items"] = [it for it in r["items"] if it.get("grade") == "public"]
+    r.pop("legal_basis", None)
+    return _json(r)
+
+
+@open_router.get("/resources/{code}/preview", summary="数据预览 Preview (first rows)")
+def open_preview(code: str, db: ReadDB, who: Principal = Depends(optional_principal),
+                 limit: int = Query(20, ge=1, le=100)) -> ORJSONResponse:
+    fields, rows = service.open_rows(db, code=code, principal=who, limit=limit)
+    return _json({"fields": fields, "records": list(rows)})
+
+
+@open_router.get("/resources/{code}/download.{fmt}", summary="下载 Download CSV or JSON")
+def open_download(code: str, fmt: str, db: ReadDB, who: Principal = Depends(optional_principal)) -> Response:
+    if fmt not in ("csv", "json"):
+        raise NotFound("只支持 csv 或 json 下载", "Only csv and json downloads exist", code="bad_format")
+    fields, rows = service.open_rows(db, code=code, principal=who)
+    principal = who if who.kind != "anonymous" else None
+
+    def gen_csv():
+        n = 0
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+        buf.write("\ufeff")
+        w.writeheader()
+        try:
+            for row in rows:
+                w.writerow(row)
+                n += 1
+                if buf.tell() > 65536:
+                    yield buf.getvalue().encode()
+                    buf.seek(0)
+                    buf.truncate()
+            yield buf.getvalue().encode()
+        finally:
+            service.log_open_download(code=code, records=n, principal=principal)
+
+    def gen_json():
+        n = 0
+        yield b'{"resource":' + orjson.dumps(code) + b',"fields":' + orjson.dumps(fields) + b',"records":['
+        try:
+            for row in rows:
+                yield (b"," if n else b"") + orjson.dumps(row)
+                n += 1
+            yield b"]}"
+        finally:
+            service.log_open_download(code=code, records=n, principal=principal)
+
+    name = service.ckan_name(code)
+    if fmt == "csv":
+        return StreamingResponse(gen_csv(), media_type="text/csv; charset=utf-8",
+                                 headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
+    return StreamingResponse(gen_json(), media_type="application/json",
+                             headers={"Content-Disposition": f'attachment; filename="{name}.json"'})
+
+
+@open_router.post("/resources/{code}/keys", status_code=201, summary="申请开放数据密钥 Apply for a key")
+def open_key(code: str, body: sc.OpenKeyIn, db: WriteDB) -> ORJSONResponse:
+    key = service.apply_open_key(db, code=code, applicant=body.applicant, contact=body.contact,
+                                 purpose=body.purpose)
+    return _json({"key": key, "resource": code,
+                  "note_zh": "密钥只显示一次，请妥善保存；调用时放在 X-API-Key 请求头",
+                  "note_en": "The key is shown once; send it in the X-API-Key header"}, 201)
+
+
+# --- CKAN Action API ------------------------------------------------------------------------------------------------------
+
+
+def _ckan_error(status: int, kind: str, message: str, message_zh: str | None = None) -> JSONResponse:
+    """A CKAN error envelope (what CKAN clients parse) that also carries the problem+json members."""
+    return JSONResponse({"help": "", "success": False, "error": {"__type": kind, "message": message},
+                         "type": f"urn:citybrain:problem:ckan_{status}", "title": kind, "status": status,
+                         "detail": message, "message_zh": message_zh or message, "message_en": message},
+                        status_code=status)
+
+
+@ckan_router_unversioned.api_route("/{action}", methods=["GET", "POST"], summary="CKAN Action API (subset)")
+@ckan_router.api_route("/{action}", methods=["GET", "POST"], summary="CKAN Action API (subset)")
+async def ckan_action(action: str, request: Request) -> Response:
+    from starlette.concurrency import run_in_threadpool
+
+    params: dict[str, Any] = dict(request.query_params)
+    if request.method == "POST":
+        body = await request.body()
+        if body:
+            try:
+                doc = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                form = await request.form()
+                doc = dict(form)
+            if isinstance(doc, dict):
+                params.update(doc)
+    base = str(request.base_url).rstrip("/")
+    help_url = f"{base}/api/3/action/help_show?name={action}"
+    try:
+        result = await run_in_threadpool(_ckan_call, action, params, base)
+    except Problem as p:
+        return _ckan_error(p.status, "Not Found Error" if p.status == 404 else "Validation Error", p.detail_en,
+                           p.detail_zh)
+    if result is _UNKNOWN:
+        return _ckan_error(400, "Bad Request", f"Action name not known: {action}", f"不支持的接口：{action}")
+    return Response(orjson.dumps({"help": help_url, "success": True, "result": result}, default=str),
+                    media_type="application/json")
+
+
+_UNKNOWN = object()
+
+
+def _int(params: dict[str, Any], name: str, default: int, hi: int) -> int:
+    try:
+        return max(0, min(int(params.get(name, default)), hi))
+    except (TypeError, ValueError):
+        raise Invalid(f"{name} 须为整数", f"{name} must be an integer") from None
+
+
+def _ckan_call(action: str, params: dict[str, Any], base: str) -> Any:
+    from citybrain.db import get_db
+
+    with get_db().read() as db:
+        if action == "package_list":
+            limit, offset = _int(params, "limit", 1000, 1000), _int(params, "offset", 0, 10**9)
+            _t, rows = service.open_list(db, limit=max(1, limit), offset=offset)
+            names = [service.ckan_name(r["code"]) for r in rows]
+            return names if limit else []
+        if action == "package_show":
+            ident = str(params.get("id") or params.get("name_or_id") or "")
+            total, rows = service.open_list(db, limit=100)
+            offset = 100
+            while len(rows) < total:
+                rows += service.open_list(db, limit=100, offset=offset)[1]
+                offset += 100
+            for r in rows:
+                if ident in (r["code"], service.ckan_name(r["code"])):
+                    return service.ckan_package(r, base)
+            raise NotFound("未找到数据集", "Not found")
+        if action == "package_search":
+            q = str(params.get("q") or "").strip()
+            if q in ("*:*", "*"):
+                q = ""
+            rows_n, start = _int(params, "rows", 10, 1000), _int(params, "start", 0, 10**9)
+            total, rows = service.open_list(db, q=q or None, limit=max(1, rows_n), offset=start)
+            return {"count": total, "results": [service.ckan_package(r, base) for r in rows] if rows_n else [],
+                    "sort": "score desc, metadata_modified desc", "facets": {}, "search_facets": {}}
+        if action == "organization_list":
+            total, rows = service.open_list(db, limit=100)
+            offset = 100
+            while len(rows) < total:
+                rows += service.open_list(db, limit=100, offset=offset)[1]
+                offset += 100
+            orgs: dict[str, dict[str, Any]] = {}
+            for r in rows:
+                o = orgs.setdefault(r["provider_code"], {
+                    "id": r["provider_code"], "name": service.ckan_name(r["provider_code"]),
+                    "title": r.get("provider_name") or r["provider_code"], "display_name":
+                        r.get("provider_name") or r["provider_code"], "type": "organization", "state": "active",
+                    "is_organization": True, "package_count": 0})
+                o["package_count"] += 1
+            all_fields = str(params.get("all_fields", "")).lower() in ("true", "1")
+            out = sorted(orgs.values(), key=lambda o: o["name"])
+            return out if all_fields else [o["name"] for o in out]
+        if action == "status_show":
+            return {"site_title": "CityBrain 政务数据开放", "ckan_version": "2.10.0", "api_version": 3,
+                    "extensions": ["citybrain"], "locale_default": "zh_Hans_CN"}
+    return _UNKNOWN

@@ -1,0 +1,212 @@
+"""`citybrain bench exchange`: loading population rows under every quality rule, and masked exchange queries
+(pages of 100) with logging, each against a baseline measured in the same process."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from citybrain import codes, context
+from citybrain.config import Settings, configure
+from citybrain.context import SYSTEM
+from citybrain.db import Database, set_db
+
+POP = "440115-1-01-001-0001"
+PORT = 8152
+
+
+def _people(n: int) -> tuple[list[str], Any]:
+    """Distinct valid ID numbers and a generator of full rows over them (values from small pools)."""
+    from citybrain.data import demo
+
+    pool = list(demo.population_rows(5000, seed=41))
+    base = dt.date(1940, 1, 1).toordinal()
+    span = dt.date(2020, 12, 31).toordinal() - base
+    ids, births = [], []
+    for i in range(n):
+        born = dt.date.fromordinal(base + (i * 7919) % span)
+        ids.append(codes.make_id_number("440115", born, (i // span) % 1000))
+        births.append(born.isoformat())
+
+    def rows():
+        for i, idn in enumerate(ids):
+            p = pool[i % 5000]
+            yield {"id_number": idn, "name": p["name"], "gender": codes.id_gender(idn), "birth_date": births[i],
+                   "ethnicity": p["ethnicity"], "household_address": p["household_address"],
+                   "residence_address": p["residence_address"], "phone": p["phone"], "area_code": "440115"}
+
+    return ids, rows
+
+
+def _baseline_sqlite(rows, path: Path) -> float:
+    """Rows per second of raw sqlite3 executemany into the same columns (no validation, no upsert)."""
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=NORMAL")
+    con.execute("PRAGMA cache_size=-262144")  # the same page cache the loader uses
+    con.execute("CREATE TABLE p (id INTEGER PRIMARY KEY, id_number TEXT UNIQUE, name TEXT, gender TEXT, "
+                "birth_date TEXT, ethnicity TEXT, household_address TEXT, residence_address TEXT, phone TEXT, "
+                "area_code TEXT)")
+    t0 = time.perf_counter()
+    n = 0
+    batch = []
+    for r in rows():
+        batch.append(tuple(r.values()))
+        if len(batch) == 5000:
+            con.executemany("INSERT INTO p (id_number, name, gender, birth_date, ethnicity, household_address, "
+                            "residence_address, phone, area_code) VALUES (?,?,?,?,?,?,?,?,?)", batch)
+            con.commit()
+            n += len(batch)
+            batch = []
+    if batch:
+        con.executemany("INSERT INTO p (id_number, name, gender, birth_date, ethnicity, household_address, "
+                        "residence_address, phone, area_code) VALUES (?,?,?,?,?,?,?,?,?)", batch)
+        con.commit()
+        n += len(batch)
+    el = time.perf_counter() - t0
+    con.close()
+    return n / el
+
+
+def _hammer(fn, threads: int, seconds: float) -> tuple[float, float, int]:
+    """Call fn from `threads` threads for `seconds`; returns (calls/s, p99 ms, errors)."""
+    lat: list[list[float]] = [[] for _ in range(threads)]
+    errors = [0] * threads
+    stop = time.perf_counter() + seconds
+
+    def work(i: int) -> None:
+        rng = random.Random(i)
+        out = lat[i]
+        while time.perf_counter() < stop:
+            t = time.perf_counter()
+            try:
+                fn(rng)
+            except Exception:  # noqa: BLE001 - counted
+                errors[i] += 1
+            out.append(time.perf_counter() - t)
+
+    t0 = time.perf_counter()
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    el = time.perf_counter() - t0
+    all_lat = sorted(x for lst in lat for x in lst)
+    p99 = all_lat[int(len(all_lat) * 0.99) - 1] * 1000 if all_lat else 0.0
+    return len(all_lat) / el, p99, sum(errors)
+
+
+def bench_exchange(quick: bool = False) -> dict[str, Any]:
+    """Load population rows with all quality rules; masked, logged exchange queries vs. the raw query."""
+    from citybrain import modules
+    from citybrain.app import startup
+    from citybrain.data import demo, exchangelog, service
+    from citybrain.identity import service as identity
+
+    n_rows = 100_000 if quick else 1_000_000
+    seconds = 4.0 if quick else 12.0
+    threads = 8
+    tmp = Path(tempfile.mkdtemp(prefix="cb-bench-data-"))
+    settings = Settings(data_dir=tmp, secret_key="bench-secret-" + "x" * 20)
+    db = Database(configure(settings))
+    set_db(db)
+    startup(db)
+    context.set_principal(SYSTEM)
+    modules.part("identity", "demo").seed(db)
+    demo.seed(db, people=200, entities=200, history_days=1, calls_per_day=10)
+    result: dict[str, Any] = {"rows": n_rows, "backend": "sqlite", "threads": threads}
+
+    ids, rows = _people(n_rows)
+    result["baseline_sqlite_rows_per_s"] = round(_baseline_sqlite(rows, tmp / "baseline.db"))
+    t0 = time.perf_counter()
+    with db.write() as s:
+        load = service.load_records(s, principal=SYSTEM, code=POP, rows=rows(), source="bench", batch_size=5000)
+    el = time.perf_counter() - t0
+    result["load_rows_per_s"] = round(load.total / el)
+    result["load_seconds"] = round(el, 2)
+    result["load_accepted"] = load.inserted + load.updated
+    result["load_vs_raw_sqlite"] = round(result["load_rows_per_s"] / result["baseline_sqlite_rows_per_s"], 3)
+
+    # exchange: the demo consumer (city operations centre) holds a grant on the population resource
+    exchangelog.LIMITER = exchangelog.RateLimiter(1e9, 1e9)
+    with db.read() as s:
+        org = identity.org_by_code(s, code="D-YXZX")
+    who = context.Principal(kind="apikey", id=1, name="bench", org_id=org.id, permissions=frozenset({"data.exchange"}),
+                            org_scope=frozenset({org.id}))
+
+    def call(masked: bool):
+        def fn(rng: random.Random) -> None:
+            with db.read() as s:
+                r = service.exchange(s, principal=who, code=POP, op="query", filters={"area_code": "440115"},
+                                     page=rng.randint(1, 50), page_size=100, masked=masked, log=masked)
+            assert r["count"] == 100
+
+        return fn
+
+    _hammer(call(True), threads, 1.0)  # warm up
+    rps, p99, err = _hammer(call(True), threads, seconds)
+    prps, pp99, perr = _hammer(call(False), threads, seconds)
+    result.update(requests_per_s=round(rps), p99_ms=round(p99, 2), errors=err + perr,
+                  plain_requests_per_s=round(prps), plain_p99_ms=round(pp99, 2),
+                  unmasked_ratio=round(rps / prps, 3) if prps else None)
+    with db.read() as s:
+        from sqlalchemy import func, select
+
+        from citybrain.data.models import ExchangeLog
+
+        result["logged_calls"] = s.scalar(select(func.count()).select_from(ExchangeLog)
+                                          .where(ExchangeLog.actor == "apikey:bench"))
+    # the same query through HTTP against a real server process (auth, JSON, logging included)
+    with db.write() as s:
+        key, _k = identity.create_api_key(s, name="bench", scopes=["data.exchange"], kind="consumer", org_id=org.id)
+    db.dispose()
+    set_db(None)
+    result.update(_http(tmp, key, 2.0 if quick else 6.0))
+    return result
+
+
+def _http(data_dir: Path, key: str, seconds: float) -> dict[str, Any]:
+    import httpx
+
+    env = {**os.environ, "CITYBRAIN_DATA_DIR": str(data_dir), "CITYBRAIN_SECRET_KEY": "bench-secret-" + "x" * 20,
+           "CITYBRAIN_DATA_RATE_PER_S": "1000000"}
+    env.pop("CITYBRAIN_DATABASE_URL", None)
+    proc = subprocess.Popen([sys.executable, "-c", "from citybrain.cli import main; main()", "serve", "--port",
+                             str(PORT)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{PORT}"
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        local = threading.local()
+
+        def fn(rng: random.Random) -> None:
+            c = getattr(local, "c", None)
+            if c is None:
+                c = local.c = httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=10)
+            r = c.post(f"/api/v1/data/exchange/{POP}/query",
+                       json={"filters": {"area_code": "440115"}, "page": rng.randint(1, 50), "page_size": 100})
+            assert r.status_code == 200, r.text
+
+        _hammer(fn, 4, 0.5)
+        rps, p99, err = _hammer(fn, 4, seconds)
+        return {"http_requests_per_s": round(rps), "http_p99_ms": round(p99, 2), "http_errors": err}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+BENCHES = {"exchange": bench_exchange}

@@ -1,0 +1,1335 @@
+"""The data hub: catalogue (目录), base databases and collection (归集), sharing (共享), exchange (交换),
+open data (开放) and statistics. Public functions take keyword arguments after the session."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import orjson
+from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from citybrain import bus, context, masking
+from citybrain.audit import service as audit
+from citybrain.context import Principal
+from citybrain.data import exchangelog, workdays
+from citybrain.data.models import (
+    Counter,
+    ExchangeDaily,
+    ExchangeLog,
+    Grant,
+    Load,
+    Record,
+    Reject,
+    Resource,
+    ResourceVersion,
+    ShareRequest,
+)
+from citybrain.data.quality import BASE_TABLES, CHECKS, GRADES, MASKS, TYPES, Validator
+from citybrain.db import get_db, utcnow
+from citybrain.errors import Conflict, Forbidden, Invalid, NotFound
+from citybrain.identity import service as identity
+
+CLASSIFICATIONS = {"base": ("基础信息资源", "Base"), "theme": ("主题信息资源", "Theme"),
+                   "department": ("部门信息资源", "Department")}
+SHARE_TYPES = {"unconditional": ("无条件共享", "Unconditional"), "conditional": ("有条件共享", "Conditional"),
+               "none": ("不予共享", "Not shared")}
+OPEN_TYPES = {"open": ("开放", "Open"), "conditional": ("有条件开放", "Conditionally open"),
+              "closed": ("不开放", "Not open")}
+SHARE_METHODS = ("api", "file", "subscription")
+UPDATE_CYCLES = ("realtime", "daily", "weekly", "monthly", "quarterly", "yearly", "irregular")
+ANSWER_WORKDAYS = 10  # STANDARDS.md §6.2: conditional requests are answered within 10 working days
+MAX_GRANT_DAYS = 366 * 3
+MAX_PAGE = 1000
+LOAD_CACHE_KIB = 262144  # SQLite page cache of a loading connection (256 MiB)
+CODE_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z\-_.]{2,59}$")
+
+
+def _today() -> dt.date:
+    return exchangelog.local_day(utcnow())
+
+
+def _authorize(session: Session, principal: Principal, permission: str, org_id: int | None = None) -> None:
+    if principal.kind == "system":
+        return
+    if principal.can(permission) and (org_id is None or principal.sees_org(org_id)):
+        return
+    # release this session's (write) transaction before the denial is recorded in its own transaction
+    session.rollback()
+    identity.authorize(principal, permission, org_id=org_id)
+
+
+def _org_names(session: Session) -> dict[int, Any]:
+    return {o.id: o for o in identity.list_orgs(session)}
+
+
+# --- catalogue ---------------------------------------------------------------------------------------------------------
+
+
+def _resource(session: Session, code: str) -> Resource:
+    r = session.scalar(select(Resource).where(Resource.code == code))
+    if r is None:
+        raise NotFound(f"信息资源 {code} 不存在", f"Resource {code} does not exist", code="resource_not_found")
+    return r
+
+
+def item_definitions(resource: Resource) -> list[dict[str, Any]]:
+    """The resource's data items with their full quality rules (base-table rules cannot be weakened)."""
+    if resource.base_table:
+        base = {f["name"]: f for f in BASE_TABLES[resource.base_table].fields}
+        out = []
+        for it in resource.items:
+            d = dict(base[it["name"]])
+            for k in ("label", "grade", "mask", "filterable"):
+                if it.get(k) is not None:
+                    d[k] = it[k]
+            out.append(d)
+        return out
+    return list(resource.items)
+
+
+def resource_dict(r: Resource, orgs: dict[int, Any] | None = None) -> dict[str, Any]:
+    """A resource's metadata as a plain dict."""
+    org = (orgs or {}).get(r.provider_org_id)
+    return {
+        "id": r.id, "code": r.code, "name": r.name, "name_en": r.name_en, "classification": r.classification,
+        "classification_label": CLASSIFICATIONS.get(r.classification, ("", ""))[0], "category": r.category,
+        "provider_org_id": r.provider_org_id, "provider_code": r.provider_code,
+        "provider_name": org.name if org else None, "summary": r.summary, "format": r.format,
+        "items": item_definitions(r), "key_field": r.key_field, "update_cycle": r.update_cycle,
+        "share_type": r.share_type, "share_type_label": SHARE_TYPES[r.share_type][0],
+        "share_condition": r.share_condition, "legal_basis": r.legal_basis, "share_methods": r.share_methods,
+        "open_type": r.open_type, "open_type_label": OPEN_TYPES[r.open_type][0], "base_table": r.base_table,
+        "related_codes": r.related_codes or [], "tags": r.tags or [], "secret": r.secret, "status": r.status,
+        "version": r.version, "published_at": r.published_at, "created_at": r.created_at,
+        "updated_at": r.updated_at,
+    }
+
+
+def _validate_resource(data: dict[str, Any]) -> None:
+    errs: list[dict[str, str]] = []
+
+    def bad(field: str, zh: str) -> None:
+        errs.append({"field": field, "message": zh})
+
+    if not CODE_RE.match(data.get("code") or ""):
+        bad("code", "资源代码须为 3-60 位字母、数字、-、_ 或 .")
+    if not (data.get("name") or "").strip():
+        bad("name", "资源名称必填")
+    if data.get("classification") not in CLASSIFICATIONS:
+        bad("classification", "分类须为 base / theme / department")
+    share, open_ = data.get("share_type"), data.get("open_type")
+    if share not in SHARE_TYPES:
+        bad("share_type", "共享类型须为 unconditional / conditional / none")
+    if open_ not in OPEN_TYPES:
+        bad("open_type", "开放属性须为 open / conditional / closed")
+    if share in ("conditional", "none") and not (data.get("legal_basis") or "").strip():
+        bad("legal_basis", "有条件共享或不予共享须注明法律、行政法规或政策依据")
+    if share == "conditional" and not (data.get("share_condition") or "").strip():
+        bad("share_condition", "有条件共享须写明共享条件")
+    if data.get("secret") and (share != "none" or open_ != "closed"):
+        bad("secret", "涉密资源不得共享或开放")
+    if share == "none" and open_ != "closed":
+        bad("open_type", "不予共享的资源不得开放")
+    methods = data.get("share_methods") or []
+    if share != "none" and not methods:
+        bad("share_methods", "须至少选择一种共享方式")
+    for mth in methods:
+        if mth not in SHARE_METHODS:
+            bad("share_methods", f"未知共享方式 {mth}")
+    if data.get("update_cycle") not in UPDATE_CYCLES:
+        bad("update_cycle", f"更新周期须为 {' / '.join(UPDATE_CYCLES)}")
+    base = data.get("base_table")
+    if base is not None and base not in BASE_TABLES:
+        bad("base_table", f"未知基础库 {base}")
+    items = data.get("items") or []
+    if not items:
+        bad("items", "须至少有一个信息项")
+    names = [it.get("name") for it in items]
+    if len(set(names)) != len(names):
+        bad("items", "信息项名称重复")
+    base_fields = {f["name"]: f for f in BASE_TABLES[base].fields} if base in BASE_TABLES else None
+    for i, it in enumerate(items):
+        name = it.get("name") or ""
+        if not re.match(r"^[a-z][a-z0-9_]{0,59}$", name):
+            bad(f"items.{i}.name", "信息项名称须为小写字母开头的字母、数字或下划线")
+            continue
+        if base_fields is not None and name not in base_fields:
+            bad(f"items.{i}.name", f"基础库 {base} 没有信息项 {name}")
+        if base_fields is None and it.get("type", "string") not in TYPES:
+            bad(f"items.{i}.type", f"数据类型须为 {' / '.join(TYPES)}")
+        grade = it.get("grade") or (base_fields or {}).get(name, {}).get("grade") or "internal"
+        if grade not in GRADES:
+            bad(f"items.{i}.grade", "敏感级别须为 public / internal / sensitive")
+        if it.get("mask") and it["mask"] not in MASKS:
+            bad(f"items.{i}.mask", f"脱敏规则须为 {' / '.join(MASKS)}")
+        if it.get("check") and it["check"] not in CHECKS:
+            bad(f"items.{i}.check", f"校验规则须为 {' / '.join(CHECKS)}")
+        if it.get("pattern"):
+            try:
+                re.compile(it["pattern"])
+            except re.error:
+                bad(f"items.{i}.pattern", "正则表达式无效")
+    key = data.get("key_field")
+    if base_fields is not None:
+        if key and key != BASE_TABLES[base].key:
+            bad("key_field", f"基础库 {base} 的主键是 {BASE_TABLES[base].key}")
+        if BASE_TABLES[base].key not in names:
+            bad("items", f"须包含主键信息项 {BASE_TABLES[base].key}")
+    elif key not in names:
+        bad("key_field", "主键须是一个信息项")
+    if errs:
+        raise Invalid("信息资源元数据校验未通过：" + "；".join(e["message"] for e in errs[:3]),
+                      "Catalogue metadata is invalid: " + ", ".join(e["field"] for e in errs[:5]), errors=errs)
+
+
+def _search_text(data: dict[str, Any], provider_name: str) -> str:
+    parts = [data.get("code"), data.get("name"), data.get("name_en"), data.get("summary"), data.get("category"),
+             provider_name, " ".join(data.get("tags") or [])]
+    parts += [it.get("label") or it.get("name") for it in data.get("items") or []]
+    return " ".join(p for p in parts if p).lower()
+
+
+_RESOURCE_FIELDS = ("code", "name", "name_en", "classification", "category", "summary", "format", "items",
+                    "key_field", "update_cycle", "share_type", "share_condition", "legal_basis", "share_methods",
+                    "open_type", "base_table", "related_codes", "tags", "secret")
+
+
+def create_resource(session: Session, *, principal: Principal, data: dict[str, Any],
+                    provider_code: str | None = None, publish: bool = True) -> Resource:
+    """Register a catalogue resource (编目); 不予共享/有条件共享 without a legal basis is refused (422)."""
+    data = {k: data.get(k) for k in _RESOURCE_FIELDS}
+    data["share_methods"] = data.get("share_methods") or (["api"] if data.get("share_type") != "none" else [])
+    data["update_cycle"] = data.get("update_cycle") or "daily"
+    data["format"] = data.get("format") or "database"
+    if data.get("base_table") and not data.get("key_field"):
+        data["key_field"] = BASE_TABLES[data["base_table"]].key if data["base_table"] in BASE_TABLES else None
+    _validate_resource(data)
+    if provider_code:
+        org = identity.org_by_code(session, code=provider_code)
+        if org is None:
+            raise Invalid(f"提供部门 {provider_code} 不存在", f"Provider {provider_code} does not exist",
+                          errors=[{"field": "provider_code", "message": "unknown organisation"}])
+    elif principal.org_id:
+        org = identity.get_org(session, org_id=principal.org_id)
+    else:
+        raise Invalid("须指定提供部门", "A provider department is required",
+                      errors=[{"field": "provider_code", "message": "required"}])
+    _authorize(session, principal, "data.catalog.manage", org.id)
+    if session.scalar(select(Resource.id).where(Resource.code == data["code"])):
+        raise Conflict(f"资源代码 {data['code']} 已存在", f"Resource code {data['code']} exists",
+                       code="resource_exists")
+    now = utcnow()
+    data.update(related_codes=data.get("related_codes") or [], tags=data.get("tags") or [],
+                secret=bool(data.get("secret")), summary=data.get("summary") or "")
+    r = Resource(**data, provider_org_id=org.id, provider_code=org.code,
+                 status="published" if publish else "draft", search_text=_search_text(data, org.name),
+                 published_at=now if publish else None, created_at=now, updated_at=now, version=1)
+    session.add(r)
+    session.flush()
+    session.add(ResourceVersion(resource_id=r.id, version=1, snapshot=orjson.loads(orjson.dumps(
+        resource_dict(r), default=str)), changed_by=principal.label, changed_at=now))
+    _META.clear()
+    audit.commit(session, action="data.resource.create", target_type="data_resource", target_id=r.code,
+                 after={"code": r.code, "name": r.name, "share_type": r.share_type, "open_type": r.open_type,
+                        "provider": org.code})
+    return r
+
+
+def update_resource(session: Session, *, principal: Principal, code: str, changes: dict[str, Any]) -> Resource:
+    """Change a resource's metadata; the version grows and the old version is kept."""
+    r = _resource(session, code)
+    _authorize(session, principal, "data.catalog.manage", r.provider_org_id)
+    before = resource_dict(r)
+    data = {k: getattr(r, k) for k in _RESOURCE_FIELDS}
+    for k, v in changes.items():
+        if k in _RESOURCE_FIELDS and k != "code" and v is not None:
+            data[k] = v
+    if data.get("base_table") != r.base_table:
+        raise Invalid("不能更改资源所在基础库", "The base database of a resource cannot change",
+                      errors=[{"field": "base_table", "message": "immutable"}])
+    _validate_resource(data)
+    status = changes.get("status")
+    if status is not None and status not in ("draft", "published", "retired"):
+        raise Invalid("状态须为 draft / published / retired", "status must be draft, published or retired",
+                      errors=[{"field": "status", "message": "invalid"}])
+    for k, v in data.items():
+        setattr(r, k, v)
+    now = utcnow()
+    if status:
+        if status == "published" and r.published_at is None:
+            r.published_at = now
+        r.status = status
+    r.version += 1
+    r.updated_at = now
+    org = identity.get_org(session, org_id=r.provider_org_id)
+    r.search_text = _search_text(data, org.name)
+    session.flush()
+    after = resource_dict(r)
+    session.add(ResourceVersion(resource_id=r.id, version=r.version,
+                                snapshot=orjson.loads(orjson.dumps(after, default=str)),
+                                changed_by=principal.label, changed_at=now))
+    _META.clear()
+    changed = {k: after[k] for k in after if k not in ("updated_at", "version") and after[k] != before.get(k)}
+    audit.commit(session, action="data.resource.update", target_type="data_resource", target_id=r.code,
+                 before={k: before.get(k) for k in changed}, after={**changed, "version": r.version})
+    return r
+
+
+def get_resource(session: Session, *, code: str) -> dict[str, Any]:
+    """One resource's metadata."""
+    return resource_dict(_resource(session, code), _org_names(session))
+
+
+def resource_versions(session: Session, *, code: str) -> list[dict[str, Any]]:
+    """Every version of a resource, newest first."""
+    r = _resource(session, code)
+    rows = session.scalars(select(ResourceVersion).where(ResourceVersion.resource_id == r.id)
+                           .order_by(ResourceVersion.version.desc()))
+    return [{"version": v.version, "changed_by": v.changed_by, "changed_at": v.changed_at, "snapshot": v.snapshot}
+            for v in rows]
+
+
+def list_resources(session: Session, *, q: str | None = None, classification: str | None = None,
+                   share_type: str | None = None, open_types: Iterable[str] | None = None,
+                   provider_code: str | None = None, status: str | None = "published",
+                   base_table: str | None = None, limit: int = 20, offset: int = 0) -> tuple[int, list[dict]]:
+    """Search the catalogue: Chinese substring search over names, summaries, items and tags, plus filters."""
+    stmt = select(Resource)
+    if status:
+        stmt = stmt.where(Resource.status == status)
+    if classification:
+        stmt = stmt.where(Resource.classification == classification)
+    if share_type:
+        stmt = stmt.where(Resource.share_type == share_type)
+    if open_types:
+        stmt = stmt.where(Resource.open_type.in_(list(open_types)))
+    if base_table:
+        stmt = stmt.where(Resource.base_table == base_table)
+    if provider_code:
+        stmt = stmt.where(Resource.provider_code == provider_code)
+    order = [Resource.code]
+    if q and q.strip():
+        terms = [t for t in re.split(r"\s+", q.strip().lower()) if t][:8]
+        for t in terms:
+            esc = t.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            stmt = stmt.where(Resource.search_text.like(f"%{esc}%", escape="\\"))
+        first = terms[0].replace("%", "")
+        order = [func.coalesce(func.nullif(func.instr(Resource.name, first), 0), 999)
+                 if session.get_bind().dialect.name == "sqlite"
+                 else func.coalesce(func.nullif(func.strpos(Resource.name, first), 0), 999), Resource.code]
+    limit = max(1, min(limit, 200))
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    rows = session.scalars(stmt.order_by(*order).limit(limit).offset(max(0, offset))).all()
+    orgs = _org_names(session)
+    return total, [resource_dict(r, orgs) for r in rows]
+
+
+def catalog_stats(session: Session) -> dict[str, Any]:
+    """Catalogue statistics: totals by classification, sharing and open attribute, the sharing rate."""
+    rows = session.execute(select(Resource.classification, Resource.share_type, Resource.open_type,
+                                  Resource.provider_org_id).where(Resource.status == "published")).all()
+    total = len(rows)
+    by_share = {k: 0 for k in SHARE_TYPES}
+    by_open = {k: 0 for k in OPEN_TYPES}
+    by_class = {k: 0 for k in CLASSIFICATIONS}
+    by_provider: dict[int, int] = {}
+    for c, s, o, p in rows:
+        by_share[s] += 1
+        by_open[o] += 1
+        by_class[c] = by_class.get(c, 0) + 1
+        by_provider[p] = by_provider.get(p, 0) + 1
+    orgs = _org_names(session)
+    shared = by_share["unconditional"] + by_share["conditional"]
+    return {
+        "resources_total": total, "by_share_type": by_share, "by_open_type": by_open,
+        "by_classification": by_class,
+        "by_provider": sorted(({"org_id": k, "name": orgs[k].name if k in orgs else str(k), "resources": v}
+                               for k, v in by_provider.items()), key=lambda x: -x["resources"]),
+        "sharing_rate": round(shared / total, 4) if total else 0.0,
+        "open_rate": round((by_open["open"] + by_open["conditional"]) / total, 4) if total else 0.0,
+        "providers": len(by_provider),
+    }
+
+
+# --- collection (归集) ----------------------------------------------------------------------------------------------
+
+
+def _next_seq(conn, name: str, n: int) -> int:
+    """Reserve `n` change numbers of a table; returns the first (the row lock serialises concurrent loads)."""
+    res = conn.execute(update(Counter).where(Counter.name == name).values(value=Counter.value + n))
+    if res.rowcount == 0:
+        conn.execute(Counter.__table__.insert().values(name=name, value=n))
+        return 1
+    return conn.scalar(select(Counter.value).where(Counter.name == name)) - n + 1
+
+
+def read_upload(filename: str, content: bytes) -> Iterator[dict[str, Any]]:
+    """Rows of an uploaded CSV (UTF-8 or GB18030), JSON (array or JSON lines) or XLSX file."""
+    name = (filename or "").lower()
+    if name.endswith(".xlsx"):
+        from openpyxl import load_workbook
+
+        try:
+            wb = load_workbook(io.BytesIO(content), read_only=True, data_only=True)
+        except Exception as exc:
+            raise Invalid("无法读取 Excel 文件", "The XLSX file cannot be read", code="bad_file") from exc
+        ws = wb.active
+        it = ws.iter_rows(values_only=True)
+        header = [str(h).strip() if h is not None else "" for h in next(it, [])]
+        for row in it:
+            if row is None or all(v is None for v in row):
+                continue
+            yield {h: v for h, v in zip(header, row, strict=False) if h}
+        return
+    if name.endswith(".json") or name.endswith(".jsonl") or content[:1] in (b"[", b"{"):
+        try:
+            doc = orjson.loads(content)
+            rows = doc if isinstance(doc, list) else doc.get("records") or doc.get("rows") or [doc]
+        except orjson.JSONDecodeError:
+            try:
+                rows = [orjson.loads(line) for line in content.splitlines() if line.strip()]
+            except orjson.JSONDecodeError as exc:
+                raise Invalid("JSON 文件格式错误", "The JSON file is malformed", code="bad_file") from exc
+        for row in rows:
+            yield row if isinstance(row, dict) else {"__invalid__": row}
+        return
+    for enc in ("utf-8-sig", "gb18030"):
+        try:
+            text = content.decode(enc)
+            break
+        except UnicodeDecodeError:
+            continue
+    else:
+        raise Invalid("文件编码无法识别（请使用 UTF-8 或 GB18030）", "Unknown file encoding (use UTF-8 or GB18030)",
+                      code="bad_file")
+    yield from csv.DictReader(io.StringIO(text))
+
+
+def _upsert_stmt(conn, table, index_elements: list[str], update_cols: list[str]):
+    ins = (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
+    return ins.on_conflict_do_update(index_elements=index_elements,
+                                     set_={c: getattr(ins.excluded, c) for c in update_cols})
+
+
+def _cross_source(conn, resource: Resource, batch: list[tuple[int, dict]],
+                  validator: Validator) -> tuple[list[tuple[int, dict]], list[tuple[int, dict, list]]]:
+    """多元校核 across base databases: a licence holder must exist in the population or legal-entity base."""
+    if resource.base_table != "licence":
+        return batch, []
+    pop, ent = BASE_TABLES["population"].table, BASE_TABLES["legal_entity"].table
+    ids = {r["holder_id"] for _, r in batch}
+    known: set[str] = set()
+    id_list = list(ids)
+    for i in range(0, len(id_list), 900):
+        chunk = id_list[i:i + 900]
+        known.update(conn.scalars(select(pop.c.id_number).where(pop.c.id_number.in_(chunk))))
+        known.update(conn.scalars(select(ent.c.credit_code).where(ent.c.credit_code.in_(chunk))))
+    good, bad = [], []
+    for row_no, r in batch:
+        if r["holder_id"] in known:
+            good.append((row_no, r))
+        else:
+            validator.fail_external(row_no, "holder_id", "cross_source", r["holder_id"])
+            bad.append((row_no, r, [{"field": "holder_id", "rule": "cross_source"}]))
+    return good, bad
+
+
+def _write_batch(conn, resource: Resource, load_id: int, batch: list[tuple[int, dict]],
+                 now: dt.datetime) -> tuple[int, int]:
+    """Upsert clean rows; returns (inserted, updated)."""
+    if not batch:
+        return 0, 0
+    first = _next_seq(conn, resource.base_table or "record", len(batch))
+    if resource.base_table:
+        bt = BASE_TABLES[resource.base_table]
+        table, key = bt.table, bt.key
+        keys = [r[key] for _, r in batch]
+        existing: set[Any] = set()
+        for i in range(0, len(keys), 900):
+            existing.update(conn.scalars(select(table.c[key]).where(table.c[key].in_(keys[i:i + 900]))))
+        cols = [n for n in bt.columns if n in batch[0][1]]
+        sqlite = conn.dialect.name == "sqlite"
+        # raw driver executemany (the hot path): dates as ISO text, timestamps as SQLAlchemy stores them
+        stamp = now.astimezone(dt.UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else now
+        date_cols = {c for c in cols if bt.table.c[c].type.python_type is dt.date}
+        getters = [(c, c in date_cols) for c in cols]
+        rows = []
+        batch = sorted(batch, key=lambda x: x[1][key])  # key order: B-tree inserts stay local
+        for i, (_, r) in enumerate(batch):
+            vals = [(v.isoformat() if (is_date and v is not None) else v) for c, is_date in getters
+                    for v in (r[c],)]
+            vals += [first + i, load_id, stamp]
+            rows.append(tuple(vals))
+        all_cols = cols + ["seq", "load_id", "updated_at"]
+        ph = "?" if sqlite else "%s"
+        sql = (f"INSERT INTO {table.name} ({', '.join(all_cols)}) VALUES ({', '.join([ph] * len(all_cols))}) "
+               f"ON CONFLICT ({key}) DO UPDATE SET "
+               + ", ".join(f"{c} = excluded.{c}" for c in all_cols if c != key))
+        conn.exec_driver_sql(sql, rows)
+    else:
+        table = Record.__table__
+        key = resource.key_field
+        keys = [str(r[key]) for _, r in batch]
+        existing = set()
+        for i in range(0, len(keys), 900):
+            existing.update(conn.scalars(select(table.c.record_key).where(
+                table.c.resource_id == resource.id, table.c.record_key.in_(keys[i:i + 900]))))
+        rows = [{"resource_id": resource.id, "record_key": str(r[key]),
+                 "data": orjson.loads(orjson.dumps(r, default=str)), "seq": first + i, "load_id": load_id,
+                 "updated_at": now} for i, (_, r) in enumerate(batch)]
+        conn.execute(_upsert_stmt(conn, table, ["resource_id", "record_key"],
+                                     ["data", "seq", "load_id", "updated_at"]), rows)
+        keys_in = keys
+        return sum(1 for k in keys_in if k not in existing), sum(1 for k in keys_in if k in existing)
+    return sum(1 for k in keys if k not in existing), sum(1 for k in keys if k in existing)
+
+
+def load_records(session: Session, *, principal: Principal, code: str, rows: Iterable[dict[str, Any]],
+                 source: str = "api", batch_size: int = 5000,
+                 progress: Callable[[int], None] | None = None) -> Load:
+    """Collect rows into a resource (upsert by key, incremental) under its quality rules; failing rows are
+    kept aside with their reasons and the load's quality report counts failures by rule with samples."""
+    resource = _resource(session, code)
+    _authorize(session, principal, "data.load", resource.provider_org_id)
+    if resource.status == "retired":
+        raise Conflict("资源已停用，不能归集", "The resource is retired", code="resource_retired")
+    fields = item_definitions(resource)
+    consistency = BASE_TABLES[resource.base_table].consistency if resource.base_table else None
+    validator = Validator(fields, resource.key_field, consistency, today=_today())
+    load = Load(resource_id=resource.id, provider_org_id=resource.provider_org_id, source=source[:200],
+                status="running", actor=principal.label, started_at=utcnow())
+    session.add(load)
+    session.commit()
+    # the rows go through one connection of their own, one transaction per batch
+    conn = session.get_bind().connect()
+    sqlite = conn.dialect.name == "sqlite"
+    if sqlite:  # a large page cache for random-key index inserts (reset when the load ends)
+        conn.exec_driver_sql(f"PRAGMA cache_size=-{LOAD_CACHE_KIB}")
+        conn.commit()
+    load_id = load.id
+    rej_table = Reject.__table__
+    total = inserted = updated = rejected = 0
+    t0 = time.perf_counter()
+    batch: list[tuple[int, dict]] = []
+    rejects: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        nonlocal inserted, updated, rejected
+        good, bad = _cross_source(conn, resource, batch, validator)
+        for row_no, r, reasons in bad:
+            rejects.append({"load_id": load_id, "row_no": row_no,
+                            "record": orjson.loads(orjson.dumps(r, default=str)), "reasons": reasons})
+        i, u = _write_batch(conn, resource, load_id, good, utcnow())
+        if rejects:
+            conn.execute(rej_table.insert(), rejects)
+        conn.commit()
+        inserted += i
+        updated += u
+        rejected += len(rejects)
+        rejects.clear()
+        batch.clear()
+        if progress:
+            progress(total)
+
+    check, normalise = validator.check, validator.normalise_keys
+    try:
+        for raw in rows:
+            total += 1
+            if not isinstance(raw, dict) or "__invalid__" in raw:
+                rejects.append({"load_id": load_id, "row_no": total, "record": {"value": str(raw)[:500]},
+                                "reasons": [{"field": "", "rule": "type"}]})
+                validator.fail_external(total, "", "type", None)
+                continue
+            clean, errs = check(total, normalise(raw))
+            if clean is None:
+                rejects.append({"load_id": load_id, "row_no": total,
+                                "record": orjson.loads(orjson.dumps(raw, default=str)), "reasons": errs})
+            else:
+                batch.append((total, clean))
+            if len(batch) >= batch_size or len(rejects) >= batch_size:
+                flush()
+        flush()
+    except Exception:
+        conn.rollback()
+        session.rollback()
+        audit.reset_session_head(session)
+        load = session.get(Load, load_id)
+        load.status, load.finished_at = "failed", utcnow()
+        load.total, load.inserted, load.updated, load.rejected = total, inserted, updated, rejected
+        audit.commit(session, action="data.load", target_type="data_resource", target_id=code, outcome="failure",
+                     after={"load_id": load_id, "total": total})
+        raise
+    finally:
+        if sqlite:
+            conn.exec_driver_sql("PRAGMA cache_size=-2000")
+            conn.commit()
+        conn.close()
+    elapsed = time.perf_counter() - t0
+    load = session.get(Load, load_id)
+    load.status, load.finished_at = "done", utcnow()
+    load.total, load.inserted, load.updated, load.rejected = total, inserted, updated, rejected
+    load.report = {"total": total, "accepted": inserted + updated, "inserted": inserted, "updated": updated,
+                   "rejected": rejected, "pass_rate": round((inserted + updated) / total, 4) if total else 1.0,
+                   "seconds": round(elapsed, 3), "failures": validator.report()}
+    audit.commit(session, action="data.load", target_type="data_resource", target_id=code,
+                 after={"load_id": load_id, "source": source, "total": total, "inserted": inserted,
+                        "updated": updated, "rejected": rejected})
+    return load
+
+
+def load_dict(load: Load) -> dict[str, Any]:
+    """A load and its quality report as a plain dict."""
+    return {"id": load.id, "resource_id": load.resource_id, "source": load.source, "status": load.status,
+            "total": load.total, "inserted": load.inserted, "updated": load.updated, "rejected": load.rejected,
+            "report": load.report, "actor": load.actor, "started_at": load.started_at,
+            "finished_at": load.finished_at}
+
+
+def get_load(session: Session, *, principal: Principal, load_id: int) -> Load:
+    """One load with its quality report (provider department or city-wide viewers)."""
+    load = session.get(Load, load_id)
+    if load is None:
+        raise NotFound(f"归集批次 {load_id} 不存在", f"Load {load_id} does not exist", code="load_not_found")
+    _authorize(session, principal, "data.load", load.provider_org_id)
+    return load
+
+
+def list_loads(session: Session, *, principal: Principal, code: str, limit: int = 20) -> list[dict[str, Any]]:
+    """Recent loads of a resource."""
+    r = _resource(session, code)
+    _authorize(session, principal, "data.load", r.provider_org_id)
+    rows = session.scalars(select(Load).where(Load.resource_id == r.id).order_by(Load.id.desc()).limit(limit))
+    return [load_dict(x) for x in rows]
+
+
+def load_rejects(session: Session, *, principal: Principal, load_id: int, limit: int = 100,
+                 offset: int = 0) -> list[dict[str, Any]]:
+    """The rows a load refused, with their reasons (ID numbers and phones masked)."""
+    get_load(session, principal=principal, load_id=load_id)
+    rows = session.scalars(select(Reject).where(Reject.load_id == load_id).order_by(Reject.row_no)
+                           .limit(min(limit, 1000)).offset(offset))
+    return [{"row": x.row_no, "record": masking.scrub(x.record), "reasons": x.reasons} for x in rows]
+
+
+# --- sharing (共享) -----------------------------------------------------------------------------------------------------
+
+
+def request_dict(r: ShareRequest, orgs: dict[int, Any] | None = None, today: dt.date | None = None) -> dict[str, Any]:
+    """A sharing request as a plain dict, with its overdue flag."""
+    today = today or _today()
+    orgs = orgs or {}
+    return {"id": r.id, "resource_id": r.resource_id, "resource_code": r.resource_code,
+            "consumer_org_id": r.consumer_org_id,
+            "consumer_name": orgs[r.consumer_org_id].name if r.consumer_org_id in orgs else None,
+            "provider_org_id": r.provider_org_id,
+            "provider_name": orgs[r.provider_org_id].name if r.provider_org_id in orgs else None,
+            "fields": r.fields, "unmasked_fields": r.unmasked_fields or [], "purpose": r.purpose,
+            "legal_basis": r.legal_basis, "valid_from": r.valid_from, "valid_to": r.valid_to, "status": r.status,
+            "due_on": r.due_on, "overdue": r.status == "pending" and r.due_on is not None and today > r.due_on,
+            "decision_reason": r.decision_reason, "decided_by": r.decided_by, "decided_at": r.decided_at,
+            "requested_by": r.requested_by, "created_at": r.created_at}
+
+
+def grant_dict(g: Grant) -> dict[str, Any]:
+    """A grant as a plain dict."""
+    return {"id": g.id, "request_id": g.request_id, "resource_id": g.resource_id,
+            "consumer_org_id": g.consumer_org_id, "provider_org_id": g.provider_org_id, "fields": g.fields,
+            "unmasked_fields": g.unmasked_fields or [], "valid_from": g.valid_from, "valid_to": g.valid_to,
+            "status": g.status, "created_at": g.created_at, "ended_at": g.ended_at}
+
+
+def _make_grant(session: Session, req: ShareRequest, fields: list[str], unmasked: list[str],
+                valid_to: dt.date) -> Grant:
+    g = Grant(request_id=req.id, resource_id=req.resource_id, consumer_org_id=req.consumer_org_id,
+              provider_org_id=req.provider_org_id, fields=fields, unmasked_fields=unmasked,
+              valid_from=req.valid_from, valid_to=valid_to, status="active", created_at=utcnow())
+    session.add(g)
+    session.flush()
+    return g
+
+
+def create_request(session: Session, *, principal: Principal, code: str, fields: list[str], purpose: str,
+                   legal_basis: str | None = None, unmasked_fields: list[str] | None = None,
+                   valid_from: dt.date | None = None, valid_to: dt.date | None = None) -> ShareRequest:
+    """A consumer department asks for named fields of a resource; unconditional resources (without fields in
+    clear) are granted at once, the rest go to the provider, who answers within 10 working days."""
+    _authorize(session, principal, "data.request")
+    if not principal.org_id:
+        raise Forbidden("申请共享须以部门身份进行", "Requests are made on behalf of a department",
+                        code="no_department")
+    r = _resource(session, code)
+    if r.status != "published":
+        raise Conflict("该资源未发布", "The resource is not published", code="resource_not_published")
+    if r.share_type == "none" or r.secret:
+        raise Forbidden(f"该资源不予共享（依据：{r.legal_basis}）", "This resource is not shared",
+                        code="not_shareable")
+    if r.provider_org_id == principal.org_id:
+        raise Conflict("不能申请本部门提供的资源", "A department cannot request its own resource",
+                       code="own_resource")
+    items = {it["name"]: it for it in item_definitions(r)}
+    unmasked_fields = list(dict.fromkeys(unmasked_fields or []))
+    fields = list(dict.fromkeys(fields or []))
+    errs = []
+    if not fields:
+        errs.append({"field": "fields", "message": "须至少申请一个信息项"})
+    errs += [{"field": "fields", "message": f"资源没有信息项 {f}"} for f in fields if f not in items]
+    errs += [{"field": "unmasked_fields", "message": f"{f} 不在申请的信息项中"} for f in unmasked_fields
+             if f not in fields]
+    errs += [{"field": "unmasked_fields", "message": f"{f} 本身不脱敏"} for f in unmasked_fields
+             if f in items and not items[f].get("mask")]
+    if not (purpose or "").strip():
+        errs.append({"field": "purpose", "message": "须说明用途"})
+    needs_review = r.share_type == "conditional" or bool(unmasked_fields)
+    if needs_review and not (legal_basis or "").strip():
+        errs.append({"field": "legal_basis", "message": "有条件共享或申请明文敏感信息须说明依据"})
+    today = _today()
+    valid_from = valid_from or today
+    valid_to = valid_to or (valid_from + dt.timedelta(days=365))
+    if valid_to < valid_from or valid_to < today:
+        errs.append({"field": "valid_to", "message": "有效期止须晚于起始日期和今天"})
+    if (valid_to - valid_from).days > MAX_GRANT_DAYS:
+        errs.append({"field": "valid_to", "message": "有效期不能超过三年"})
+    if errs:
+        raise Invalid("共享申请校验未通过：" + "；".join(e["message"] for e in errs[:3]),
+                      "The request is invalid: " + ", ".join(e["field"] for e in errs[:5]), errors=errs)
+    req = ShareRequest(resource_id=r.id, resource_code=r.code, consumer_org_id=principal.org_id,
+                       provider_org_id=r.provider_org_id, fields=fields, unmasked_fields=unmasked_fields,
+                       purpose=purpose.strip(), legal_basis=(legal_basis or "").strip() or None,
+                       valid_from=valid_from, valid_to=valid_to, requested_by=principal.label,
+                       created_at=utcnow(), status="pending")
+    session.add(req)
+    session.flush()
+    after = {"resource": r.code, "fields": fields, "unmasked_fields": unmasked_fields, "purpose": req.purpose,
+             "valid_to": valid_to}
+    if not needs_review:
+        req.status, req.decided_by, req.decided_at = "approved", "system:无条件共享", utcnow()
+        req.decision_reason = "无条件共享资源，自动授权"
+        g = _make_grant(session, req, fields, [], valid_to)
+        after.update(status="approved", grant_id=g.id)
+    else:
+        req.due_on = workdays.add_workdays(today, ANSWER_WORKDAYS)
+        after.update(status="pending", due_on=req.due_on)
+    bus.publish(session, "data.request.created", {
+        "request_id": req.id, "resource_code": r.code, "status": req.status, "due_on": req.due_on,
+        "org_ids": [req.consumer_org_id, req.provider_org_id], "at": req.created_at})
+    audit.commit(session, action="data.request.create", target_type="data_request", target_id=req.id, after=after)
+    return req
+
+
+def _request(session: Session, request_id: int) -> ShareRequest:
+    req = session.get(ShareRequest, request_id)
+    if req is None:
+        raise NotFound(f"共享申请 {request_id} 不存在", f"Request {request_id} does not exist",
+                       code="request_not_found")
+    return req
+
+
+def decide_request(session: Session, *, principal: Principal, request_id: int, approve: bool,
+                   reason: str | None = None, fields: list[str] | None = None,
+                   unmasked_fields: list[str] | None = None, valid_to: dt.date | None = None) -> ShareRequest:
+    """The provider department approves (possibly fewer fields or a shorter period) or refuses with a reason."""
+    req = _request(session, request_id)
+    _authorize(session, principal, "data.approve", req.provider_org_id)
+    if req.status != "pending":
+        raise Conflict(f"该申请已处理（{req.status}）", f"The request is already {req.status}",
+                       code="request_decided")
+    reason = (reason or "").strip()
+    if not approve and not reason:
+        raise Invalid("不予共享须说明理由", "A refusal needs a reason",
+                      errors=[{"field": "reason", "message": "required"}])
+    before = {"status": req.status}
+    now = utcnow()
+    after: dict[str, Any] = {}
+    if approve:
+        fields = [f for f in (fields or req.fields)]
+        unmasked = [f for f in (req.unmasked_fields if unmasked_fields is None else unmasked_fields)]
+        bad = [f for f in fields if f not in req.fields] + [f for f in unmasked if f not in fields
+                                                             or f not in (req.unmasked_fields or [])]
+        vt = valid_to or req.valid_to
+        if bad or vt > req.valid_to or vt < _today():
+            raise Invalid("批准范围不能超出申请范围", "An approval cannot exceed what was requested",
+                          errors=[{"field": "fields", "message": f} for f in bad]
+                          or [{"field": "valid_to", "message": "outside the requested period"}])
+        g = _make_grant(session, req, fields, unmasked, vt)
+        req.status = "approved"
+        after = {"status": "approved", "grant_id": g.id, "fields": fields, "unmasked_fields": unmasked,
+                 "valid_to": vt}
+    else:
+        req.status = "refused"
+        after = {"status": "refused", "reason": reason}
+    req.decision_reason = reason or None
+    req.decided_by, req.decided_at = principal.label, now
+    after["overdue"] = req.due_on is not None and _today() > req.due_on
+    bus.publish(session, "data.request.decided", {
+        "request_id": req.id, "resource_code": req.resource_code, "status": req.status,
+        "org_ids": [req.consumer_org_id, req.provider_org_id], "at": now})
+    audit.commit(session, action="data.request.approve" if approve else "data.request.refuse",
+                 target_type="data_request", target_id=req.id, before=before, after=after,
+                 note=("批准明文字段 unmasked: " + ",".join(after.get("unmasked_fields", [])))
+                 if approve and after.get("unmasked_fields") else None)
+    return req
+
+
+def withdraw_request(session: Session, *, principal: Principal, request_id: int) -> ShareRequest:
+    """The requesting department withdraws a pending request."""
+    req = _request(session, request_id)
+    _authorize(session, principal, "data.request", req.consumer_org_id)
+    if req.status != "pending":
+        raise Conflict("只能撤回待审批的申请", "Only pending requests can be withdrawn", code="request_decided")
+    req.status = "withdrawn"
+    audit.commit(session, action="data.request.withdraw", target_type="data_request", target_id=req.id,
+                 before={"status": "pending"}, after={"status": "withdrawn"})
+    return req
+
+
+def get_request(session: Session, *, principal: Principal, request_id: int) -> dict[str, Any]:
+    """One request, visible to its consumer and provider departments and city-wide roles."""
+    req = _request(session, request_id)
+    if not (principal.kind == "system" or principal.sees_org(req.consumer_org_id)
+            or principal.sees_org(req.provider_org_id)):
+        raise Forbidden("该申请不在您的管辖范围内", "That request is outside your scope", code="out_of_scope")
+    return request_dict(req, _org_names(session))
+
+
+def list_requests(session: Session, *, principal: Principal, direction: str = "all", status: str | None = None,
+                  overdue: bool | None = None, limit: int = 50, offset: int = 0) -> tuple[int, list[dict]]:
+    """Requests the caller's departments sent (`outgoing`), received (`incoming`) or both."""
+    stmt = select(ShareRequest)
+    scope = principal.org_scope
+    if principal.kind != "system" and scope is not None:
+        ids = list(scope)
+        conds = []
+        if direction in ("incoming", "all"):
+            conds.append(ShareRequest.provider_org_id.in_(ids))
+        if direction in ("outgoing", "all"):
+            conds.append(ShareRequest.consumer_org_id.in_(ids))
+        stmt = stmt.where(or_(*conds))
+    if status:
+        stmt = stmt.where(ShareRequest.status == status)
+    today = _today()
+    if overdue:
+        stmt = stmt.where(ShareRequest.status == "pending", ShareRequest.due_on < today)
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    rows = session.scalars(stmt.order_by(ShareRequest.id.desc()).limit(min(limit, 200)).offset(offset)).all()
+    orgs = _org_names(session)
+    return total, [request_dict(r, orgs, today) for r in rows]
+
+
+def list_grants(session: Session, *, principal: Principal, active_only: bool = True) -> list[dict[str, Any]]:
+    """Grants the caller's departments hold or gave."""
+    stmt = select(Grant)
+    if principal.kind != "system" and principal.org_scope is not None:
+        ids = list(principal.org_scope)
+        stmt = stmt.where(or_(Grant.consumer_org_id.in_(ids), Grant.provider_org_id.in_(ids)))
+    if active_only:
+        stmt = stmt.where(Grant.status == "active", Grant.valid_to >= _today())
+    return [grant_dict(g) for g in session.scalars(stmt.order_by(Grant.id.desc()).limit(500))]
+
+
+def revoke_grant(session: Session, *, principal: Principal, grant_id: int, reason: str) -> Grant:
+    """The provider ends a grant before its expiry (reason required)."""
+    g = session.get(Grant, grant_id)
+    if g is None:
+        raise NotFound(f"授权 {grant_id} 不存在", f"Grant {grant_id} does not exist", code="grant_not_found")
+    _authorize(session, principal, "data.approve", g.provider_org_id)
+    if not (reason or "").strip():
+        raise Invalid("撤销授权须说明理由", "A revocation needs a reason",
+                      errors=[{"field": "reason", "message": "required"}])
+    if g.status != "active":
+        raise Conflict("授权已结束", "The grant has already ended", code="grant_ended")
+    g.status, g.ended_at = "revoked", utcnow()
+    audit.commit(session, action="data.grant.revoke", target_type="data_grant", target_id=g.id,
+                 before={"status": "active"}, after={"status": "revoked", "reason": reason})
+    return g
+
+
+def expire_grants(session: Session) -> int:
+    """Mark grants past their end date as expired (the exchange already refuses them); returns how many."""
+    today = _today()
+    ids = list(session.scalars(select(Grant.id).where(Grant.status == "active", Grant.valid_to < today)))
+    if not ids:
+        return 0
+    session.execute(update(Grant).where(Grant.id.in_(ids)).values(status="expired", ended_at=utcnow()))
+    audit.commit(session, action="data.grant.expire", target_type="data_grant", target_id=",".join(map(str, ids[:50])),
+                 after={"expired": len(ids), "grant_ids": ids[:200]})
+    return len(ids)
+
+
+# --- exchange (交换) ----------------------------------------------------------------------------------------------------
+
+_META: dict[tuple, tuple[float, dict[str, Any]]] = {}
+_META_LOCK = threading.Lock()
+META_TTL = 2.0
+
+
+def _meta(session: Session, code: str) -> dict[str, Any]:
+    """Exchange-relevant facts of a resource, cached briefly (cleared on every catalogue change here)."""
+    k = (id(session.get_bind()), code)
+    hit = _META.get(k)
+    now = time.monotonic()
+    if hit and now - hit[0] < META_TTL:
+        return hit[1]
+    r = _resource(session, code)
+    items = item_definitions(r)
+    bt = BASE_TABLES.get(r.base_table or "")
+    filterable = set(bt.filterable) if bt else set()
+    filterable |= {it["name"] for it in items if it.get("filterable")}
+    filterable.add(r.key_field)
+    meta = {"id": r.id, "code": r.code, "provider_org_id": r.provider_org_id, "status": r.status,
+            "share_type": r.share_type, "open_type": r.open_type, "base_table": r.base_table,
+            "key": r.key_field, "items": {it["name"]: it for it in items}, "order": [it["name"] for it in items],
+            "masks": {it["name"]: MASKS[it["mask"]] for it in items if it.get("mask") in MASKS},
+            "filterable": filterable, "public": [it["name"] for it in items if it.get("grade") == "public"],
+            "table": bt.table if bt else Record.__table__}
+    with _META_LOCK:
+        _META[k] = (now, meta)
+    return meta
+
+
+_GRANT_STMT = select(Grant.fields, Grant.unmasked_fields).where(
+    Grant.resource_id == bindparam("rid"), Grant.consumer_org_id == bindparam("org"), Grant.status == "active",
+    Grant.valid_from <= bindparam("today", type_=Grant.valid_from.type),
+    Grant.valid_to >= bindparam("today", type_=Grant.valid_to.type))
+
+
+def _grant_for(session: Session, meta: dict[str, Any], org_id: int) -> tuple[set[str], set[str]]:
+    rows = session.execute(_GRANT_STMT, {"rid": meta["id"], "org": org_id, "today": _today()}).all()
+    if not rows:
+        raise Forbidden(f"本部门没有资源 {meta['code']} 的有效共享授权（请先申请）",
+                        f"Your department holds no valid grant for {meta['code']} (request one first)",
+                        code="no_grant")
+    fields: set[str] = set()
+    unmasked: set[str] = set()
+    for f, u in rows:
+        fields.update(f or [])
+        unmasked.update(u or [])
+    return fields, unmasked
+
+
+def _convert_filter(item: dict[str, Any], value: str) -> Any:
+    t = item.get("type", "string")
+    try:
+        if t == "date":
+            return dt.date.fromisoformat(value)
+        if t == "number":
+            return float(value)
+        if t == "integer":
+            return int(value)
+    except ValueError:
+        raise Invalid(f"筛选值 {item['name']} 类型不符", f"Filter {item['name']} has the wrong type",
+                      errors=[{"field": item["name"], "message": f"expected {t}"}]) from None
+    return value
+
+
+def _columns(meta: dict[str, Any], fields: list[str]):
+    t = meta["table"]
+    if meta["base_table"]:
+        return [t.c[f] for f in fields] + [t.c.seq]
+    return [t.c.data, t.c.seq]
+
+
+def _rows_out(meta: dict[str, Any], result, fields: list[str], masked: dict[str, Callable]) -> list[dict]:
+    out = []
+    if meta["base_table"]:
+        for row in result:
+            d = dict(zip(fields, row, strict=False))
+            for f, fn in masked.items():
+                v = d[f]
+                if v is not None:
+                    d[f] = fn(v)
+            out.append(d)
+    else:
+        for data, _seq in result:
+            d = {f: data.get(f) for f in fields}
+            for f, fn in masked.items():
+                if d[f] is not None:
+                    d[f] = fn(d[f])
+            out.append(d)
+    return out
+
+
+_STMTS: dict[tuple, Any] = {}
+
+
+def _statement(meta: dict[str, Any], want: tuple[str, ...], op: str, fkeys: tuple[str, ...]):
+    """The exchange SELECT for this shape of call, built once and reused with bound parameters."""
+    ck = (meta["code"], meta["table"].name, want, op, fkeys)
+    stmt = _STMTS.get(ck)
+    if stmt is not None:
+        return stmt
+    t = meta["table"]
+    stmt = select(*_columns(meta, list(want)))
+    if not meta["base_table"]:
+        stmt = stmt.where(t.c.resource_id == bindparam("rid"))
+
+    def col(f: str):
+        return t.c[f] if meta["base_table"] else t.c.data[f].as_string()
+
+    if op == "get":
+        stmt = stmt.where(col(meta["key"]) == bindparam("k")).limit(1)
+    elif op == "query":
+        for f in fkeys:
+            stmt = stmt.where(col(f) == bindparam(f"f_{f}"))
+        stmt = stmt.order_by(t.c.id).limit(bindparam("lim")).offset(bindparam("off"))
+    else:
+        stmt = stmt.where(t.c.seq > bindparam("after")).order_by(t.c.seq).limit(bindparam("lim"))
+    if len(_STMTS) > 2000:
+        _STMTS.clear()
+    _STMTS[ck] = stmt
+    return stmt
+
+
+_RAW: dict[tuple, tuple[str, list[str] | None, dict[str, Any]]] = {}
+
+
+def _execute_raw(session: Session, stmt, ck: tuple, params: dict[str, Any]) -> list[tuple]:
+    """Run a cached exchange SELECT through the driver (compiled once per dialect; no result processing:
+    the hot path returns dates as the driver gives them, which serialise the same)."""
+    dialect = session.get_bind().dialect
+    key = (dialect.name, ck)
+    hit = _RAW.get(key)
+    if hit is None:
+        compiled = stmt.compile(dialect=dialect)
+        hit = (str(compiled), list(compiled.positiontup) if compiled.positional else None,
+               {k: v for k, v in compiled.params.items() if v is not None})
+        if len(_RAW) > 2000:
+            _RAW.clear()
+        _RAW[key] = hit
+    sql, order, defaults = hit
+    params = {**defaults, **params}
+    if dialect.name == "sqlite":
+        params = {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in params.items()}
+    args = tuple(params[n] for n in order) if order is not None else params
+    return session.connection().exec_driver_sql(sql, args).fetchall()
+
+
+def exchange(session: Session, *, principal: Principal, code: str, op: str = "query",
+             key: str | None = None, filters: dict[str, str] | None = None, fields: list[str] | None = None,
+             page: int = 1, page_size: int = 100, cursor: str | None = None, limit: int = 100,
+             masked: bool = True, log: bool = True) -> dict[str, Any]:
+    """A granted consumer's query: by key (`get`), by filter with paging (`query`) or changes since a
+    cursor (`pull`). Fields outside the grant are refused, sensitive fields are masked unless the grant
+    names them in clear, and the call is logged (consumer, resource, fields, records) before data leaves."""
+    if principal.kind != "system":
+        _authorize(session, principal, "data.exchange")
+        exchangelog.LIMITER.hit(f"{principal.kind}:{principal.id}")
+    if not principal.org_id:
+        raise Forbidden("交换接口须以部门身份调用", "Exchange calls are made on behalf of a department",
+                        code="no_department")
+    meta = _meta(session, code)
+    if meta["status"] != "published" or meta["share_type"] == "none":
+        raise Forbidden("该资源不可共享", "This resource is not shared", code="not_shareable")
+    granted, clear = _grant_for(session, meta, principal.org_id)
+    want = [f for f in (fields or [f for f in meta["order"] if f in granted])]
+    denied = [f for f in want if f not in granted]
+    if denied:
+        raise Forbidden(f"未获授权的信息项：{'、'.join(denied)}", f"Fields not granted: {', '.join(denied)}",
+                        code="field_not_granted", fields=denied)
+    unknown = [f for f in want if f not in meta["items"]]
+    if unknown:
+        raise Invalid(f"未知信息项：{'、'.join(unknown)}", f"Unknown fields: {', '.join(unknown)}",
+                      errors=[{"field": f, "message": "unknown"} for f in unknown])
+    masks = {f: meta["masks"][f] for f in want if f in meta["masks"] and f not in clear} if masked else {}
+    result: dict[str, Any] = {"resource": code, "fields": want, "masked": sorted(masks)}
+    params: dict[str, Any] = {}
+    if op == "get":
+        if not key:
+            raise Invalid("须提供主键值", "A key is required", errors=[{"field": "key", "message": "required"}])
+        params["k"] = key
+        fkeys: tuple[str, ...] = ()
+    elif op == "query":
+        filters = filters or {}
+        for f, v in filters.items():
+            if f not in meta["items"] or f not in meta["filterable"]:
+                raise Invalid(f"不支持按 {f} 筛选", f"Cannot filter by {f}",
+                              errors=[{"field": f, "message": f"filterable: {sorted(meta['filterable'])}"}])
+            if f not in granted:
+                raise Forbidden(f"未获授权的信息项：{f}", f"Field not granted: {f}", code="field_not_granted")
+            params[f"f_{f}"] = _convert_filter(meta["items"][f], v) if meta["base_table"] else str(v)
+        fkeys = tuple(sorted(filters))
+        page_size = max(1, min(page_size, MAX_PAGE))
+        page = max(1, page)
+        params["lim"], params["off"] = page_size, (page - 1) * page_size
+        result.update(page=page, page_size=page_size)
+    elif op == "pull":
+        try:
+            after = int(cursor or 0)
+        except ValueError:
+            raise Invalid("游标无效", "Invalid cursor", errors=[{"field": "cursor", "message": "invalid"}]) from None
+        limit = max(1, min(limit, MAX_PAGE))
+        params["after"], params["lim"] = after, limit
+        fkeys = ()
+    else:
+        raise Invalid(f"未知操作 {op}", f"Unknown operation {op}", errors=[{"field": "op", "message": op}])
+    stmt = _statement(meta, tuple(want), op, fkeys)
+    if meta["base_table"]:
+        rows = _execute_raw(session, stmt, (meta["code"], tuple(want), op, fkeys), params)
+    else:
+        params["rid"] = meta["id"]
+        rows = session.execute(stmt, params).all()
+    records = _rows_out(meta, rows, want, masks)
+    if op == "pull":
+        result["next_cursor"] = str(rows[-1][-1]) if rows else str(after)
+        result["has_more"] = len(rows) == limit
+    if op == "get" and not records:
+        raise NotFound(f"没有主键为 {masking.mask_text(key)} 的记录", "No record with that key",
+                       code="record_not_found")
+    result["records"] = records
+    result["count"] = len(records)
+    if log:
+        # end this read transaction first: an open SQLite snapshot would keep every log commit from
+        # checkpointing the WAL (each commit then pays a partial checkpoint)
+        session.commit()
+        req = context.current()
+        exchangelog.WRITER.submit(get_db(), {
+            "at": utcnow(), "consumer_org_id": principal.org_id, "provider_org_id": meta["provider_org_id"],
+            "resource_id": meta["id"], "actor": principal.label[:100],
+            "key_id": principal.id if principal.kind == "apikey" else None, "op": op, "fields": ",".join(want),
+            "unmasked": ",".join(f for f in want if f in clear and f in meta["masks"]),
+            "records": len(records), "request_id": req.request_id})
+    return result
+
+
+def exchange_log(session: Session, *, principal: Principal, code: str | None = None, limit: int = 100,
+                 offset: int = 0) -> list[dict[str, Any]]:
+    """Recent exchange calls the caller's departments made or served."""
+    _authorize(session, principal, "data.stats")
+    stmt = select(ExchangeLog)
+    if principal.kind != "system" and principal.org_scope is not None:
+        ids = list(principal.org_scope)
+        stmt = stmt.where(or_(ExchangeLog.consumer_org_id.in_(ids), ExchangeLog.provider_org_id.in_(ids)))
+    if code:
+        stmt = stmt.where(ExchangeLog.resource_id == _resource(session, code).id)
+    rows = session.scalars(stmt.order_by(ExchangeLog.id.desc()).limit(min(limit, 1000)).offset(offset))
+    return [{"id": x.id, "at": x.at, "consumer_org_id": x.consumer_org_id, "provider_org_id": x.provider_org_id,
+             "resource_id": x.resource_id, "actor": x.actor, "op": x.op, "fields": x.fields.split(",") if x.fields
+             else [], "unmasked": x.unmasked.split(",") if x.unmasked else [], "records": x.records,
+             "request_id": x.request_id} for x in rows]
+
+
+def exchange_stats(session: Session, *, principal: Principal, days: int = 7) -> dict[str, Any]:
+    """Exchange statistics per day, department and resource over the last `days` days."""
+    _authorize(session, principal, "data.stats")
+    days = max(1, min(days, 366))
+    today = _today()
+    since = today - dt.timedelta(days=days - 1)
+    stmt = select(ExchangeDaily).where(ExchangeDaily.day >= since)
+    if principal.kind != "system" and principal.org_scope is not None:
+        ids = list(principal.org_scope)
+        stmt = stmt.where(or_(ExchangeDaily.consumer_org_id.in_(ids), ExchangeDaily.provider_org_id.in_(ids)))
+    rows = session.scalars(stmt).all()
+    orgs = _org_names(session)
+    res = {r.id: r for r in session.scalars(select(Resource))}
+    per_day = {since + dt.timedelta(days=i): [0, 0] for i in range(days)}
+    by_consumer: dict[int, list[int]] = {}
+    by_provider: dict[int, list[int]] = {}
+    by_resource: dict[int, list[int]] = {}
+    for r in rows:
+        for bucket, k in ((per_day, r.day), (by_consumer, r.consumer_org_id), (by_provider, r.provider_org_id),
+                          (by_resource, r.resource_id)):
+            b = bucket.setdefault(k, [0, 0])
+            b[0] += r.calls
+            b[1] += r.records
+
+    def org_rows(d: dict[int, list[int]]) -> list[dict[str, Any]]:
+        return sorted(({"org_id": k, "name": orgs[k].name if k in orgs else ("公众" if k == 0 else str(k)),
+                        "calls": v[0], "records": v[1]} for k, v in d.items()), key=lambda x: -x["records"])
+
+    return {
+        "days": [{"date": d, "calls": v[0], "records": v[1]} for d, v in sorted(per_day.items())],
+        "by_consumer": org_rows(by_consumer), "by_provider": org_rows(by_provider),
+        "by_resource": sorted(({"resource_id": k, "code": res[k].code if k in res else None,
+                                "name": res[k].name if k in res else None, "calls": v[0], "records": v[1]}
+                               for k, v in by_resource.items()), key=lambda x: -x["records"]),
+        "total_calls": sum(v[0] for v in per_day.values()), "total_records": sum(v[1] for v in per_day.values()),
+    }
+
+
+def ioc_summary(session: Session) -> dict[str, Any]:
+    """Exchange volume and catalogue facts for the operations centre (no permission check: the IOC page
+    checks `ioc.view`)."""
+    today = _today()
+    since = today - dt.timedelta(days=6)
+    per_day = {since + dt.timedelta(days=i): [0, 0] for i in range(7)}
+    for day, calls, records in session.execute(
+            select(ExchangeDaily.day, func.sum(ExchangeDaily.calls), func.sum(ExchangeDaily.records))
+            .where(ExchangeDaily.day >= since).group_by(ExchangeDaily.day)):
+        if day in per_day:
+            per_day[day] = [int(calls or 0), int(records or 0)]
+    stats = catalog_stats(session)
+    pending = session.scalar(select(func.count()).select_from(ShareRequest)
+                             .where(ShareRequest.status == "pending")) or 0
+    overdue = session.scalar(select(func.count()).select_from(ShareRequest).where(
+        ShareRequest.status == "pending", ShareRequest.due_on < today)) or 0
+    return {
+        "exchange_today": per_day[today][1], "exchange_calls_today": per_day[today][0],
+        "exchange_7d": [{"date": d.isoformat(), "records": v[1], "calls": v[0]} for d, v in sorted(per_day.items())],
+        "resources_total": stats["resources_total"], "sharing_rate": stats["sharing_rate"],
+        "open_resources": stats["by_open_type"]["open"] + stats["by_open_type"]["conditional"],
+        "pending_requests": int(pending), "overdue_requests": int(overdue),
+    }
+
+
+# --- open data (开放) -----------------------------------------------------------------------------------------------
+
+
+def _open_resource(session: Session, code: str, principal: Principal | None = None) -> dict[str, Any]:
+    meta = _meta(session, code)
+    if meta["status"] != "published" or meta["open_type"] == "closed":
+        raise NotFound(f"开放数据 {code} 不存在", f"Open dataset {code} does not exist", code="resource_not_found")
+    if meta["open_type"] == "conditional":
+        p = principal
+        ok = p is not None and p.can("data.open") and (p.extra.get("subject") in (code, "*"))
+        if not ok:
+            raise Forbidden("有条件开放数据须使用申请获得的开放数据密钥", "This dataset needs an open-data key",
+                            code="open_key_required")
+    return meta
+
+
+def open_list(session: Session, *, q: str | None = None, limit: int = 20, offset: int = 0) -> tuple[int, list]:
+    """Published open and conditionally open resources (public fields only)."""
+    total, rows = list_resources(session, q=q, open_types=("open", "conditional"), limit=limit, offset=offset)
+    for r in rows:
+        r["items"] = [it for it in r["items"] if it.get("grade") == "public"]
+        r.pop("legal_basis", None)
+    return total, rows
+
+
+def open_rows(session: Session, *, code: str, principal: Principal | None = None, limit: int | None = None,
+              chunk: int = 2000) -> tuple[list[str], Iterator[dict[str, Any]]]:
+    """The public fields of an open resource and an iterator over its rows (for preview and download)."""
+    meta = _open_resource(session, code, principal)
+    fields = meta["public"]
+    if not fields:
+        return [], iter(())
+    t = meta["table"]
+
+    def gen() -> Iterator[dict[str, Any]]:
+        last, sent = 0, 0
+        with get_db().read() as s:
+            while True:
+                n = chunk if limit is None else min(chunk, limit - sent)
+                if n <= 0:
+                    return
+                stmt = select(t.c.id, *_columns(meta, fields)).where(t.c.id > last)
+                if not meta["base_table"]:
+                    stmt = stmt.where(t.c.resource_id == meta["id"])
+                rows = s.execute(stmt.order_by(t.c.id).limit(n)).all()
+                if not rows:
+                    return
+                last = rows[-1][0]
+                yield from _rows_out(meta, [r[1:] for r in rows], fields, {})
+                sent += len(rows)
+                if len(rows) < n:
+                    return
+
+    return fields, gen()
+
+
+def log_open_download(*, code: str, records: int, principal: Principal | None) -> None:
+    """Count an open-data download in the exchange statistics (consumer 0 = the public)."""
+    db = get_db()
+    with db.read() as s:
+        meta = _meta(s, code)
+    exchangelog.WRITER.submit(db, {
+        "at": utcnow(), "consumer_org_id": 0, "provider_org_id": meta["provider_org_id"],
+        "resource_id": meta["id"], "actor": (principal.label if principal else "anonymous")[:100],
+        "key_id": principal.id if principal and principal.kind == "apikey" else None, "op": "open",
+        "fields": ",".join(meta["public"]), "unmasked": "", "records": records,
+        "request_id": context.current().request_id})
+
+
+def apply_open_key(session: Session, *, code: str, applicant: str, contact: str, purpose: str) -> str:
+    """Register a user of a conditionally open dataset and issue their key (shown once, revocable)."""
+    meta = _meta(session, code)
+    if meta["status"] != "published" or meta["open_type"] != "conditional":
+        raise Conflict("该资源不是有条件开放数据", "This resource is not conditionally open",
+                       code="not_conditionally_open")
+    errs = [{"field": k, "message": "required"} for k, v in
+            (("applicant", applicant), ("contact", contact), ("purpose", purpose)) if not (v or "").strip()]
+    if errs:
+        raise Invalid("请填写申请人、联系方式和用途", "Applicant, contact and purpose are required", errors=errs)
+    key, _k = identity.create_api_key(session, name=f"开放数据:{applicant.strip()[:60]}", scopes=["data.open"],
+                                      kind="open", subject=code, created_by=f"open:{contact.strip()[:60]}")
+    audit.commit(session, action="data.open.key", target_type="data_resource", target_id=code,
+                 after={"applicant": applicant, "contact": contact, "purpose": purpose})
+    return key
+
+
+# --- CKAN and DCAT ------------------------------------------------------------------------------------------------------
+
+
+def ckan_name(code: str) -> str:
+    """A CKAN dataset name for a resource code (lower case, `-` and `_` only)."""
+    return re.sub(r"[^a-z0-9_\-]", "-", code.lower())
+
+
+def ckan_package(r: dict[str, Any], base_url: str) -> dict[str, Any]:
+    """A resource as a CKAN package dict."""
+    name = ckan_name(r["code"])
+    org = r.get("provider_code") or ""
+    return {
+        "id": r["code"], "name": name, "title": r["name"], "notes": r["summary"], "type": "dataset",
+        "state": "active", "private": False, "license_id": "cc-by" if r["open_type"] == "open" else "other-closed",
+        "metadata_created": r["created_at"], "metadata_modified": r["updated_at"],
+        "version": str(r["version"]), "num_resources": 2, "num_tags": len(r["tags"]),
+        "organization": {"id": org, "name": ckan_name(org), "title": r.get("provider_name") or org,
+                         "type": "organization", "state": "active", "is_organization": True},
+        "owner_org": org, "tags": [{"name": t, "display_name": t} for t in r["tags"]],
+        "groups": [{"name": r["classification"], "title": r["classification_label"]}],
+        "extras": [{"key": "share_type", "value": r["share_type"]}, {"key": "open_type", "value": r["open_type"]},
+                   {"key": "update_cycle", "value": r["update_cycle"]}, {"key": "category", "value": r["category"]}],
+        "resources": [
+            {"id": f"{r['code']}-csv", "package_id": r["code"], "name": f"{r['name']} (CSV)", "format": "CSV",
+             "url": f"{base_url}/api/v1/open/resources/{r['code']}/download.csv", "state": "active"},
+            {"id": f"{r['code']}-json", "package_id": r["code"], "name": f"{r['name']} (JSON)", "format": "JSON",
+             "url": f"{base_url}/api/v1/open/resources/{r['code']}/download.json", "state": "active"},
+        ],
+    }
+
+
+def dcat_catalog(session: Session, *, base_url: str) -> dict[str, Any]:
+    """The open catalogue as DCAT (W3C DCAT 2) JSON-LD."""
+    _total, rows = list_resources(session, open_types=("open", "conditional"), limit=200)
+    offset = 200
+    while offset < _total:
+        rows += list_resources(session, open_types=("open", "conditional"), limit=200, offset=offset)[1]
+        offset += 200
+    graph: list[dict[str, Any]] = []
+    datasets = []
+    for r in rows:
+        ds_id = f"{base_url}/api/v1/open/resources/{r['code']}"
+        datasets.append({"@id": ds_id})
+        graph.append({
+            "@id": ds_id, "@type": "dcat:Dataset", "dct:identifier": r["code"],
+            "dct:title": [{"@value": r["name"], "@language": "zh"}]
+            + ([{"@value": r["name_en"], "@language": "en"}] if r.get("name_en") else []),
+            "dct:description": {"@value": r["summary"], "@language": "zh"},
+            "dct:publisher": {"@id": f"{base_url}/api/v1/open/organizations/{r['provider_code']}",
+                              "@type": "foaf:Organization", "foaf:name": r.get("provider_name") or ""},
+            "dct:issued": {"@value": str(r["published_at"])[:10] if r.get("published_at") else None,
+                           "@type": "xsd:date"},
+            "dct:modified": {"@value": str(r["updated_at"]).replace(" ", "T"), "@type": "xsd:dateTime"},
+            "dcat:keyword": r["tags"], "dct:accrualPeriodicity": r["update_cycle"],
+            "dct:accessRights": r["open_type_label"],
+            "dcat:distribution": [
+                {"@type": "dcat:Distribution", "dct:format": fmt.upper(), "dcat:mediaType": mt,
+                 "dcat:downloadURL": {"@id": f"{ds_id}/download.{fmt}"}}
+                for fmt, mt in (("csv", "text/csv"), ("json", "application/json"))],
+        })
+    graph.insert(0, {"@id": f"{base_url}/api/v1/open/catalog", "@type": "dcat:Catalog",
+                     "dct:title": {"@value": "政务数据开放目录", "@language": "zh"},
+                     "dct:language": "zh-CN", "dcat:dataset": datasets})
+    return {"@context": {"dcat": "http://www.w3.org/ns/dcat#", "dct": "http://purl.org/dc/terms/",
+                         "foaf": "http://xmlns.com/foaf/0.1/", "xsd": "http://www.w3.org/2001/XMLSchema#"},
+            "@graph": graph}

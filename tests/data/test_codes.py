@@ -1,0 +1,74 @@
+import datetime as dt
+import random
+
+import pytest
+
+from citybrain import codes, masking
+
+
+def test_published_samples_validate():
+    assert codes.check_id_number("11010519491231002X") is None
+    assert codes.check_credit_code("91350100M000100Y43") is None
+    assert codes.check_org_code("M000100Y4") is None
+
+
+@pytest.mark.parametrize("value,reason", [
+    ("110105194912310021", "id_check"),      # wrong check digit
+    ("11010519491231002x", "id_format"),     # lower-case x
+    ("1101051949123100", "id_format"),       # too short
+    ("110105194902300029", "id_date"),       # 30 February (format passes, calendar does not)
+    ("990105194912310025", "id_area"),       # no province 99
+    ("110105219912310021", "id_format"),     # year 2199
+])
+def test_invalid_id_numbers(value, reason):
+    assert codes.check_id_number(value) == reason
+
+
+def test_future_birth_date_refused():
+    idn = codes.make_id_number("440115", dt.date(2030, 1, 1), 5)
+    assert codes.check_id_number(idn, today=dt.date(2026, 1, 1)) == "id_date"
+
+
+@pytest.mark.parametrize("value,reason", [
+    ("91350100M000100Y44", "uscc_check"),
+    ("91350100M000100Y4", "uscc_format"),
+    ("91350100M000100I43", "uscc_format"),   # I is not in the character set
+    ("Z1350100M000100Y43", "uscc_format"),   # unknown registration authority
+    ("91990100M000100Y4Y", "uscc_area"),
+])
+def test_invalid_credit_codes(value, reason):
+    assert codes.check_credit_code(value) == reason
+
+
+def test_embedded_organisation_code_is_checked():
+    # a body whose GB 32100 check character is right but whose GB 11714 organisation code is wrong
+    body = "91350100M000100Y5"
+    value = body + codes.uscc_check_char(body)
+    assert codes.check_org_code("M000100Y5") == "org_check"
+    assert codes.check_credit_code(value) == "uscc_org"
+
+
+def test_generators_make_valid_codes():
+    rng = random.Random(3)
+    for i in range(200):
+        idn = codes.make_id_number("440115", dt.date(1950, 1, 1) + dt.timedelta(days=i * 97), i)
+        assert codes.is_valid_id_number(idn)
+        assert codes.id_gender(idn) == ("男" if i % 2 else "女")
+        assert codes.is_valid_credit_code(codes.make_credit_code("440115", rng))
+
+
+def test_area_codes():
+    assert codes.is_valid_area_code("440115")
+    assert codes.check_area_code("440015") == "area_structure"
+    assert codes.check_area_code("440011") == "area_structure"
+    assert codes.check_area_code("960115") == "area_province"
+    assert codes.check_area_code("44011") == "area_format"
+
+
+def test_masks():
+    assert masking.mask_id_number("440115199001011234") == "440115********1234"
+    assert masking.mask_phone("13812345678") == "138****5678"
+    assert masking.mask_name("张三") == "张*"
+    assert masking.mask_name("欧阳娜娜") == "欧阳**"
+    assert masking.mask_date(dt.date(1990, 5, 17)) == "1990-**-**"
+    assert masking.mask_credit_code("91350100M000100Y43") == "91350100********43"

@@ -1,0 +1,144 @@
+from sqlalchemy import func, select
+
+from citybrain.audit import service as audit
+from citybrain.context import SYSTEM
+from citybrain.data import demo, exchangelog, service
+from citybrain.data.models import ExchangeDaily, ExchangeLog, Resource
+from tests.data.conftest import ENT, HEALTH, POP
+
+
+def _person():
+    return next(demo.population_rows(1, seed=7))
+
+
+def test_masking_per_rule_and_per_grant(client, hub, consumer_key):
+    p = _person()
+    yx = consumer_key("D-YXZX")  # the demo grant names phone in clear
+    r = client.get(f"/api/v1/data/exchange/{POP}/records/{p['id_number']}", headers=yx)
+    assert r.status_code == 200, r.text
+    rec = r.json()["records"][0]
+    assert rec["id_number"] == p["id_number"][:6] + "********" + p["id_number"][-4:]
+    assert rec["name"] == p["name"][0] + "*" * (len(p["name"]) - 1)
+    assert rec["residence_address"].endswith("****") and rec["residence_address"] != p["residence_address"]
+    assert rec["phone"] == p["phone"]  # granted unmasked
+    assert rec["gender"] == p["gender"]
+    assert set(r.json()["masked"]) == {"id_number", "name", "residence_address"}
+    # the audit trail of the approval names the field granted in clear
+    with hub.read() as s:
+        _n, recs = audit.search(s, action="data.request.approve")
+        assert any(x.summary["after"].get("unmasked_fields") == ["phone"] for x in recs)
+        log = s.scalars(select(ExchangeLog).order_by(ExchangeLog.id.desc())).first()
+    assert log.unmasked == "phone" and log.records == 1 and log.op == "get"
+    # fields outside the grant are refused
+    r = client.get(f"/api/v1/data/exchange/{POP}/records/{p['id_number']}", params={"fields": "birth_date"},
+                   headers=yx)
+    assert r.status_code == 403 and r.json()["code"] == "field_not_granted"
+
+
+def test_grant_without_clear_fields_sees_masks(client, hub, dept_user, consumer_key):
+    h = dept_user("D-JTJ")
+    req = client.post("/api/v1/data/requests", json={
+        "resource_code": POP, "fields": ["id_number", "phone"], "purpose": "网约车驾驶员核验",
+        "legal_basis": "《网络预约出租汽车经营服务管理暂行办法》"}, headers=h).json()
+    assert client.post(f"/api/v1/data/requests/{req['id']}/decision", json={"approve": True},
+                       headers=dept_user("D-GAJ")).status_code == 200
+    p = _person()
+    r = client.get(f"/api/v1/data/exchange/{POP}/records/{p['id_number']}", headers=consumer_key("D-JTJ"))
+    rec = r.json()["records"][0]
+    assert rec == {"id_number": p["id_number"][:6] + "********" + p["id_number"][-4:],
+                   "phone": p["phone"][:3] + "****" + p["phone"][-4:]}
+    # no grant at all
+    r = client.get(f"/api/v1/data/exchange/{POP}/records/{p['id_number']}", headers=consumer_key("D-WJJ"))
+    assert r.status_code == 403 and r.json()["code"] == "no_grant"
+
+
+def test_query_with_filters_and_paging(client, hub, consumer_key):
+    yx = consumer_key("D-YXZX")
+    r1 = client.post(f"/api/v1/data/exchange/{POP}/query", json={"filters": {"area_code": "440115"},
+                                                                "page_size": 10}, headers=yx).json()
+    r2 = client.post(f"/api/v1/data/exchange/{POP}/query", json={"filters": {"area_code": "440115"},
+                                                                "page_size": 10, "page": 2}, headers=yx).json()
+    assert r1["count"] == 10 and r2["count"] == 10
+    assert all(x["area_code"] == "440115" for x in r1["records"] + r2["records"])
+    assert not {x["phone"] for x in r1["records"]} & {x["phone"] for x in r2["records"]}
+    r = client.get(f"/api/v1/data/exchange/{POP}/records", params={"gender": "女", "page_size": 5}, headers=yx)
+    assert r.status_code == 200 and {x["gender"] for x in r.json()["records"]} == {"女"}
+    r = client.post(f"/api/v1/data/exchange/{POP}/query", json={"filters": {"phone": "13800000000"}}, headers=yx)
+    assert r.status_code == 422
+    # departmental (JSON) records filter the same way
+    r = client.post(f"/api/v1/data/exchange/{HEALTH}/query", json={"filters": {"kind": "诊所"}}, headers=yx)
+    assert r.status_code == 200 and r.json()["count"] == 6 and {x["kind"] for x in r.json()["records"]} == {"诊所"}
+
+
+def test_incremental_pull_with_cursor(client, hub, consumer_key):
+    yx = consumer_key("D-YXZX")
+    seen, cursor = [], "0"
+    while True:
+        r = client.get(f"/api/v1/data/exchange/{ENT}/changes", params={"cursor": cursor, "limit": 50},
+                       headers=yx).json()
+        seen += [x["credit_code"] for x in r["records"]]
+        cursor = r["next_cursor"]
+        if not r["has_more"]:
+            break
+    assert len(seen) == len(set(seen)) == 120
+    r = client.get(f"/api/v1/data/exchange/{ENT}/changes", params={"cursor": cursor}, headers=yx).json()
+    assert r["count"] == 0 and r["next_cursor"] == cursor
+    changed = list(demo.entity_rows(120))[5:7]
+    for c in changed:
+        c["status"] = "注销"
+    with hub.write() as s:
+        service.load_records(s, principal=SYSTEM, code=ENT, rows=changed)
+    r = client.get(f"/api/v1/data/exchange/{ENT}/changes", params={"cursor": cursor}, headers=yx).json()
+    assert [x["credit_code"] for x in r["records"]] == [c["credit_code"] for c in changed]
+    assert {x["status"] for x in r["records"]} == {"注销"}
+    assert client.get(f"/api/v1/data/exchange/{ENT}/changes", params={"cursor": "abc"},
+                      headers=yx).status_code == 422
+
+
+def test_every_call_is_logged_and_summed(client, hub, consumer_key):
+    yx = consumer_key("D-YXZX")
+    with hub.read() as s:
+        rid = s.scalar(select(Resource.id).where(Resource.code == ENT))
+        before = s.execute(select(func.coalesce(func.sum(ExchangeDaily.calls), 0),
+                                  func.coalesce(func.sum(ExchangeDaily.records), 0))
+                           .where(ExchangeDaily.resource_id == rid)).one()
+    total = 0
+    for size in (3, 7, 11):
+        total += client.post(f"/api/v1/data/exchange/{ENT}/query", json={"page_size": size},
+                             headers=yx).json()["count"]
+    with hub.read() as s:
+        after = s.execute(select(func.sum(ExchangeDaily.calls), func.sum(ExchangeDaily.records))
+                          .where(ExchangeDaily.resource_id == rid)).one()
+        logs = s.scalars(select(ExchangeLog).where(ExchangeLog.resource_id == rid, ExchangeLog.key_id.is_not(None))
+                         .order_by(ExchangeLog.id)).all()
+    assert (after[0] - before[0], after[1] - before[1]) == (3, total) == (3, 21)
+    assert [x.records for x in logs] == [3, 7, 11]
+    assert logs[0].fields.split(",")[0] == "credit_code"
+    stats = client.get("/api/v1/data/stats/exchange", headers=consumer_key("D-YXZX")).status_code
+    assert stats == 403  # exchange keys do not read statistics
+
+
+def test_rate_limit_per_key(client, hub, consumer_key, monkeypatch):
+    monkeypatch.setattr(exchangelog, "LIMITER", exchangelog.RateLimiter(0.01, 3))
+    yx, other = consumer_key("D-YXZX"), consumer_key("D-YXZX")
+    codes = [client.post(f"/api/v1/data/exchange/{ENT}/query", json={"page_size": 1}, headers=yx).status_code
+             for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    r = client.post(f"/api/v1/data/exchange/{ENT}/query", json={"page_size": 1}, headers=yx)
+    assert r.headers["retry-after"] and r.headers["content-type"].startswith("application/problem+json")
+    assert client.post(f"/api/v1/data/exchange/{ENT}/query", json={"page_size": 1}, headers=other).status_code == 200
+    with hub.read() as s:
+        n = s.scalar(select(func.count()).select_from(ExchangeLog).where(ExchangeLog.key_id.is_not(None)))
+    assert n == 4  # refused calls send nothing and are not counted as exchange
+
+
+def test_ioc_summary(client, hub, as_role):
+    r = client.get("/api/v1/data/ioc", headers=as_role("leader"))
+    assert r.status_code == 200
+    d = r.json()
+    assert set(d) == {"exchange_today", "exchange_calls_today", "exchange_7d", "resources_total", "sharing_rate",
+                      "open_resources", "pending_requests", "overdue_requests"}
+    assert len(d["exchange_7d"]) == 7 and sum(x["calls"] for x in d["exchange_7d"]) > 200
+    assert d["resources_total"] == 8 and d["pending_requests"] == 3 and d["overdue_requests"] == 1
+    s = client.get("/api/v1/data/stats/exchange", params={"days": 3}, headers=as_role("leader")).json()
+    assert len(s["days"]) == 3 and s["by_consumer"] and s["by_resource"]

@@ -1,0 +1,130 @@
+import csv
+import io
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.data.conftest import ENT, HEALTH, POP
+
+PORT = 8151
+
+
+def test_open_catalogue_is_public(client, hub):
+    r = client.get("/api/v1/open/resources")
+    assert r.status_code == 200
+    codes = {x["code"] for x in r.json()["items"]}
+    assert ENT in codes and HEALTH in codes and POP not in codes
+    r = client.get("/api/v1/open/resources", params={"q": "法人"}).json()
+    assert [x["code"] for x in r["items"]] == [ENT]
+    assert client.get(f"/api/v1/open/resources/{POP}").status_code == 404
+    d = client.get(f"/api/v1/open/resources/{ENT}").json()
+    assert "legal_rep" not in {i["name"] for i in d["items"]}  # only public items are listed
+
+
+def test_preview_and_download_show_public_fields_only(client, hub):
+    r = client.get(f"/api/v1/open/resources/{ENT}/preview", params={"limit": 5}).json()
+    assert len(r["records"]) == 5 and "legal_rep" not in r["fields"] and "credit_code" in r["fields"]
+    r = client.get(f"/api/v1/open/resources/{ENT}/download.csv")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(r.content.decode("utf-8-sig"))))
+    assert len(rows) == 120 and "legal_rep" not in rows[0]
+    r = client.get(f"/api/v1/open/resources/{ENT}/download.json").json()
+    assert len(r["records"]) == 120
+    assert client.get(f"/api/v1/open/resources/{POP}/download.csv").status_code == 404
+    assert client.get(f"/api/v1/open/resources/{ENT}/download.xml").status_code == 404
+    ioc = client.get("/api/v1/data/stats/exchange", params={"days": 1}, headers={}).status_code
+    assert ioc == 401
+
+
+def test_conditionally_open_needs_a_key(client, hub):
+    r = client.get(f"/api/v1/open/resources/{HEALTH}/download.json")
+    assert r.status_code == 403 and r.json()["code"] == "open_key_required"
+    r = client.post(f"/api/v1/open/resources/{HEALTH}/keys", json={"applicant": "某大学", "contact": "",
+                                                                  "purpose": "研究"})
+    assert r.status_code == 422
+    r = client.post(f"/api/v1/open/resources/{HEALTH}/keys", json={"applicant": "某大学公共卫生学院",
+                                                                  "contact": "lab@example.edu.cn",
+                                                                  "purpose": "基层医疗资源可及性研究"})
+    assert r.status_code == 201
+    key = r.json()["key"]
+    r = client.get(f"/api/v1/open/resources/{HEALTH}/download.json", headers={"X-API-Key": key})
+    assert r.status_code == 200 and len(r.json()["records"]) == 18
+    # the key is for that dataset only and cannot query the exchange
+    assert client.post(f"/api/v1/data/exchange/{ENT}/query", json={}, headers={"X-API-Key": key}).status_code == 403
+    assert client.post(f"/api/v1/open/resources/{ENT}/keys", json={"applicant": "a", "contact": "b",
+                                                                  "purpose": "c"}).status_code == 409
+
+
+def test_dcat_export_is_json_ld(client, hub):
+    from pyld import jsonld
+
+    r = client.get("/api/v1/open/catalog.jsonld")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/ld+json")
+    expanded = jsonld.expand(r.json())
+    types = [t for node in expanded for t in node.get("@type", [])]
+    assert types.count("http://www.w3.org/ns/dcat#Dataset") == 4
+    assert "http://www.w3.org/ns/dcat#Catalog" in types
+    ds = next(n for n in expanded if n.get("http://purl.org/dc/terms/identifier", [{}])[0].get("@value") == ENT)
+    dist = ds["http://www.w3.org/ns/dcat#distribution"]
+    assert {d["http://purl.org/dc/terms/format"][0]["@value"] for d in dist} == {"CSV", "JSON"}
+
+
+def test_ckan_action_api_in_process(client, hub):
+    r = client.get("/api/3/action/package_list").json()
+    assert r["success"] and "440115-1-02-001-0001" in r["result"]
+    r = client.post("/api/3/action/package_show", json={"id": "nope"})
+    assert r.status_code == 404 and r.json()["success"] is False
+    r = client.get("/api/3/action/no_such_action")
+    assert r.status_code == 400
+
+
+@pytest.fixture
+def server(db, hub, tmp_path):
+    """A real `citybrain serve` on the test's SQLite database."""
+    if not db.is_sqlite:
+        pytest.skip("the subprocess test runs once, on the embedded database")
+    db.dispose()
+    env = {**os.environ, "CITYBRAIN_DATA_DIR": str(tmp_path), "CITYBRAIN_SECRET_KEY": "test-secret-not-for-production"}
+    env.pop("CITYBRAIN_DATABASE_URL", None)
+    proc = subprocess.Popen([sys.executable, "-c", "from citybrain.cli import main; main()", "serve", "--port", str(PORT)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{PORT}"
+    try:
+        for _ in range(150):
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None:
+                pytest.fail(proc.stderr.read().decode()[-2000:])
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_ckanapi_client_against_a_running_server(server):
+    import ckanapi
+
+    ckan = ckanapi.RemoteCKAN(server, user_agent="citybrain-test/1.0")
+    names = ckan.action.package_list()
+    assert "440115-1-02-001-0001" in names and len(names) == 4
+    pkg = ckan.action.package_show(id="440115-1-02-001-0001")
+    assert pkg["title"] == "法人单位基础信息"
+    assert pkg["organization"]["title"] == "区市场监督管理局"
+    assert {r["format"] for r in pkg["resources"]} == {"CSV", "JSON"}
+    found = ckan.action.package_search(q="地名")
+    assert found["count"] == 1 and found["results"][0]["name"] == "440115-1-03-001-0001"
+    orgs = ckan.action.organization_list(all_fields=True)
+    assert {o["title"] for o in orgs} >= {"区市场监督管理局", "区政务服务数据管理局"}
+    with pytest.raises(ckanapi.NotFound):
+        ckan.action.package_show(id="no-such-dataset")
+    # the distribution URL really downloads
+    csv_url = next(r["url"] for r in pkg["resources"] if r["format"] == "CSV")
+    assert httpx.get(csv_url, timeout=10).status_code == 200
