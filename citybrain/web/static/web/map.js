@@ -45,5 +45,16 @@
     var sel = document.getElementById("f-dept");
     CB.items(orgs).forEach(function (o) { sel.appendChild(CB.el("option", {value: o.id}, CB.name(o))); });
   }).catch(function () { /* no departments visible */ });
+  var legend = document.getElementById("map-legend");
+  [["reported", CB.statusColor.reported], ["filed", CB.statusColor.filed], ["dispatched", CB.statusColor.dispatched],
+    ["in_progress", CB.statusColor.in_progress], ["handled", CB.statusColor.handled], ["verified", CB.statusColor.verified]]
+    .forEach(function (x) { legend.appendChild(CB.el("span", null, CB.el("i", {style: "background:" + x[1]}), CB.status(x[0]))); });
+  legend.appendChild(CB.el("span", null, CB.el("i", {style: "background:#d7263d"}), CB.tr("case.overdue")));
+  legend.appendChild(CB.el("span", null, CB.el("i", {style: "background:" + CB.statusColor.online}), CB.tr("map.devices") + " " + CB.status("online")));
+  legend.appendChild(CB.el("span", null, CB.el("i", {style: "background:" + CB.statusColor.offline}), CB.tr("map.devices") + " " + CB.status("offline")));
+  [1, 2, 3, 4].forEach(function (l) {
+    legend.appendChild(CB.el("span", null, CB.el("i", {style: "background:" + CB.sevColor[l] + ";border:2px solid #fff"}),
+      CB.tr("map.alarms") + " " + (CB.lang === "en" ? CB.tr("ioc.sev") + " " + l : l + CB.tr("ioc.sev"))));
+  });
   window.CB_MAP = {map: map, layers: layers};
 })();
