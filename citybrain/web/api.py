@@ -110,7 +110,8 @@ for _path, _perm, _tpl, _active, _summary in (
 @router.get("/m/grid", response_class=HTMLResponse, include_in_schema=False)
 def grid_page(request: Request, db: ReadDB, who: Principal = Depends(page_principal)) -> Response:
     """Grid-worker mobile page: report with category picker, photo, GPS or map tap; my reports; verification."""
-    return _gate(request, who, ("case.report",)) or render(request, "grid.html", who, active="grid", categories=service.report_categories(db))
+    return _gate(request, who, ("case.report",)) or render(request, "grid.html", who, active="grid",
+                                                           categories=service.report_categories(db))
 
 
 @router.get("/", include_in_schema=False)
@@ -174,10 +175,10 @@ def ioc_summary(db: ReadDB, who: Principal = Depends(require("ioc.view"))) -> di
 
 @router.post("/api/v1/attachments", status_code=201, tags=["web 页面与运行态势"],
              summary="上传照片 Upload a photo for a report or a handling step (JPEG/PNG/GIF/WebP, <= 8 MB)")
-async def upload_attachment(db: WriteDB, file: UploadFile = File(...),
-                            who: Principal = Depends(optional_principal)) -> dict:
+def upload_attachment(db: WriteDB, file: UploadFile = File(...),
+                      who: Principal = Depends(optional_principal)) -> dict:
     """Citizens may upload without logging in; the returned `url` goes into a case's `photos` or `attachments`."""
-    data = await file.read(service.MAX_PHOTO_BYTES + 1)
+    data = file.file.read(service.MAX_PHOTO_BYTES + 1)
     return service.store_attachment(db, data=data, filename=file.filename, principal=who)
 
 
