@@ -194,16 +194,20 @@ def _layers(base: str, token: str, n: int) -> dict[str, Any]:
             if c.get(path, params={**params, "bbox": "113.5,22.7,113.51,22.71"}).status_code == 404:
                 out[name] = "not installed"
                 continue
-            times, sizes, feats = [], [], []
+            times, sizes, feats, errors = [], [], [], {}
             for b in boxes:
                 t0 = time.perf_counter()
                 r = c.get(path, params={**params, "bbox": ",".join(f"{v:.5f}" for v in b)})
                 times.append((time.perf_counter() - t0) * 1000)
-                r.raise_for_status()
+                if r.status_code != 200:  # counted, not hidden (e.g. 503 while SQLite is locked by a writer)
+                    errors[r.status_code] = errors.get(r.status_code, 0) + 1
+                    continue
                 sizes.append(len(r.content))
                 feats.append(len(r.json().get("features", [])))
             out[name] = {"p50_ms": round(_pct(times, 50), 1), "p95_ms": round(_pct(times, 95), 1),
-                         "features_median": int(statistics.median(feats)), "kb_median": round(statistics.median(sizes) / 1024, 1)}
+                         "features_median": int(statistics.median(feats)) if feats else 0,
+                         "kb_median": round(statistics.median(sizes) / 1024, 1) if sizes else 0,
+                         "errors": errors}
     return out
 
 
