@@ -316,13 +316,18 @@ def bench_web(quick: bool = False) -> dict[str, Any]:
     try:
         leader = _token(server.base, "leader")
         operator = _token(server.base, "operator")
-        out["ioc_summary_api"] = _summary_latency(server.base, leader, 5 if quick else 10)
-        out["map_layers"] = _layers(server.base, operator, n_req)
-        out["baseline_sqlite_cases_bbox"] = _baseline_cases(tmp / "citybrain.db", n_req)
-        if Path(CHROMIUM).exists():
-            out["ioc_render"] = _ioc_render(server.base, 3 if quick else 5)
-        else:
-            out["ioc_render"] = f"Chromium not installed at {CHROMIUM}"
+        steps = [("ioc_summary_api", lambda: _summary_latency(server.base, leader, 5 if quick else 10)),
+                 ("map_layers", lambda: _layers(server.base, operator, n_req)),
+                 ("baseline_sqlite_cases_bbox", lambda: _baseline_cases(tmp / "citybrain.db", n_req)),
+                 ("ioc_render", lambda: _ioc_render(server.base, 3 if quick else 5) if Path(CHROMIUM).exists()
+                  else f"Chromium not installed at {CHROMIUM}")]
+        for name, step in steps:
+            try:
+                out[name] = step()
+            except Exception as exc:  # keep what was measured; say what failed
+                if quick:
+                    raise
+                out[name] = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
     finally:
         server.stop()
     out["total_s"] = round(time.perf_counter() - t0, 1)
