@@ -31,12 +31,12 @@ from sqlalchemy import case as sa_case
 from sqlalchemy.orm import Session
 
 from citybrain.cases import workflow as wf
-from citybrain.cases.calendar import CST
 from citybrain.cases.models import Case, Hotspot
 from citybrain.context import Principal
 from citybrain.db import utcnow
 from citybrain.errors import Invalid, NotFound
 from citybrain.identity import service as identity
+from citybrain.workcal import CST
 
 GROUPS = ("dept", "town", "community", "grid", "gridworker", "all")
 

@@ -41,7 +41,7 @@ def deadline(start: Annotated[str, typer.Argument(help="ISO time with offset, e.
              data_dir: DataDirOpt = None) -> None:
     """Compute a deadline with the deployment's calendar (holidays, 调休, office hours)."""
     from citybrain.cases import service
-    from citybrain.cases.calendar import CST, UNITS
+    from citybrain.workcal import CST, UNITS
 
     if unit not in UNITS:
         raise typer.BadParameter(f"unit must be one of {', '.join(UNITS)}")

@@ -12,12 +12,12 @@ from sqlalchemy import func, select
 from citybrain import clock, context
 from citybrain import demo_district as dd
 from citybrain.cases import service
-from citybrain.cases.calendar import CST
 from citybrain.cases.models import Case, DeptAlias, Responsibility
 from citybrain.config import get_settings
 from citybrain.context import SYSTEM
 from citybrain.db import Database
 from citybrain.identity import service as identity
+from citybrain.workcal import CST
 
 # (category code, title, weight) of the GB/T 47678.5-2026 classes the demo reports most
 DEMO_CATEGORIES = [

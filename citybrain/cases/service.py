@@ -23,7 +23,6 @@ from sqlalchemy.orm import Session
 from citybrain import bus
 from citybrain.audit import service as audit
 from citybrain.cases import workflow as wf
-from citybrain.cases.calendar import CST, UNITS, WorkCalendar
 from citybrain.cases.models import (
     Case,
     CaseEvent,
@@ -43,6 +42,7 @@ from citybrain.errors import Conflict, Forbidden, Invalid, NotFound
 from citybrain.identity import service as identity
 from citybrain.identity.permissions import PERMISSIONS
 from citybrain.masking import mask_phone
+from citybrain.workcal import CST, UNITS, WorkCalendar
 
 log = logging.getLogger("citybrain.cases")
 

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from citybrain import bus, context, masking
 from citybrain.audit import service as audit
 from citybrain.context import Principal
-from citybrain.data import exchangelog, workdays
+from citybrain.data import exchangelog
 from citybrain.data.models import (
     Counter,
     ExchangeDaily,
@@ -38,6 +38,7 @@ from citybrain.data.quality import BASE_TABLES, CHECKS, GRADES, MASKS, TYPES, Va
 from citybrain.db import get_db, utcnow
 from citybrain.errors import Conflict, Forbidden, Invalid, NotFound
 from citybrain.identity import service as identity
+from citybrain.workcal import WorkCalendar
 
 CLASSIFICATIONS = {"base": ("基础信息资源", "Base"), "theme": ("主题信息资源", "Theme"),
                    "department": ("部门信息资源", "Department")}
@@ -717,7 +718,7 @@ def create_request(session: Session, *, principal: Principal, code: str, fields:
         g = _make_grant(session, req, fields, [], valid_to)
         after.update(status="approved", grant_id=g.id)
     else:
-        req.due_on = workdays.add_workdays(today, ANSWER_WORKDAYS)
+        req.due_on = WorkCalendar().add_workdays(today, ANSWER_WORKDAYS)
         after.update(status="pending", due_on=req.due_on)
     bus.publish(session, "data.request.created", {
         "request_id": req.id, "resource_code": r.code, "status": req.status, "due_on": req.due_on,

@@ -8,8 +8,8 @@ import pytest
 
 from citybrain import clock
 from citybrain.cases import demo
-from citybrain.cases.calendar import CST
 from citybrain.identity import service as identity
+from citybrain.workcal import CST
 
 # Monday 2026-11-16 09:00 China time: a plain working week
 MONDAY = dt.datetime(2026, 11, 16, 9, 0, tzinfo=CST)

@@ -2,7 +2,7 @@
 
 import datetime as dt
 
-from citybrain.cases.calendar import CST, WorkCalendar
+from citybrain.workcal import CST, WorkCalendar
 
 cal = WorkCalendar()  # seeded default office hours 08:00-12:00, 14:00-18:00
 
@@ -58,3 +58,14 @@ def test_local_override_and_office_hours():
     assert c.day_minutes == 450
     # Tuesday declared off locally: Mon 17:30 + 1 h -> Wed 09:00
     assert c.add(at(2026, 11, 16, 17, 30), 1, "work_hours") == at(2026, 11, 18, 9, 0)
+
+
+def test_add_workdays_skips_the_national_day_holiday_and_counts_a_make_up_day():
+    from citybrain.workcal import WorkCalendar
+
+    cal = WorkCalendar()
+    # 10-01..10-07 are the National Day holiday; Saturday 10-10 is a make-up working day
+    assert cal.add_workdays(dt.date(2026, 9, 30), 1) == dt.date(2026, 10, 8)
+    assert cal.add_workdays(dt.date(2026, 9, 30), 3) == dt.date(2026, 10, 10)
+    # ten working days (the data-sharing answer limit) from a Friday span two weekends
+    assert cal.add_workdays(dt.date(2026, 11, 20), 10) == dt.date(2026, 12, 4)

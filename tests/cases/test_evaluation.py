@@ -6,8 +6,8 @@ import pytest
 
 from citybrain import clock
 from citybrain.cases import analytics, service
-from citybrain.cases.calendar import CST
 from citybrain.context import ANONYMOUS
+from citybrain.workcal import CST
 
 G1 = "440115001001001"  # 金洲社区, 南沙街道 (the demo grid worker's community)
 G2 = "440115002001001"  # 珠江街道

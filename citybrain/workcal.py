@@ -1,4 +1,5 @@
-"""Working-time arithmetic for case deadlines: office hours, weekends, statutory holidays and 调休.
+"""Working-time arithmetic (case deadlines, data-sharing answer deadlines): office hours, weekends,
+statutory holidays and 调休.
 
 Holidays and make-up working days come from the State Council schedule carried by the `chinese-calendar`
 package (import name `chinese_calendar`), with local overrides. Time limits are in working hours
@@ -43,6 +44,15 @@ class WorkCalendar:
             return chinese_calendar.is_workday(day)
         except NotImplementedError:  # a year the package does not know yet: weekdays
             return day.weekday() < 5
+
+    def add_workdays(self, start: dt.date, n: int) -> dt.date:
+        """The date `n` working days after `start` (the start day itself does not count)."""
+        day, left = start, n
+        while left > 0:
+            day += dt.timedelta(days=1)
+            if self.is_workday(day):
+                left -= 1
+        return day
 
     def _intervals(self, day: dt.date) -> list[tuple[dt.datetime, dt.datetime]]:
         if not self.is_workday(day):
