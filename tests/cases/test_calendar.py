@@ -69,3 +69,13 @@ def test_add_workdays_skips_the_national_day_holiday_and_counts_a_make_up_day():
     assert cal.add_workdays(dt.date(2026, 9, 30), 3) == dt.date(2026, 10, 10)
     # ten working days (the data-sharing answer limit) from a Friday span two weekends
     assert cal.add_workdays(dt.date(2026, 11, 20), 10) == dt.date(2026, 12, 4)
+
+
+def test_years_beyond_the_official_schedule_fall_back_to_weekdays():
+    from citybrain.workcal import WorkCalendar
+
+    cal = WorkCalendar()
+    # the State Council schedule is published a year at a time; 2099 is not in it
+    assert cal.is_workday(dt.date(2099, 1, 2))  # a Friday
+    assert not cal.is_workday(dt.date(2099, 1, 3))  # a Saturday
+    assert WorkCalendar(overrides={"2099-01-03": True}).is_workday(dt.date(2099, 1, 3))  # local 调休 override
