@@ -162,6 +162,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = get_db()
         startup(db)
+        bus.set_background(background)
         bridge = None
         if background and settings.bus_backend == "nats":
             from citybrain.bus_nats import NatsBridge
@@ -180,6 +181,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
             elif background:
                 bus.dispatcher().stop()
             if background:
+                bus.set_background(False)
                 shutdown(db)
 
     app = FastAPI(

@@ -322,6 +322,20 @@ class Dispatcher:
 
 
 _dispatcher: Dispatcher | None = None
+_background = threading.Event()
+
+
+def set_background(on: bool) -> None:
+    """Record whether this process serves with background work on (the app's lifespan sets it)."""
+    if on:
+        _background.set()
+    else:
+        _background.clear()
+
+
+def background_on() -> bool:
+    """True while a served app runs its background work (either bus backend); False in CLI jobs and tests."""
+    return _background.is_set()
 
 
 def dispatcher() -> Dispatcher:

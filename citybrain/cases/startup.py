@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from citybrain import context
+from citybrain import bus, context
 from citybrain import db as dbmod
 from citybrain.cases import service
 from citybrain.context import SYSTEM
@@ -25,6 +25,8 @@ def _loop(db: Database, stop: threading.Event) -> None:
     while not stop.wait(INTERVAL_S):
         if dbmod._db is not db:  # the process moved to another database (tests): this worker is done
             return
+        if not bus.background_on():  # CLI jobs and tests: reference data only, no sweeping
+            continue
         try:
             with db.write() as s:
                 service.sweep(s)

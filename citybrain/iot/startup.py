@@ -1,8 +1,8 @@
 """IoT background work started with the server: default rules, partitions, the status/no-data checker, the
 retention purge and the MQTT subscriber (when CITYBRAIN_MQTT_URL is set).
 
-The checker and the MQTT subscriber only run while the bus dispatcher runs (a served app with background work
-on): CLI commands and tests that build the app with `background=False` call `startup` too, and must neither
+The checker and the MQTT subscriber only run while a served app runs its background work (`bus.background_on()`,
+with either bus backend): CLI commands and tests that build the app with `background=False` call `startup` too, and must neither
 consume broker messages nor move devices offline behind a test's fake clock.
 """
 
@@ -27,11 +27,6 @@ _thread: threading.Thread | None = None
 _mqtt = None
 
 
-def _background_on() -> bool:
-    d = bus._dispatcher
-    return d is not None and d._thread is not None
-
-
 def _start_mqtt(db: Database) -> None:
     global _mqtt
     url = get_settings().mqtt_url
@@ -53,7 +48,7 @@ def _loop() -> None:
     last_purge = None
     first = True
     while not _stop.wait(0.5 if first else CHECK_EVERY_S):
-        if not _background_on():
+        if not bus.background_on():
             continue
         first = False
         db = get_db()

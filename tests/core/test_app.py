@@ -48,3 +48,20 @@ def test_login_and_me(client):
     h = login(client, "operator")
     me = client.get("/api/v1/me", headers=h).json()
     assert me["username"] == "operator" and "case.dispatch" in me["permissions"] and me["city_wide"]
+
+
+def test_background_work_runs_only_while_served_with_it(db):
+    """Module workers (IoT status checker and MQTT subscriber, case deadline sweep) follow the served app's
+    background flag, whichever bus backend it uses; CLI jobs and `background=False` apps leave them inert."""
+    from fastapi.testclient import TestClient
+
+    from citybrain import bus
+    from citybrain.app import create_app
+
+    assert not bus.background_on()
+    with TestClient(create_app(background=False)):
+        assert not bus.background_on()
+    with TestClient(create_app(background=True)) as c:
+        assert c.get("/healthz").status_code == 200
+        assert bus.background_on()
+    assert not bus.background_on()
