@@ -138,11 +138,13 @@ def list_cases(request: Request, db: ReadDB, who: Principal = Depends(require("c
                category_code: str | None = Query(None, max_length=12), overdue: bool | None = None,
                source: str | None = Query(None, max_length=12), town_code: str | None = Query(None, max_length=9),
                q: str | None = Query(None, max_length=100), since: AwareDatetime | None = None,
-               until: AwareDatetime | None = None, limit: int = Query(50, ge=1, le=500),
-               offset: int = Query(0, ge=0, le=100000)) -> CasePage:
+               until: AwareDatetime | None = None,
+               assigned_to_me: bool = Query(False, description="only cases assigned to the caller (指派给我)"),
+               limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=100000)) -> CasePage:
     total, capped, rows = service.list_cases(db, principal=who, status=_status_list(status), dept_org_id=dept_org_id,
                                              grid_code=grid_code, category_code=category_code, overdue=overdue,
                                              source=source, town_code=town_code, q=q, since=since, until=until,
+                                             assignee_user_id=(who.id or -1) if assigned_to_me else None,
                                              limit=limit, offset=offset)
     lang = _lang(request)
     return CasePage(total=total, total_capped=capped, items=[service.case_dict(c, lang=lang) for c in rows])
@@ -152,6 +154,15 @@ def list_cases(request: Request, db: ReadDB, who: Principal = Depends(require("c
 def my_cases(request: Request, db: ReadDB, who: Principal = Depends(require("case.report")),
              limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)) -> CasePage:
     total, capped, rows = service.list_cases(db, principal=who, mine=True, limit=limit, offset=offset)
+    lang = _lang(request)
+    return CasePage(total=total, total_capped=capped, items=[service.case_dict(c, lang=lang) for c in rows])
+
+
+@router.get("/cases/assigned", response_model=CasePage, summary="指派给我的案件 Open cases assigned to me")
+def assigned_cases(request: Request, db: ReadDB, who: Principal = Depends(require("case.handle")),
+                   limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=100000)) -> CasePage:
+    total, capped, rows = service.list_cases(db, principal=who, status=sorted(wf.OPEN), assignee_user_id=who.id or -1,
+                                             limit=limit, offset=offset)
     lang = _lang(request)
     return CasePage(total=total, total_capped=capped, items=[service.case_dict(c, lang=lang) for c in rows])
 
