@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import AwareDatetime
 
-from citybrain.cases import analytics, service
+from citybrain.cases import analytics, ratelimit, service
 from citybrain.cases import workflow as wf
 from citybrain.cases.schemas import (
     ActionIn,
@@ -271,9 +271,18 @@ def create_batch(body: CaseBatchIn, db: WriteDB, who: Principal = Depends(requir
     return {"items": service.report_batch(db, principal=who, items=items)}
 
 
+def _limit(request: Request, phone: str | None) -> None:
+    """Per-IP and per-phone rate limit of the citizen endpoints (429 problem with Retry-After)."""
+    limiter = getattr(request.app.state, "cases_public_limiter", None)
+    if limiter is None:
+        limiter = request.app.state.cases_public_limiter = ratelimit.Limiter()
+    ratelimit.check(limiter, ip=request.client.host if request.client else None, phone=phone)
+
+
 @router.post("/public/cases", status_code=201, response_model=ReportedOut, tags=["cases public 市民"],
              summary="市民反映问题 Citizen report (no login)")
 def public_report(request: Request, body: PublicCaseIn, db: WriteDB) -> ReportedOut:
+    _limit(request, body.phone)
     case = service.report(db, principal=ANONYMOUS, source="web", title=body.title, description=body.description,
                           category_code=body.category_code, lon=body.lon, lat=body.lat, address=body.address,
                           reporter_name=body.name, reporter_phone=body.phone, photos=body.photos)
@@ -282,11 +291,13 @@ def public_report(request: Request, body: PublicCaseIn, db: WriteDB) -> Reported
 
 @router.post("/public/cases/track", tags=["cases public 市民"], summary="进度查询 Track a case by ticket + phone")
 def public_track(request: Request, body: TrackIn, db: ReadDB) -> dict:
+    _limit(request, body.phone)
     return service.track(db, ticket=body.ticket, phone=body.phone, lang=_lang(request))
 
 
 @router.post("/public/cases/rating", tags=["cases public 市民"], summary="满意度评价 Rate a closed case")
 def public_rate(request: Request, body: RatingIn, db: WriteDB) -> dict:
+    _limit(request, body.phone)
     if not body.ticket or not body.phone:
         raise Invalid("须填写工单号和手机号", "Ticket and phone are required",
                       errors=[{"field": "ticket", "message": "required"}, {"field": "phone", "message": "required"}])
