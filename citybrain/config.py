@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     nats_url: str = "nats://127.0.0.1:4222"
     mqtt_url: str | None = None
 
+    # cases: citizen endpoints without login (report, track, rate), per client IP and per phone number
+    cases_public_ip_limit: int = Field(default=30, ge=0, description="Citizen requests per IP per window (0: off)")
+    cases_public_ip_window_s: int = Field(default=60, ge=1)
+    cases_public_phone_limit: int = Field(default=10, ge=0, description="Citizen requests per phone per window")
+    cases_public_phone_window_s: int = Field(default=3600, ge=1)
+
     # IoT, map, web
     telemetry_retention_days: int = 90
     tile_url: str | None = None

@@ -34,16 +34,24 @@ class WorkCalendar:
     def __post_init__(self) -> None:
         self._spans = [(_hm(a), _hm(b)) for a, b in self.office_hours]
         self.day_minutes = sum((b.hour * 60 + b.minute) - (a.hour * 60 + a.minute) for a, b in self._spans)
+        self._days: dict[dt.date, bool] = {}  # is_workday answers (chinese_calendar's lookup is slow)
 
     def is_workday(self, day: dt.date) -> bool:
         """True if the date is a working day (holidays off, 调休 make-up days on)."""
-        iso = day.isoformat()
-        if iso in self.overrides:
-            return self.overrides[iso]
+        if self.overrides:
+            iso = day.isoformat()
+            if iso in self.overrides:
+                return self.overrides[iso]  # read each time: the overrides may be edited in place
+        hit = self._days.get(day)
+        if hit is not None:
+            return hit
         try:
-            return chinese_calendar.is_workday(day)
+            ans = chinese_calendar.is_workday(day)
         except NotImplementedError:  # a year the package does not know yet: weekdays
-            return day.weekday() < 5
+            ans = day.weekday() < 5
+        if len(self._days) < 20_000:
+            self._days[day] = ans
+        return ans
 
     def add_workdays(self, start: dt.date, n: int) -> dt.date:
         """The date `n` working days after `start` (the start day itself does not count)."""

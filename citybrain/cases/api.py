@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import AwareDatetime
 
-from citybrain.cases import analytics, service
+from citybrain.cases import analytics, ratelimit, service
 from citybrain.cases import workflow as wf
 from citybrain.cases.schemas import (
     ActionIn,
@@ -138,11 +138,13 @@ def list_cases(request: Request, db: ReadDB, who: Principal = Depends(require("c
                category_code: str | None = Query(None, max_length=12), overdue: bool | None = None,
                source: str | None = Query(None, max_length=12), town_code: str | None = Query(None, max_length=9),
                q: str | None = Query(None, max_length=100), since: AwareDatetime | None = None,
-               until: AwareDatetime | None = None, limit: int = Query(50, ge=1, le=500),
-               offset: int = Query(0, ge=0, le=100000)) -> CasePage:
+               until: AwareDatetime | None = None,
+               assigned_to_me: bool = Query(False, description="only cases assigned to the caller (指派给我)"),
+               limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=100000)) -> CasePage:
     total, capped, rows = service.list_cases(db, principal=who, status=_status_list(status), dept_org_id=dept_org_id,
                                              grid_code=grid_code, category_code=category_code, overdue=overdue,
                                              source=source, town_code=town_code, q=q, since=since, until=until,
+                                             assignee_user_id=(who.id or -1) if assigned_to_me else None,
                                              limit=limit, offset=offset)
     lang = _lang(request)
     return CasePage(total=total, total_capped=capped, items=[service.case_dict(c, lang=lang) for c in rows])
@@ -152,6 +154,15 @@ def list_cases(request: Request, db: ReadDB, who: Principal = Depends(require("c
 def my_cases(request: Request, db: ReadDB, who: Principal = Depends(require("case.report")),
              limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)) -> CasePage:
     total, capped, rows = service.list_cases(db, principal=who, mine=True, limit=limit, offset=offset)
+    lang = _lang(request)
+    return CasePage(total=total, total_capped=capped, items=[service.case_dict(c, lang=lang) for c in rows])
+
+
+@router.get("/cases/assigned", response_model=CasePage, summary="指派给我的案件 Open cases assigned to me")
+def assigned_cases(request: Request, db: ReadDB, who: Principal = Depends(require("case.handle")),
+                   limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=100000)) -> CasePage:
+    total, capped, rows = service.list_cases(db, principal=who, status=sorted(wf.OPEN), assignee_user_id=who.id or -1,
+                                             limit=limit, offset=offset)
     lang = _lang(request)
     return CasePage(total=total, total_capped=capped, items=[service.case_dict(c, lang=lang) for c in rows])
 
@@ -260,9 +271,18 @@ def create_batch(body: CaseBatchIn, db: WriteDB, who: Principal = Depends(requir
     return {"items": service.report_batch(db, principal=who, items=items)}
 
 
+def _limit(request: Request, phone: str | None) -> None:
+    """Per-IP and per-phone rate limit of the citizen endpoints (429 problem with Retry-After)."""
+    limiter = getattr(request.app.state, "cases_public_limiter", None)
+    if limiter is None:
+        limiter = request.app.state.cases_public_limiter = ratelimit.Limiter()
+    ratelimit.check(limiter, ip=request.client.host if request.client else None, phone=phone)
+
+
 @router.post("/public/cases", status_code=201, response_model=ReportedOut, tags=["cases public 市民"],
              summary="市民反映问题 Citizen report (no login)")
 def public_report(request: Request, body: PublicCaseIn, db: WriteDB) -> ReportedOut:
+    _limit(request, body.phone)
     case = service.report(db, principal=ANONYMOUS, source="web", title=body.title, description=body.description,
                           category_code=body.category_code, lon=body.lon, lat=body.lat, address=body.address,
                           reporter_name=body.name, reporter_phone=body.phone, photos=body.photos)
@@ -271,11 +291,13 @@ def public_report(request: Request, body: PublicCaseIn, db: WriteDB) -> Reported
 
 @router.post("/public/cases/track", tags=["cases public 市民"], summary="进度查询 Track a case by ticket + phone")
 def public_track(request: Request, body: TrackIn, db: ReadDB) -> dict:
+    _limit(request, body.phone)
     return service.track(db, ticket=body.ticket, phone=body.phone, lang=_lang(request))
 
 
 @router.post("/public/cases/rating", tags=["cases public 市民"], summary="满意度评价 Rate a closed case")
 def public_rate(request: Request, body: RatingIn, db: WriteDB) -> dict:
+    _limit(request, body.phone)
     if not body.ticket or not body.phone:
         raise Invalid("须填写工单号和手机号", "Ticket and phone are required",
                       errors=[{"field": "ticket", "message": "required"}, {"field": "phone", "message": "required"}])

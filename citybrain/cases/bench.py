@@ -68,29 +68,20 @@ def _rows(n: int, orgs: dict[str, int], now: dt.datetime, rnd: random.Random, st
         }
 
 
-def bench_cases(quick: bool = False) -> dict[str, Any]:
-    """Case intake + auto-dispatch over a large closed-case history; evaluation and list latency."""
-    from sqlalchemy import insert
-
+def _open(tmp: Path):
+    """A fresh (or existing) data folder with the demo organisations, users and case configuration."""
     from citybrain import modules
     from citybrain.app import startup
-    from citybrain.cases import analytics, demo, service
-    from citybrain.cases.models import Case
+    from citybrain.cases import demo
+    from citybrain.cases import startup as cases_startup
     from citybrain.config import Settings, configure
     from citybrain.db import Database, set_db
     from citybrain.identity import service as identity
 
-    n_pre = 20_000 if quick else 1_000_000
-    n_new = 1000 if quick else 10_000
-    n_single = 200 if quick else 1000
-    rnd = random.Random(7)
-    tmp = Path(tempfile.mkdtemp(prefix="cb-bench-cases-"))
     db = Database(configure(Settings(data_dir=tmp, secret_key="bench-secret-" + "x" * 32)))
     set_db(db)
     context.set_principal(SYSTEM)
     startup(db)
-    from citybrain.cases import startup as cases_startup
-
     cases_startup.stop(db)  # no background sweep during the measurement
     modules.part("identity", "demo").seed(db)
     demo.seed_config(db)
@@ -99,19 +90,22 @@ def bench_cases(quick: bool = False) -> dict[str, Any]:
         for d in dd.DEPARTMENTS:
             orgs[d.short] = orgs.get(d.code)
         operator = identity.principal_for_user(s, user=identity.user_by_username(s, username="operator"))
-    now = clock.now()
+    return db, orgs, operator
 
-    # 1. bulk load (SQLAlchemy Core executemany, batches of 20,000, one transaction each); the secondary
-    #    indexes are dropped for the load and rebuilt after it, as any bulk loader does
-    from sqlalchemy import text
+
+def _preload(db: Any, n_pre: int, orgs: dict[str, int], now: dt.datetime, rnd: random.Random) -> float:
+    """Bulk-load closed cases (Core executemany, 20,000 per transaction) with the secondary indexes dropped
+    and rebuilt afterwards, as any bulk loader does; returns the seconds taken."""
+    from sqlalchemy import insert, text
+
+    from citybrain.cases.models import Case
 
     t0 = time.perf_counter()
     with db.write_engine.begin() as conn:
-        idx_sql = [r[0] for r in conn.execute(text(
-            "SELECT sql FROM sqlite_master WHERE type='index' AND tbl_name='cases_case' AND sql IS NOT NULL "
+        idx = [tuple(r) for r in conn.execute(text(
+            "SELECT name, sql FROM sqlite_master WHERE type='index' AND tbl_name='cases_case' AND sql IS NOT NULL "
             "AND name LIKE 'ix_%'"))]
-        for name in [r[0] for r in conn.execute(text(
-                "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='cases_case' AND name LIKE 'ix_%'"))]:
+        for name, _sql in idx:
             conn.execute(text(f'DROP INDEX "{name}"'))
     batch: list[dict] = []
     stmt = insert(Case.__table__)
@@ -125,13 +119,14 @@ def bench_cases(quick: bool = False) -> dict[str, Any]:
         with db.write_engine.begin() as conn:
             conn.execute(stmt, batch)
     with db.write_engine.begin() as conn:
-        for sql in idx_sql:
+        for _name, sql in idx:
             conn.execute(text(sql))
         conn.execute(text("ANALYZE cases_case"))
-    load_s = time.perf_counter() - t0
+    return time.perf_counter() - t0
 
-    # baseline: raw sqlite3 executemany of the same rows into a copy of the table (same indexes)
-    n_base = min(n_pre, 100_000)
+
+def _baseline(tmp: Path, n_base: int, orgs: dict[str, int], now: dt.datetime) -> float:
+    """Raw sqlite3 executemany of the same rows into a copy of the table (same indexes); rows per second."""
     raw = sqlite3.connect(tmp / "baseline.db")
     src = sqlite3.connect(tmp / "citybrain.db")
     for (sql,) in src.execute("SELECT sql FROM sqlite_master WHERE tbl_name='cases_case' AND sql IS NOT NULL"):
@@ -149,67 +144,114 @@ def bench_cases(quick: bool = False) -> dict[str, Any]:
     raw.commit()
     base_s = time.perf_counter() - t0
     raw.close()
+    (tmp / "baseline.db").unlink(missing_ok=True)
+    return n_base / base_s
 
-    # 2a. create + auto-dispatch through the batch intake (50 cases per request, one transaction each)
-    codes = [c[0] for c in CATS]
 
-    def item(i: int) -> dict[str, Any]:
-        c = dd.COMMUNITIES[i % len(dd.COMMUNITIES)]
-        return {"source": "api", "title": "压测案件", "category_code": codes[i % len(codes)],
-                "lon": 113.5 + (i % 100) * 0.001, "lat": 22.75 + (i % 70) * 0.001, "grid_code": f"{c.code}001",
-                "external_ref": f"bench-{i}"}
+CODES = [c[0] for c in CATS]
 
-    batch_size = 20
+
+def _item(i: int, tag: str = "bench") -> dict[str, Any]:
+    c = dd.COMMUNITIES[i % len(dd.COMMUNITIES)]
+    return {"source": "api", "title": "压测案件", "category_code": CODES[i % len(CODES)],
+            "lon": 113.5 + (i % 100) * 0.001, "lat": 22.75 + (i % 70) * 0.001, "grid_code": f"{c.code}001",
+            "external_ref": f"{tag}-{i}"}
+
+
+def _intake_batch(db: Any, operator: Any, n_new: int, batch_size: int, tag: str = "bench"
+                  ) -> tuple[list[float], float]:
+    """Create + auto-dispatch through the batch intake, one request (transaction) per `batch_size` cases."""
+    from citybrain.cases import service
+
     lat: list[float] = []
     t_all = time.perf_counter()
     for b in range(n_new // batch_size):
-        items = [item(b * batch_size + k) for k in range(batch_size)]
+        items = [_item(b * batch_size + k, tag) for k in range(batch_size)]
         t = time.perf_counter()
         with db.write() as s:
             service.report_batch(s, principal=operator, items=items)
         lat.append((time.perf_counter() - t) * 1000)
-    total_s = time.perf_counter() - t_all
+    return lat, time.perf_counter() - t_all
 
-    # 2b. the same, one case per transaction (interactive intake: report -> file -> dispatch, each audited)
+
+def _intake_single(db: Any, operator: Any, n_single: int) -> tuple[list[float], float]:
+    """One case per transaction (interactive intake: report -> file -> dispatch, each step audited)."""
+    from citybrain.cases import service
+
     single_lat: list[float] = []
     t_single = time.perf_counter()
     for i in range(n_single):
         c = dd.COMMUNITIES[i % len(dd.COMMUNITIES)]
         t = time.perf_counter()
         with db.write() as s:
-            service.report(s, principal=operator, source="superior", title="压测案件", category_code=codes[i % len(codes)],
-                           lon=113.5 + (i % 100) * 0.001, lat=22.75 + (i % 70) * 0.001,
-                           grid_code=f"{c.code}001")
+            service.report(s, principal=operator, source="superior", title="压测案件",
+                           category_code=CODES[i % len(CODES)], lon=113.5 + (i % 100) * 0.001,
+                           lat=22.75 + (i % 70) * 0.001, grid_code=f"{c.code}001")
         single_lat.append((time.perf_counter() - t) * 1000)
-    single_s = time.perf_counter() - t_single
+    return single_lat, time.perf_counter() - t_single
 
-    # 3. one month's evaluation of all departments
-    month_end = now
-    month_start = now - dt.timedelta(days=30)
-    t0 = time.perf_counter()
-    with db.read() as s:
-        res = analytics.evaluate(s, principal=SYSTEM, group_by="dept", start=month_start, end=month_end)
-    report_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    with db.read() as s:
-        analytics.evaluate(s, principal=SYSTEM, group_by="town", start=month_start, end=month_end)
-    report_town_s = time.perf_counter() - t0
 
-    # 4. filtered lists (status, department, grid, category, overdue), 50 per page with the capped count
-    list_lat: list[float] = []
+def _list_filters(orgs: dict[str, int]) -> list[dict[str, Any]]:
     depts = [orgs[d.code] for d in dd.DEPARTMENTS[1:6]]
-    filters = []
+    filters: list[dict[str, Any]] = []
     for k in range(20):
         comm = dd.COMMUNITIES[k * 3 % len(dd.COMMUNITIES)]
         filters += [{"status": ["closed"]}, {"status": ["dispatched"]}, {"dept_org_id": depts[k % len(depts)]},
-                    {"grid_code": f"{comm.code}00{1 + k % 4}"}, {"category_code": codes[k % len(codes)]},
+                    {"grid_code": f"{comm.code}00{1 + k % 4}"}, {"category_code": CODES[k % len(CODES)]},
                     {"overdue": True}, {"status": ["closed"], "dept_org_id": depts[k % len(depts)]},
-                    {"category_code": codes[k % len(codes)], "overdue": True}]
+                    {"category_code": CODES[k % len(CODES)], "overdue": True}]
+    return filters
+
+
+def _lists(db: Any, operator: Any, orgs: dict[str, int]) -> list[float]:
+    """Filtered lists (status, department, grid, category, overdue), 50 per page with the capped count."""
+    from citybrain.cases import service
+
+    list_lat: list[float] = []
     with db.read() as s:
-        for f in filters:
+        for f in _list_filters(orgs):
             t = time.perf_counter()
             service.list_cases(s, principal=operator, limit=50, **f)
             list_lat.append((time.perf_counter() - t) * 1000)
+    return list_lat
+
+
+def bench_cases(quick: bool = False) -> dict[str, Any]:
+    """Case intake + auto-dispatch over a large closed-case history; evaluation and list latency."""
+    from citybrain.cases import analytics
+    from citybrain.config import configure
+    from citybrain.db import set_db
+
+    n_pre = 20_000 if quick else 1_000_000
+    n_new = 1000 if quick else 10_000
+    n_single = 200 if quick else 1000
+    tmp = Path(tempfile.mkdtemp(prefix="cb-bench-cases-"))
+    db, orgs, operator = _open(tmp)
+    now = clock.now()
+
+    # 1. bulk load, and the raw sqlite3 baseline in the same process
+    load_s = _preload(db, n_pre, orgs, now, random.Random(7))
+    n_base = min(n_pre, 100_000)
+    base_rate = _baseline(tmp, n_base, orgs, now)
+
+    # 2a. create + auto-dispatch through the batch intake; 2b. the interactive path, one case per transaction
+    batch_size = 20
+    lat, total_s = _intake_batch(db, operator, n_new, batch_size)
+    single_lat, single_s = _intake_single(db, operator, n_single)
+
+    # 3. one month's evaluation of all departments (and of all towns)
+    month_start = now - dt.timedelta(days=30)
+    t0 = time.perf_counter()
+    with db.read() as s:
+        res = analytics.evaluate(s, principal=SYSTEM, group_by="dept", start=month_start, end=now)
+    report_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with db.read() as s:
+        analytics.evaluate(s, principal=SYSTEM, group_by="town", start=month_start, end=now)
+    report_town_s = time.perf_counter() - t0
+
+    # 4. filtered lists
+    list_lat = _lists(db, operator, orgs)
     db.dispose()
     set_db(None)
     configure(None)
@@ -229,8 +271,9 @@ def bench_cases(quick: bool = False) -> dict[str, Any]:
         "preloaded_cases": n_pre,
         "new_cases": n_new,
         "departments_evaluated": len([r for r in res["rows"] if r["key"] is not None]),
+        "bulk_load_s": round(load_s, 1),
         "bulk_load_rows_per_s": round(n_pre / load_s),
-        "baseline_sqlite3_rows_per_s": round(n_base / base_s),
+        "baseline_sqlite3_rows_per_s": round(base_rate),
         "backend": "sqlite",
     }
 

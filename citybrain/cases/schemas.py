@@ -87,6 +87,7 @@ class ActionIn(BaseModel):
     extra_unit: Literal["work_hours", "work_days", "hours"] | None = None
     extension_id: int | None = None
     public_reply: str | None = Field(default=None, max_length=2000)
+    assignee_user_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
 
 
 class CaseOut(BaseModel):

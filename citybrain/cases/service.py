@@ -15,6 +15,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import func, insert, or_, select, update
@@ -492,7 +493,8 @@ def case_dict(case: Case, *, lang: str = "zh-CN", full_phone: bool = False) -> d
         "community_org_id": case.community_org_id, "town_org_id": case.town_org_id,
         "status": case.status, "status_name": wf.status_label(case.status, lang), "queue": case.queue,
         "dept_org_id": case.dept_org_id, "unit_org_id": case.unit_org_id,
-        "reporter_user_id": case.reporter_user_id, "reporter_name": case.reporter_name,
+        "assignee_user_id": case.assignee_user_id, "assignee_name": case.assignee_name,
+        "assigned_at": case.assigned_at, "reporter_user_id": case.reporter_user_id, "reporter_name": case.reporter_name,
         "reporter_phone": case.reporter_phone if full_phone else mask_phone(case.reporter_phone),
         "photos": case.photos or [], "limit_value": case.limit_value, "limit_unit": case.limit_unit,
         "reported_at": case.reported_at, "filed_at": case.filed_at, "dispatched_at": case.dispatched_at,
@@ -543,7 +545,8 @@ def list_cases(session: Session, *, principal: Principal, status: list[str] | No
                dept_org_id: int | None = None, grid_code: str | None = None, category_code: str | None = None,
                overdue: bool | None = None, source: str | None = None, town_code: str | None = None,
                q: str | None = None, since: dt.datetime | None = None, until: dt.datetime | None = None,
-               mine: bool = False, limit: int = 50, offset: int = 0) -> tuple[int, bool, list[Case]]:
+               mine: bool = False, assignee_user_id: int | None = None, limit: int = 50,
+               offset: int = 0) -> tuple[int, bool, list[Case]]:
     """Cases in the principal's scope, newest first; returns (total, total_capped_at_10000, page)."""
     stmt = select(Case)
     scope = _scope_clause(principal)
@@ -551,6 +554,8 @@ def list_cases(session: Session, *, principal: Principal, status: list[str] | No
         stmt = stmt.where(scope)
     if mine:
         stmt = stmt.where(Case.reporter_user_id == (principal.id or -1))
+    if assignee_user_id is not None:
+        stmt = stmt.where(Case.assignee_user_id == assignee_user_id)
     if status:
         stmt = stmt.where(Case.status.in_(status)) if len(status) > 1 else stmt.where(Case.status == status[0])
     if dept_org_id is not None:
@@ -818,12 +823,15 @@ def _report(session: Session, *, principal: Principal, source: str, title: str, 
 
 BATCH_MAX = 500
 _CASE_COLS = [c.key for c in Case.__table__.columns if c.key != "id"]
+_CASE_BLANK: dict[str, Any] = {**dict.fromkeys(_CASE_COLS), "warned": False, "overdue": False, "urgent": False,
+                               **dict.fromkeys(("supervision_level", "rework_count", "return_count",
+                                                "extension_count", "reopen_count", "repeat_count"), 0)}
 
 
 def report_batch(session: Session, *, principal: Principal, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Take in many cases in one transaction (12345 platform sync, other systems): validated one by one, filed and
-    dispatched by rule, written with executemany; every case gets its log steps and bus events, and the batch one
-    audit record listing every case and transition (hot path, architecture.md)."""
+    dispatched by rule, written with executemany; every case gets its log steps, bus events and one audit record
+    `case.report` (target the case id; the steps it went through, the batch's id range), written in bulk."""
     if not items:
         return []
     if len(items) > BATCH_MAX:
@@ -837,6 +845,7 @@ def report_batch(session: Session, *, principal: Principal, items: list[dict[str
     rows, plans = [], []
     seen: set[str] = set()
     now = utcnow()
+    clocks: dict[tuple, tuple] = {}
     for n, item in enumerate(items):
         ref = item.get("external_ref")
         if ref and (ref in known or ref in seen):
@@ -853,7 +862,7 @@ def report_batch(session: Session, *, principal: Principal, items: list[dict[str
             raise Invalid(f"第 {n + 1} 件：{exc.detail_zh}", f"Item {n + 1}: {exc.detail_en}",
                           errors=[{**e, "field": f"items.{n}.{e.get('field')}"} for e in exc.errors]) from exc
         row["description"] = row["description"] or ""
-        case = Case(**row)  # transient: only to reuse the dispatch and deadline rules
+        case = SimpleNamespace(**{**_CASE_BLANK, **row})  # a plain row: the dispatch and deadline rules read it
         steps = [("report", None, "reported", None)]
         auto = item.get("auto_file")
         if auto is None:
@@ -868,17 +877,15 @@ def report_batch(session: Session, *, principal: Principal, items: list[dict[str
             else:
                 case.status, case.dept_org_id, case.unit_org_id = "dispatched", dept, unit
                 case.dispatched_at, case.dispatched_on_time = now, True
-                _start_clock(session, case)
+                key = (case.limit_value, case.limit_unit)  # one clock start for the batch: same now, same limit
+                if key not in clocks:
+                    _start_clock(session, case)
+                    clocks[key] = (case.deadline_at, case.warn_at)
+                case.deadline_at, case.warn_at = clocks[key]
                 steps.append(("dispatch", "filed", "dispatched", how))
-        rows.append({c: getattr(case, c) for c in _CASE_COLS})
+        rows.append(vars(case))
         plans.append((n, steps))
     if rows:
-        for r in rows:
-            for k, v in (("warned", False), ("overdue", False), ("supervision_level", 0), ("rework_count", 0),
-                         ("return_count", 0), ("extension_count", 0), ("reopen_count", 0), ("repeat_count", 0),
-                         ("urgent", False)):
-                if r[k] is None:
-                    r[k] = v
         table = Case.__table__
         ids = session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars().all()
         cc = table.c
@@ -922,11 +929,14 @@ def report_batch(session: Session, *, principal: Principal, items: list[dict[str
                              [{"notification_id": None, "kind": x["kind"], "case_id": x["case_id"],
                                "title_zh": x["title_zh"], "title_en": x["title_en"], "user_id": None,
                                "org_ids": [x["org_id"]], "at": now.isoformat()} for x in notes])
-        audit.record(session, action="case.report.batch", target_type="case", target_id=f"{ids[0]}-{ids[-1]}",
-                     after={"count": len(rows), "cases": [{"id": r["id"], "ticket": r["ticket"], "status": r["status"],
-                                                           "steps": [s[0] for s in p[1]]}
-                                                          for r, p in zip(rows, plans, strict=True)]},
-                     actor=principal)
+        batch = f"{ids[0]}-{ids[-1]}"
+        audit.record_many(session, [
+            {"action": "case.report", "target_type": "case", "target_id": r["id"],
+             "after": {"status": r["status"], "ticket": r["ticket"], "source": r["source"],
+                       "category_code": r["category_code"], "grid_code": r["grid_code"],
+                       "dept_org_id": r["dept_org_id"], "deadline_at": r["deadline_at"],
+                       "external_ref": r["external_ref"], "steps": [st[0] for st in p[1]], "batch": batch}}
+            for r, p in zip(rows, plans, strict=True)], actor=principal)
     session.commit()
     out.sort(key=lambda x: x["index"])
     return out
@@ -990,6 +1000,7 @@ def _dispatch(session: Session, case: Case, principal: Principal, *, dept_org_id
     frm = case.status
     now = utcnow()
     case.status, case.dept_org_id, case.unit_org_id, case.queue = "dispatched", dept_org_id, unit_org_id, None
+    case.assignee_user_id = case.assignee_name = case.assigned_at = None  # the new department assigns its own
     case.dispatched_at = now
     if case.filed_at is not None and case.dispatched_on_time is None:
         limit = get_config(session, key="rules")["dispatch_limit_work_minutes"]
@@ -1012,19 +1023,20 @@ def _ensure_comment(a: wf.Action, comment: str | None) -> None:
 def act(session: Session, *, case_id: int, action: str, principal: Principal, comment: str | None = None,
         attachments: list[str] | None = None, dept_org_id: int | None = None, unit_org_id: int | None = None,
         target_case_id: int | None = None, level: int | None = None, extra_value: float | None = None,
-        extra_unit: str | None = None, extension_id: int | None = None, public_reply: str | None = None) -> Case:
+        extra_unit: str | None = None, extension_id: int | None = None, public_reply: str | None = None,
+        assignee_user_id: int | None = None) -> Case:
     """Take a workflow action on a case (permission, scope and state checked; the step is logged and audited)."""
     with session.no_autoflush:
         return _act(session, case_id=case_id, action=action, principal=principal, comment=comment,
                     attachments=attachments, dept_org_id=dept_org_id, unit_org_id=unit_org_id,
                     target_case_id=target_case_id, level=level, extra_value=extra_value, extra_unit=extra_unit,
-                    extension_id=extension_id, public_reply=public_reply)
+                    extension_id=extension_id, public_reply=public_reply, assignee_user_id=assignee_user_id)
 
 
 def _act(session: Session, *, case_id: int, action: str, principal: Principal, comment: str | None,
          attachments: list[str] | None, dept_org_id: int | None, unit_org_id: int | None,
          target_case_id: int | None, level: int | None, extra_value: float | None, extra_unit: str | None,
-         extension_id: int | None, public_reply: str | None) -> Case:
+         extension_id: int | None, public_reply: str | None, assignee_user_id: int | None) -> Case:
     a = wf.ACTIONS.get(action)
     if a is None:
         raise NotFound(f"未知操作 {action}", f"Unknown action {action}", code="unknown_action",
@@ -1045,7 +1057,8 @@ def _act(session: Session, *, case_id: int, action: str, principal: Principal, c
     handler = _HANDLERS[action]
     handler(session, case, principal, a, comment=comment, attachments=attachments, dept_org_id=dept_org_id,
             unit_org_id=unit_org_id, target_case_id=target_case_id, level=level, extra_value=extra_value,
-            extra_unit=extra_unit, extension_id=extension_id, public_reply=public_reply)
+            extra_unit=extra_unit, extension_id=extension_id, public_reply=public_reply,
+            assignee_user_id=assignee_user_id)
     session.commit()
     return case
 
@@ -1126,6 +1139,7 @@ def _h_return(session, case, principal, a, **kw):
     old = case.dept_org_id
     case.status, case.dept_org_id, case.unit_org_id, case.queue = "filed", None, None, "manual"
     case.deadline_at = case.warn_at = None
+    case.assignee_user_id = case.assignee_name = case.assigned_at = None
     case.return_count += 1
     _log(session, case, "return", principal, frm=frm, to="filed", comment=kw.get("comment"),
          data={"from_dept_org_id": old})
@@ -1286,12 +1300,41 @@ def _h_note(session, case, principal, a, **kw):
     _log(session, case, "note", principal, comment=kw.get("comment"), attachments=kw.get("attachments"), topic=None)
 
 
+def _h_assign(session, case, principal, a, **kw):
+    """指派: the department names the handler who works the case (an active user of the case's department or
+    unit who may handle cases); the handler is notified and finds it under "assigned to me"."""
+    uid = kw.get("assignee_user_id")
+    if uid is None:
+        raise Invalid("请选择处置人员", "Choose the handler to assign",
+                      errors=[{"field": "assignee_user_id", "message": "required"}])
+    try:
+        user = identity.get_user(session, user_id=uid)
+    except NotFound:
+        user = None
+    target = identity.principal_for_user(session, user=user) if user is not None and user.active else None
+    home = {o for o in (case.dept_org_id, case.unit_org_id) if o is not None}
+    subtree: set[int] = set()
+    for o in home:
+        subtree |= identity.org_subtree_ids(session, org_id=o)
+    if target is None or target.org_id not in subtree or not target.can("case.handle"):
+        raise Invalid("只能指派给本部门（单位）内有处置权限的在岗人员",
+                      "Assign only to an active handler of the case's department or unit",
+                      errors=[{"field": "assignee_user_id", "message": "not a handler of this department"}])
+    before = case.assignee_user_id
+    case.assignee_user_id, case.assignee_name, case.assigned_at = user.id, user.real_name, utcnow()
+    _log(session, case, "assign", principal, comment=kw.get("comment"),
+         data={"assignee_user_id": user.id, "assignee": user.username, "assignee_name": user.real_name,
+               "previous_assignee_user_id": before})
+    _notify(session, case=case, kind="assigned", user_id=user.id,
+            zh=f"指派给您：{case.ticket} {case.title}", en=f"Assigned to you: {case.ticket} {case.title}")
+
+
 _HANDLERS = {
     "file": _h_file, "reject": _h_reject, "answer": _h_answer, "merge": _h_merge, "dispatch": _h_dispatch,
     "accept": _simple, "return": _h_return, "handle": _h_handle, "verify": _h_verify, "rework": _h_rework,
     "close": _h_close, "suspend": _h_suspend, "resume": _h_resume, "reopen": _h_reopen,
     "request_extension": _h_request_extension, "approve_extension": _h_approve_extension,
-    "refuse_extension": _h_refuse_extension, "supervise": _h_supervise, "note": _h_note,
+    "refuse_extension": _h_refuse_extension, "supervise": _h_supervise, "note": _h_note, "assign": _h_assign,
 }
 
 

@@ -84,6 +84,7 @@ ACTIONS: dict[str, Action] = {a.code: a for a in (
     _a("suspend", "挂账", "Suspend", _WORKING, "suspended", "case.extension.approve", needs_comment=True),
     _a("resume", "恢复办理", "Resume", {"suspended"}, "in_progress", "case.extension.approve"),
     _a("reopen", "重新办理", "Reopen", {"closed"}, "rework", "case.close", needs_comment=True),
+    _a("assign", "指派处置人", "Assign to a handler", _WORKING, None, "case.handle", "dept"),
     _a("request_extension", "申请延期", "Request an extension", _WORKING, None, "case.handle", "dept",
        needs_comment=True),
     _a("approve_extension", "批准延期", "Approve the extension", _WORKING, None, "case.extension.approve"),
