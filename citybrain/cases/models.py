@@ -94,6 +94,7 @@ class Case(Base):
     __table_args__ = (
         Index("ix_cases_case_status_reported", "status", "reported_at"),
         Index("ix_cases_case_status_closed", "status", "closed_at"),
+        Index("ix_cases_case_status_lon_lat", "status", "lon", "lat"),
         Index("ix_cases_case_dept_status", "dept_org_id", "status", "reported_at"),
         Index("ix_cases_case_grid_reported", "grid_code", "reported_at"),
         Index("ix_cases_case_category_reported", "category_code", "reported_at"),

@@ -8,7 +8,6 @@ baseline is the same bounding-box query run with raw sqlite3 on the same databas
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import random
 import socket
@@ -27,7 +26,6 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 OPEN_SHARE = 0.05
-OPEN_STATUSES = ("dispatched", "in_progress", "in_progress", "handled", "filed", "reported")
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -94,33 +92,12 @@ def _seed(tmp: Path, n_cases: int, n_devices: int) -> dict[str, Any]:
         info["devices_load_s"] = round(time.perf_counter() - t0, 2)
     cases_bench = modules.part("cases", "bench")
     cases_demo = modules.part("cases", "demo")
-    if cases_bench is not None and hasattr(cases_bench, "_rows") and cases_demo is not None:
-        from sqlalchemy import insert
-
-        from citybrain.cases.models import Case
-
+    if cases_bench is not None and hasattr(cases_bench, "load_history") and cases_demo is not None:
         cases_demo.seed_config(db)
-        with db.read() as s:
-            orgs_by_code = {o.code: o.id for o in identity.list_orgs(s)}
-            for d in dd.DEPARTMENTS:
-                orgs_by_code[d.short] = orgs_by_code.get(d.code)
-        now = dt.datetime.now(dt.UTC)
-        t0 = time.perf_counter()
-        batch: list[dict] = []
-        with db.write_engine.begin() as conn:
-            for row in cases_bench._rows(n_cases, orgs_by_code, now, rnd):
-                if rnd.random() < OPEN_SHARE:  # an open case: recent, not yet closed
-                    row.update(status=rnd.choice(OPEN_STATUSES), closed_at=None, verified_at=None, rating=None,
-                               rated_at=None, reported_at=now - dt.timedelta(hours=rnd.randint(1, 240)))
-                    row["overdue"] = rnd.random() < 0.2
-                batch.append(row)
-                if len(batch) == 20_000:
-                    conn.execute(insert(Case), batch)
-                    batch = []
-            if batch:
-                conn.execute(insert(Case), batch)
+        loaded = cases_bench.load_history(db, n=n_cases, rnd=rnd, open_share=OPEN_SHARE)
         info["cases"] = n_cases
-        info["cases_load_s"] = round(time.perf_counter() - t0, 2)
+        info["cases_open"] = loaded["open"]
+        info["cases_load_s"] = loaded["load_s"]
     db.dispose()
     set_db(None)
     configure(None)

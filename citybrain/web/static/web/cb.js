@@ -204,7 +204,7 @@
   CB.live = function (onEvent, onState) {
     if (!window.EventSource) { if (onState) onState(false); return null; }
     var topics = ["iot.alarm.raised", "iot.alarm.acknowledged", "iot.alarm.cleared", "iot.device.status",
-      "cases.case.created", "cases.case.transitioned", "cases.case.rated"];
+      "cases.case.created", "cases.case.transitioned", "cases.case.rated", "cases.hotspot.flagged"];
     var urls = ["/api/v1/live"];
     if (CB.can("iot.read")) urls.push("/api/v1/iot/stream");
     function handle(ev) {

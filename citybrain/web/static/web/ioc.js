@@ -148,7 +148,7 @@
 
   // ---- map
   var map = CB.map("ioc-map", {zoom: 12});
-  var pending = {district: 1, towns: 1, devices: 1, cases: 1, alarms: 1};
+  var pending = {district: 1, towns: 1, devices: 1, cases: 1, alarms: 1, hotspots: 1};
   var counts = {};
   var layers = CB.standardLayers(map, {dark: true, hotspots: true, onchange: function (name, st) {
     counts[name] = st.connected === false ? null : st.count;
@@ -159,7 +159,7 @@
   function legend() {
     var box = document.getElementById("ioc-legend");
     box.innerHTML = "";
-    [["cases", "#3f8efc"], ["alarms", "#d7263d"], ["devices", "#2a9d8f"]].forEach(function (x) {
+    [["cases", "#3f8efc"], ["alarms", "#d7263d"], ["devices", "#2a9d8f"], ["hotspots", "#ff4d4f"]].forEach(function (x) {
       var n = counts[x[0]];
       box.appendChild(CB.el("span", {"data-layer": x[0], "data-count": n === null || n === undefined ? "" : String(n)},
         CB.el("i", {style: "background:" + x[1]}), CB.tr("map." + x[0]) + " " + (n === null ? CB.tr("common.not_connected") : (n === undefined ? "…" : n))));
@@ -187,6 +187,9 @@
         (topic.endsWith("raised") ? "" : " · " + CB.status(topic.split(".").pop()));
     } else if (topic.indexOf("cases.case") === 0) {
       text = "▣ " + (p.ticket || "") + " " + (p.category_name || p.category_code || "") + " → " + CB.status(p.to_status || "reported");
+    } else if (topic === "cases.hotspot.flagged") {
+      text = "◎ " + CB.tr("map.hotspots") + " · " + (p.category_name || p.category_code || "") + " × " + (p.count || "") +
+        (p.grid_code ? " · " + p.grid_code : "");
     } else if (topic === "iot.device.status") {
       text = "◉ " + (p.device_code || "") + " " + CB.status(p.status);
     } else {
@@ -199,7 +202,7 @@
   var liveState = document.getElementById("live-state");
   CB.live(function (topic, payload) {
     addFeed(topic, payload);
-    if (topic.indexOf("cases.") === 0) refreshSoon(["cases"]);
+    if (topic.indexOf("cases.") === 0) refreshSoon(["cases", "hotspots"]);
     else if (topic.indexOf("iot.alarm") === 0) refreshSoon(["alarms"]);
     else if (topic === "iot.device.status") refreshSoon(["devices"]);
   }, function (ok) {
@@ -208,7 +211,7 @@
   });
 
   loadSummary();
-  setInterval(function () { loadSummary(); ["cases", "alarms", "devices"].forEach(function (n) { layers[n].reload(); }); }, 30000);
+  setInterval(function () { loadSummary(); ["cases", "alarms", "devices", "hotspots"].forEach(function (n) { layers[n].reload(); }); }, 30000);
   window.addEventListener("resize", function () { Object.keys(charts).forEach(function (k) { charts[k].resize(); }); });
   window.CB_IOC = {reload: function () { loadSummary(); ["cases", "alarms", "devices"].forEach(function (n) { layers[n].reload(); }); }, layers: layers};
 })();

@@ -52,28 +52,18 @@
     return CB.el("div", null, CB.el("strong", null, CB.name(p)), CB.el("div", {class: "muted"}, p.code || ""));
   }
 
-  /* Hotspots: open cases binned into ~500 m cells, drawn as circles sized by count. */
-  function hotspots(map) {
-    var layer = L.layerGroup();
-    return {
-      layer: layer,
-      draw: function (features) {
-        layer.clearLayers();
-        var cells = {};
-        features.forEach(function (f) {
-          if (!f.geometry || f.geometry.type !== "Point") return;
-          var c = f.geometry.coordinates, key = Math.round(c[0] / .005) + ":" + Math.round(c[1] / .005);
-          var cell = cells[key] || (cells[key] = {n: 0, x: 0, y: 0});
-          cell.n++; cell.x += c[0]; cell.y += c[1];
-        });
-        Object.keys(cells).forEach(function (k) {
-          var c = cells[k];
-          if (c.n < 3) return;
-          L.circle([c.y / c.n, c.x / c.n], {radius: 120 + 40 * Math.min(c.n, 30), color: "#ff4d4f", weight: 0,
-            fillOpacity: Math.min(.15 + c.n * .03, .55), interactive: false}).addTo(layer);
-        });
-      }
-    };
+  function hotspotPopup(f) {
+    var p = CB.props(f);
+    return CB.el("div", {class: "popup"},
+      CB.el("strong", null, CB.tr("map.hotspots") + " · " + (p.category_name || p.category_code || "")),
+      CB.popupTable(p, [["count", CB.tr("map.hotspot_count")], ["grid_code", CB.tr("case.grid")],
+        ["window_start", CB.tr("map.hotspot_from"), CB.fmtTime], ["window_end", CB.tr("map.hotspot_to"), CB.fmtTime]]));
+  }
+  /* Hotspots flagged by the cases module's spatio-temporal clustering: circles of the clustering radius. */
+  function hotspotLayer(f, latlng) {
+    var p = CB.props(f);
+    return L.circle(latlng, {radius: p.radius_m || 300, color: "#ff4d4f", weight: 1.5, dashArray: "4 3",
+      fillColor: "#ff4d4f", fillOpacity: Math.min(.15 + (p.count || 0) * .04, .55)});
   }
 
   /**
@@ -104,7 +94,6 @@
       query: function () { var f = filters(); return {status: f.deviceStatus}; },
       style: {pointToLayer: point(deviceColor, 4), onEachFeature: function (f, l) { l.bindPopup(function () { return devicePopup(f); }); }},
       onload: changed("devices")});
-    var hot = hotspots(map);
     out.cases = CB.geoLayer(map, {url: "/api/v1/cases.geojson", enabled: opts.cases !== false,
       query: function () {
         var f = filters();
@@ -113,21 +102,15 @@
         if (f.days) q.since = new Date(Date.now() - f.days * 86400000).toISOString();
         return q;
       },
-      filter: function (feat) {  // filters the API may not apply itself
-        var f = filters(), p = CB.props(feat);
-        if (f.category && p.category_code !== f.category) return false;
-        if (f.dept && String(p.dept_org_id) !== String(f.dept)) return false;
-        if (f.days && p.reported_at && Date.parse(p.reported_at) < Date.now() - f.days * 86400000) return false;
-        return true;
-      },
       style: {pointToLayer: point(caseColor, 6), onEachFeature: function (f, l) { l.bindPopup(function () { return casePopup(f); }); }},
-      onload: function (st) { hot.draw(st.data || []); changed("cases")(st); }});
+      onload: changed("cases")});
     out.alarms = CB.geoLayer(map, {url: "/api/v1/iot/alarms.geojson", enabled: opts.alarms !== false, query: {status: "active"},
       style: {pointToLayer: point(alarmColor, 8), onEachFeature: function (f, l) { l.bindPopup(function () { return alarmPopup(f); }); }},
       onload: changed("alarms")});
-    out.hotspots = {layer: hot.layer, enabled: false, count: 0, reload: function () { /* drawn from cases */ },
-      setEnabled: function (on) { if (on) hot.layer.addTo(map); else map.removeLayer(hot.layer); }};
-    if (opts.hotspots) { out.hotspots.setEnabled(true); }
+    out.hotspots = CB.geoLayer(map, {url: "/api/v1/cases/hotspots.geojson", enabled: !!opts.hotspots,
+      query: function () { var f = filters(); return {days: f.days || 7, category_code: f.category || undefined}; },
+      style: {pointToLayer: hotspotLayer, onEachFeature: function (f, l) { l.bindPopup(function () { return hotspotPopup(f); }); }},
+      onload: changed("hotspots")});
     return out;
   };
 })();
