@@ -480,11 +480,13 @@ BBox = tuple[float, float, float, float]
 def cases_geojson(session: Session, *, principal: Principal, bbox: BBox | None = None, status: list[str] | None = None,
                   overdue: bool | None = None, category_code: str | None = None, dept_org_id: int | None = None,
                   since: dt.datetime | None = None, until: dt.datetime | None = None,
-                  limit: int = 5000) -> dict[str, Any]:
+                  limit: int = 5000, max_points: int | None = None) -> dict[str, Any]:
     """Cases with a position in the visible area as a GeoJSON FeatureCollection, newest first.
 
     Filters (all applied in the database): status list, overdue, category, responsible department and the
-    reporting window [since, until).
+    reporting window [since, until). With `max_points` and a visible area holding more matching cases than that,
+    the answer is clusters instead: the area cut into about 48 × 32 cells, one point per non-empty cell at the mean
+    position of its cases, with `cluster: true` and `count` (and `clustered: true`, `total` on the collection).
     """
     from citybrain.cases.service import _scope_clause
 
@@ -517,6 +519,11 @@ def cases_geojson(session: Session, *, principal: Principal, bbox: BBox | None =
         stmt = stmt.where(col(Case.reported_at) >= since)
     if until is not None:
         stmt = stmt.where(col(Case.reported_at) < until)
+    if max_points and bbox:
+        many = session.scalar(select(func.count()).select_from(
+            stmt.with_only_columns(Case.id).limit(max_points + 1).subquery()))
+        if many > max_points:
+            return _clusters(session, stmt, bbox)
     rows = session.execute(stmt.order_by(Case.reported_at.desc()).limit(limit)).all()
     feats = [{"type": "Feature", "id": r.id, "geometry": {"type": "Point", "coordinates": [r.lon, r.lat]},
               "properties": {"id": r.id, "ticket": r.ticket, "title": r.title, "status": r.status,
@@ -527,6 +534,30 @@ def cases_geojson(session: Session, *, principal: Principal, bbox: BBox | None =
                              "reported_at": r.reported_at.isoformat(),
                              "deadline_at": r.deadline_at.isoformat() if r.deadline_at else None}} for r in rows]
     return {"type": "FeatureCollection", "features": feats}
+
+
+def _clusters(session: Session, stmt, bbox: BBox) -> dict[str, Any]:
+    """The cases `stmt` selects, counted per cell of the visible area (about 48 × 32 cells)."""
+    from sqlalchemy import Integer, cast
+
+    x1, y1, x2, y2 = bbox
+    cell = max((x2 - x1) / 48, (y2 - y1) / 32, 1e-6)
+    sqlite = session.get_bind().dialect.name == "sqlite"  # its CAST truncates (>= 0 here); elsewhere floor first
+
+    def index(expr):
+        return cast(expr if sqlite else func.floor(expr), Integer)
+
+    ix = index((Case.lon - x1) / cell).label("ix")
+    iy = index((Case.lat - y1) / cell).label("iy")
+    q = stmt.with_only_columns(ix, iy, func.count().label("n"), func.avg(Case.lon).label("lon"),
+                               func.avg(Case.lat).label("lat")).group_by(ix, iy)
+    feats, total = [], 0
+    for r in session.execute(q):
+        total += r.n
+        feats.append({"type": "Feature", "id": f"c{r.ix}_{r.iy}",
+                      "geometry": {"type": "Point", "coordinates": [round(r.lon, 6), round(r.lat, 6)]},
+                      "properties": {"cluster": True, "count": r.n}})
+    return {"type": "FeatureCollection", "features": feats, "clustered": True, "total": total}
 
 
 def hotspots_geojson(session: Session, *, principal: Principal, bbox: BBox | None = None, days: int = 7,

@@ -261,10 +261,14 @@ def load_history(db: Any, *, n: int, now: dt.datetime | None = None, rnd: random
             disp = rep + dt.timedelta(minutes=rnd.randint(1, 90)) if status not in ("reported", "filed") else None
             row.update(status=status, reported_at=rep, filed_at=rep if status != "reported" else None,
                        dispatched_at=disp, dispatched_on_time=(disp - rep < dt.timedelta(minutes=60)) if disp else None,
-                       deadline_at=disp + dt.timedelta(hours=rnd.choice((4, 8, 24, 72))) if disp else None,
-                       handled_at=disp + dt.timedelta(minutes=rnd.randint(30, 600)) if status == "handled" else None,
+                       handled_at=min(now, disp + dt.timedelta(minutes=rnd.randint(30, 600))) if status == "handled"
+                       else None, deadline_at=None,
                        closed_at=None, verified_at=None, rating=None, rating_contacted=None, rating_resolved=None,
-                       rated_at=None, overdue=rnd.random() < 0.2, updated_at=rep)
+                       rated_at=None, overdue=False, supervision_level=0, updated_at=rep)
+            if disp:  # a fifth is overdue by a few hours (already 催办 by the sweep), the rest still in time
+                late = rnd.random() < 0.2
+                row["deadline_at"] = now + dt.timedelta(hours=-rnd.randint(1, 3) if late else rnd.randint(1, 72))
+                row.update(overdue=late, supervision_level=1 if late else 0)
             row["handled_on_time"] = (row["handled_at"] <= row["deadline_at"]) if row["handled_at"] else None
             n_open += 1
         rows.append(row)

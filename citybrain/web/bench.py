@@ -8,6 +8,7 @@ baseline is the same bounding-box query run with raw sqlite3 on the same databas
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import random
 import socket
@@ -26,6 +27,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 OPEN_SHARE = 0.05
+MAX_POINTS = 1500  # layers.js MAX_POINTS
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -160,13 +162,27 @@ def _layers(base: str, token: str, n: int) -> dict[str, Any]:
 
     rnd = random.Random(5)
     boxes = _visible_boxes(n, rnd)
-    layers = {"cases": ("/api/v1/cases.geojson", {"status": "open"}),
+    week_ago = (dt.datetime.now(dt.UTC) - dt.timedelta(days=7)).isoformat()
+    page = {"status": "open", "max_points": MAX_POINTS}  # what the map pages ask (layers.js)
+    layers = {"cases": ("/api/v1/cases.geojson", page),
+              "cases_category": ("/api/v1/cases.geojson", {**page, "category_code": "06010"}),
+              "cases_dept": ("/api/v1/cases.geojson", {**page}),
+              "cases_7d": ("/api/v1/cases.geojson", {**page, "since": week_ago}),
+              "cases_all_points": ("/api/v1/cases.geojson", {"status": "open"}),  # no clusters: every point
+              "hotspots": ("/api/v1/cases/hotspots.geojson", {}),
               "devices": ("/api/v1/iot/devices.geojson", {}),
               "alarms": ("/api/v1/iot/alarms.geojson", {"status": "active"}),
               "grids": ("/api/v1/geo/grids", {})}
     out: dict[str, Any] = {}
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60,
                       trust_env=False) as c:
+        depts = c.get("/api/v1/orgs", params={"type": "department"})
+        items = depts.json() if depts.status_code == 200 else []
+        items = items.get("items", []) if isinstance(items, dict) else items
+        if items:  # the map's department filter: the first department with a share of the cases
+            layers["cases_dept"][1]["dept_org_id"] = items[min(1, len(items) - 1)]["id"]
+        else:
+            del layers["cases_dept"]
         for name, (path, params) in layers.items():
             if c.get(path, params={**params, "bbox": "113.5,22.7,113.51,22.71"}).status_code == 404:
                 out[name] = "not installed"
@@ -255,6 +271,19 @@ def _ioc_render(base: str, runs: int) -> dict[str, Any]:
             "page_weight_kb": round(weights[0] / 1024) if weights else None, "requests_outside_127": len(outside)}
 
 
+def _sweep(base: str, token: str) -> dict[str, Any]:
+    """One run of the cases sweep (deadline marks and the hotspot clustering), so the hotspot layer has content."""
+    import httpx
+
+    t0 = time.perf_counter()
+    r = httpx.post(base + "/api/v1/cases/sweep", headers={"Authorization": f"Bearer {token}"}, timeout=600,
+                   trust_env=False)
+    if r.status_code == 404:
+        return {"not installed": True}
+    r.raise_for_status()
+    return {"ms": round((time.perf_counter() - t0) * 1000), **r.json()}
+
+
 def _summary_latency(base: str, token: str, n: int) -> dict[str, Any]:
     """The first (uncomputed) IOC summary, then `n` served from the shared cache."""
     import httpx
@@ -293,7 +322,8 @@ def bench_web(quick: bool = False) -> dict[str, Any]:
     try:
         leader = _token(server.base, "leader")
         operator = _token(server.base, "operator")
-        steps = [("ioc_summary_api", lambda: _summary_latency(server.base, leader, 5 if quick else 10)),
+        steps = [("hotspot_sweep", lambda: _sweep(server.base, operator)),
+                 ("ioc_summary_api", lambda: _summary_latency(server.base, leader, 5 if quick else 10)),
                  ("map_layers", lambda: _layers(server.base, operator, n_req)),
                  ("baseline_sqlite_cases_bbox", lambda: _baseline_cases(tmp / "citybrain.db", n_req)),
                  ("ioc_render", lambda: _ioc_render(server.base, 3 if quick else 5) if Path(CHROMIUM).exists()

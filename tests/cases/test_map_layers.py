@@ -148,3 +148,29 @@ def test_bulk_history_loader(cdb):
             names = {r[0] for r in s.connection().exec_driver_sql(
                 "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='cases_case'")}
             assert {"ix_cases_case_status_lon_lat", "ix_cases_case_status_reported"} <= names
+
+
+def test_geojson_answers_clusters_when_the_area_holds_too_many_cases(client, cdb, who, as_role):
+    with cdb.write() as s:
+        for i in range(5):
+            _report(s, who, lon=113.5015 + i * 0.0001, lat=22.7515)  # one cell (cells are 0.003125° here)
+        _report(s, who, lon=113.540, lat=22.790)  # another cell
+        _report(s, who, lon=113.62, lat=22.85)  # outside the area
+    op = as_role("operator")
+    box = {"bbox": "113.45,22.70,113.55,22.80", "status": "open"}
+    points = client.get("/api/v1/cases.geojson", params={**box, "max_points": 6}, headers=op).json()
+    assert "clustered" not in points and len(points["features"]) == 6
+    fc = client.get("/api/v1/cases.geojson", params={**box, "max_points": 5}, headers=op).json()
+    assert fc["clustered"] is True and fc["total"] == 6
+    counts = sorted(f["properties"]["count"] for f in fc["features"])
+    assert counts == [1, 5] and all(f["properties"]["cluster"] for f in fc["features"])
+    big = max(fc["features"], key=lambda f: f["properties"]["count"])
+    assert abs(big["geometry"]["coordinates"][0] - 113.5017) < 1e-6 and big["geometry"]["coordinates"][1] == 22.7515
+    # filters apply to the clusters too
+    one = client.get("/api/v1/cases.geojson", params={**box, "max_points": 1, "category_code": "06010",
+                                                     "since": (clock.now() - dt.timedelta(hours=1)).isoformat()},
+                     headers=op).json()
+    assert one["total"] == 6
+    none = client.get("/api/v1/cases.geojson", params={**box, "max_points": 1, "category_code": "01002"},
+                      headers=op).json()
+    assert none["features"] == [] and "clustered" not in none

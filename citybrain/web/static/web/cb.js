@@ -154,6 +154,15 @@
     function load() {
       if (!state.enabled) return;
       var my = ++seq;
+      if (opts.minZoom && map.getZoom() < opts.minZoom) {  // drawn from street level on (opts.minZoom)
+        layer.clearLayers();
+        state.count = 0;
+        state.connected = true;
+        state.hidden = true;
+        if (opts.onload) opts.onload(state);
+        return;
+      }
+      state.hidden = false;
       var q = Object.assign({}, typeof opts.query === "function" ? opts.query() : (opts.query || {}));
       if (opts.bbox !== false) q.bbox = CB.bbox(map);
       CB.api("GET", opts.url, {query: q, noRedirect: true}).then(function (fc) {
@@ -162,7 +171,8 @@
         var feats = CB.items(fc);
         if (opts.filter) feats = feats.filter(opts.filter);
         layer.addData({type: "FeatureCollection", features: feats});
-        state.count = feats.length;
+        state.count = fc && fc.clustered ? fc.total : feats.length;  // clusters: the cases they stand for
+        state.clustered = !!(fc && fc.clustered);
         state.connected = true;
         state.data = feats;
         if (opts.onload) opts.onload(state);

@@ -150,8 +150,10 @@
   var map = CB.map("ioc-map", {zoom: 12});
   var pending = {district: 1, towns: 1, devices: 1, cases: 1, alarms: 1, hotspots: 1};
   var counts = {};
-  var layers = CB.standardLayers(map, {dark: true, hotspots: true, onchange: function (name, st) {
-    counts[name] = st.connected === false ? null : st.count;
+  // Devices are drawn from street level (zoom 14) on: at district zoom 10,000 device points would be one blur
+  // and megabytes; the online rate and alarm indicators summarise them, and active alarms are always drawn.
+  var layers = CB.standardLayers(map, {dark: true, hotspots: true, devicesMinZoom: 14, onchange: function (name, st) {
+    counts[name] = st.connected === false ? null : (st.hidden ? "zoom" : st.count);
     delete pending[name];
     if (!Object.keys(pending).length) markReady("map");
     legend();
@@ -161,8 +163,9 @@
     box.innerHTML = "";
     [["cases", "#3f8efc"], ["alarms", "#d7263d"], ["devices", "#2a9d8f"], ["hotspots", "#ff4d4f"]].forEach(function (x) {
       var n = counts[x[0]];
-      box.appendChild(CB.el("span", {"data-layer": x[0], "data-count": n === null || n === undefined ? "" : String(n)},
-        CB.el("i", {style: "background:" + x[1]}), CB.tr("map." + x[0]) + " " + (n === null ? CB.tr("common.not_connected") : (n === undefined ? "…" : n))));
+      var label = n === null ? CB.tr("common.not_connected") : (n === undefined ? "…" : (n === "zoom" ? CB.tr("map.zoom_in") : n));
+      box.appendChild(CB.el("span", {"data-layer": x[0], "data-count": n === null || n === undefined || n === "zoom" ? "" : String(n)},
+        CB.el("i", {style: "background:" + x[1]}), CB.tr("map." + x[0]) + " " + label));
     });
   }
 

@@ -13,6 +13,17 @@
     if (p.overdue) return "#d7263d";
     return CB.statusColor[p.status] || "#3f8efc";
   }
+  /* More open cases in view than MAX_POINTS: the server answers counted cells; a click zooms in. */
+  var MAX_POINTS = 1500;
+  function caseOrCluster(f, latlng) {
+    var p = CB.props(f);
+    if (!p.cluster) return point(caseColor, 6)(f, latlng);
+    var m = L.circleMarker(latlng, {radius: Math.min(6 + 3 * Math.log(p.count + 1), 22), color: "#fff", weight: 1,
+      fillColor: "#3f8efc", fillOpacity: .75});
+    m.bindTooltip(String(p.count), {direction: "center", className: "cluster-n"});
+    m.on("click", function () { m._map.setView(latlng, m._map.getZoom() + 2); });
+    return m;
+  }
   function deviceColor(f) { return CB.statusColor[CB.props(f).status] || "#8d99ae"; }
   function alarmColor(f) { return CB.sevColor[CB.props(f).severity] || "#d7263d"; }
 
@@ -68,6 +79,7 @@
 
   /**
    * Add the standard layers to a map. opts.filters() returns {category, dept, days, overdue, status};
+   * opts.devicesMinZoom draws devices only from that zoom on (the IOC: its indicators summarise them before);
    * opts.onchange(name, state) is told each layer's feature count. Returns {name: state}.
    */
   CB.standardLayers = function (map, opts) {
@@ -91,18 +103,21 @@
         onEachFeature: function (f, l) { l.bindPopup(function () { return areaPopup(f); }); }},
       onload: changed("grids")});
     out.devices = CB.geoLayer(map, {url: "/api/v1/iot/devices.geojson", enabled: opts.devices !== false,
+      minZoom: opts.devicesMinZoom,
       query: function () { var f = filters(); return {status: f.deviceStatus}; },
       style: {pointToLayer: point(deviceColor, 4), onEachFeature: function (f, l) { l.bindPopup(function () { return devicePopup(f); }); }},
       onload: changed("devices")});
     out.cases = CB.geoLayer(map, {url: "/api/v1/cases.geojson", enabled: opts.cases !== false,
       query: function () {
         var f = filters();
-        var q = {status: f.status === undefined ? "open" : (f.status === "all" ? undefined : f.status),
+        var q = {max_points: MAX_POINTS, status: f.status === undefined ? "open" : (f.status === "all" ? undefined : f.status),
           category_code: f.category || undefined, dept_org_id: f.dept || undefined, overdue: f.overdue ? "true" : undefined};
         if (f.days) q.since = new Date(Date.now() - f.days * 86400000).toISOString();
         return q;
       },
-      style: {pointToLayer: point(caseColor, 6), onEachFeature: function (f, l) { l.bindPopup(function () { return casePopup(f); }); }},
+      style: {pointToLayer: caseOrCluster, onEachFeature: function (f, l) {
+        if (!CB.props(f).cluster) l.bindPopup(function () { return casePopup(f); });
+      }},
       onload: changed("cases")});
     out.alarms = CB.geoLayer(map, {url: "/api/v1/iot/alarms.geojson", enabled: opts.alarms !== false, query: {status: "active"},
       style: {pointToLayer: point(alarmColor, 8), onEachFeature: function (f, l) { l.bindPopup(function () { return alarmPopup(f); }); }},
