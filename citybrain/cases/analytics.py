@@ -384,10 +384,17 @@ def hotspot_counts(session: Session, *, principal: Principal, window_h: int = 24
         raise Invalid("by 须为 grid、category 或 grid_category", "by must be grid, category or grid_category",
                       errors=[{"field": "by", "message": "unknown"}])
     since = utcnow() - dt.timedelta(hours=window_h)
-    stmt = select(*keys, func.count().label("n")).where(Case.reported_at >= since, Case.status != "merged")
     scope = _scope_clause(principal)
-    if scope is not None:
-        stmt = stmt.where(scope)
+    where = [Case.reported_at >= since] + ([scope] if scope is not None else [])
+    if by == "grid" and scope is None:
+        # index-only count per grid over (grid_code, reported_at), less the merged cases (found by status): no row
+        # of the window is read, which matters on the IOC with a million cases
+        counts = dict(session.execute(select(Case.grid_code, func.count()).where(*where).group_by(Case.grid_code)).all())
+        for grid in session.scalars(select(Case.grid_code).where(*where, Case.status == "merged")):
+            counts[grid] -= 1
+        top = sorted(((n, g) for g, n in counts.items() if n > 0), key=lambda x: (-x[0], x[1] is None, x[1] or ""))
+        return [{"grid_code": g, "count": n} for n, g in top[:50]]
+    stmt = select(*keys, func.count().label("n")).where(*where, Case.status != "merged")
     rows = session.execute(stmt.group_by(*keys).order_by(func.count().desc()).limit(50)).all()
     return [{**{k.key: getattr(r, k.key) for k in keys}, "count": r.n} for r in rows]
 

@@ -174,3 +174,21 @@ def test_geojson_answers_clusters_when_the_area_holds_too_many_cases(client, cdb
     none = client.get("/api/v1/cases.geojson", params={**box, "max_points": 1, "category_code": "01002"},
                       headers=op).json()
     assert none["features"] == [] and "clustered" not in none
+
+
+def test_counts_by_grid_leave_out_merged_cases(cdb, who):
+    g1, g2 = "440115001001001", "440115001001002"
+    with cdb.write() as s:
+        a = [service.report(s, principal=who("gridworker"), source="patrol", title="暴露垃圾", category_code="06010",
+                            lon=113.55, lat=22.78, grid_code=g1) for _ in range(3)]
+        assert a[2].status == "reported"
+        _report(s, who, grid=g2)
+        _report(s, who, grid=g2)
+        service.act(s, case_id=a[2].id, action="merge", principal=who("operator"), target_case_id=a[0].id)
+    with cdb.read() as s:
+        fast = analytics.hotspot_counts(s, principal=who("operator"), window_h=24, by="grid")
+        by_cat = analytics.hotspot_counts(s, principal=who("operator"), window_h=24, by="grid_category")
+        scoped = analytics.hotspot_counts(s, principal=who("handler"), window_h=24, by="grid")
+    assert sorted((r["grid_code"], r["count"]) for r in fast) == [(g1, 2), (g2, 2)]
+    assert sorted((r["grid_code"], r["count"]) for r in by_cat) == [(g1, 2), (g2, 2)]
+    assert [(r["grid_code"], r["count"]) for r in scoped] == [(g2, 2)]  # dispatched to the handler's department
