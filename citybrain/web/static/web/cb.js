@@ -154,7 +154,8 @@
     function load() {
       if (!state.enabled) return;
       var my = ++seq;
-      if (opts.minZoom && map.getZoom() < opts.minZoom) {  // drawn from street level on (opts.minZoom)
+      var minZoom = typeof opts.minZoom === "function" ? opts.minZoom() : opts.minZoom;
+      if (minZoom && map.getZoom() < minZoom) {  // drawn only from this zoom on
         layer.clearLayers();
         state.count = 0;
         state.connected = true;

@@ -141,6 +141,9 @@
     CB.api("GET", "/api/v1/ioc/summary").then(function (s) {
       renderCases(s.cases);
       renderIot(s.iot, s.data);
+      var first = deviceTotal === null;
+      deviceTotal = (s.iot && s.iot.devices_total) || 0;
+      if (first) layers.devices.setEnabled(true);
       document.getElementById("ioc-updated").textContent = CB.fmtTime(s.generated_at);
       markReady("summary");
     }).catch(CB.fail).then(function () { loading = false; });
@@ -150,9 +153,12 @@
   var map = CB.map("ioc-map", {zoom: 12});
   var pending = {district: 1, towns: 1, devices: 1, cases: 1, alarms: 1, hotspots: 1};
   var counts = {};
-  // Devices are drawn from street level (zoom 14) on: at district zoom 10,000 device points would be one blur
-  // and megabytes; the online rate and alarm indicators summarise them, and active alarms are always drawn.
-  var layers = CB.standardLayers(map, {dark: true, hotspots: true, devicesMinZoom: 14, onchange: function (name, st) {
+  // With many devices (more than MANY_DEVICES in the summary) they are drawn from street level (zoom 14) on: at
+  // district zoom 10,000 device points would be one blur and megabytes; the online-rate and alarm indicators
+  // summarise them, and active alarms are always drawn. The layer starts once the summary says how many there are.
+  var MANY_DEVICES = 2000, deviceTotal = null;
+  var layers = CB.standardLayers(map, {dark: true, hotspots: true, devices: false,
+    devicesMinZoom: function () { return deviceTotal > MANY_DEVICES ? 14 : 0; }, onchange: function (name, st) {
     counts[name] = st.connected === false ? null : (st.hidden ? "zoom" : st.count);
     delete pending[name];
     if (!Object.keys(pending).length) markReady("map");
