@@ -570,7 +570,8 @@ def _clusters(session: Session, stmt, bbox: BBox) -> dict[str, Any]:
 def hotspots_geojson(session: Session, *, principal: Principal, bbox: BBox | None = None, days: int = 7,
                      category_code: str | None = None) -> dict[str, Any]:
     """The hotspots flagged by the spatio-temporal clustering (`detect_hotspots`: N same-category cases within
-    R metres and T hours) in the last `days`, as GeoJSON points with their count and radius, largest first.
+    R metres and T hours) in the last `days`, as GeoJSON points with their count and radius, largest first (at most
+    500; their case ids are in `GET /cases/hotspots`).
 
     Hotspots are command-centre information: callers limited to part of the organisation see only hotspots whose
     cases include one they may see.
@@ -593,7 +594,7 @@ def hotspots_geojson(session: Session, *, principal: Principal, bbox: BBox | Non
     feats = [{"type": "Feature", "id": h.id, "geometry": {"type": "Point", "coordinates": [h.lon, h.lat]},
               "properties": {"id": h.id, "category_code": h.category_code, "category_name": h.category_name,
                              "count": h.count, "grid_code": h.grid_code, "radius_m": radius,
-                             "case_ids": (h.case_ids or [])[:50], "window_start": h.window_start.isoformat(),
+                             "window_start": h.window_start.isoformat(),
                              "window_end": h.window_end.isoformat(), "created_at": h.created_at.isoformat()}}
              for h in spots]
     return {"type": "FeatureCollection", "features": feats}

@@ -190,12 +190,13 @@
       clearTimeout(timer);
       timer = setTimeout(load, 150);
     };
+    state.loadNow = function () { clearTimeout(timer); load(); };
     state.setEnabled = function (on) {
       state.enabled = on;
       if (on) { layer.addTo(map); state.reload(); } else { map.removeLayer(layer); }
     };
     if (opts.bbox !== false) map.on("moveend", state.reload);
-    if (state.enabled) { layer.addTo(map); load(); }
+    if (state.enabled) { layer.addTo(map); if (!opts.defer) load(); }  // defer: the owner calls reload() later
     return state;
   };
   CB.props = function (f) { return (f && f.properties) || {}; };

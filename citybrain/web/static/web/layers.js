@@ -87,27 +87,34 @@
     var dark = !!opts.dark;
     var filters = opts.filters || function () { return {}; };
     var out = {};
+    // The layers of the visible area wait until the view is fitted to the district (one round of requests for
+    // the area actually shown, not one for the default view and another after the fit).
+    var defer = !opts.keepView, fitted = false;
     function changed(name) { return function (st) { if (opts.onchange) opts.onchange(name, st); }; }
     out.district = CB.geoLayer(map, {url: "/api/v1/geo/areas", bbox: false, query: {level: "district"},
       style: {style: {color: dark ? "#39c0ff" : "#0b5cad", weight: 3, fill: false}, onEachFeature: function (f, l) { l.bindTooltip(CB.name(f.properties)); }},
       onload: function (st) {
         changed("district")(st);
-        if (st.count && !opts.keepView) { try { map.fitBounds(st.layer.getBounds(), {padding: [10, 10]}); } catch (e) { /* empty */ } }
+        if (st.count && !opts.keepView) { try { map.fitBounds(st.layer.getBounds(), {padding: [10, 10], animate: false}); } catch (e) { /* empty */ } }
+        if (defer && !fitted) {
+          fitted = true;
+          ["grids", "devices", "cases", "alarms", "hotspots"].forEach(function (n) { if (out[n]) out[n].loadNow(); });
+        }
       }});
     out.towns = CB.geoLayer(map, {url: "/api/v1/geo/areas", bbox: false, query: {level: "town"},
       style: {style: {color: dark ? "#5f8fc9" : "#6a86b0", weight: 1.5, dashArray: "4 3", fillOpacity: dark ? .08 : .04},
         onEachFeature: function (f, l) { l.bindPopup(function () { return areaPopup(f); }); }},
       onload: changed("towns")});
-    out.grids = CB.geoLayer(map, {url: "/api/v1/geo/grids", enabled: !!opts.grids,
+    out.grids = CB.geoLayer(map, {url: "/api/v1/geo/grids", enabled: !!opts.grids, defer: defer,
       style: {style: {color: dark ? "#2c5d92" : "#9aa9bf", weight: .6, fillOpacity: 0},
         onEachFeature: function (f, l) { l.bindPopup(function () { return areaPopup(f); }); }},
       onload: changed("grids")});
-    out.devices = CB.geoLayer(map, {url: "/api/v1/iot/devices.geojson", enabled: opts.devices !== false,
+    out.devices = CB.geoLayer(map, {url: "/api/v1/iot/devices.geojson", enabled: opts.devices !== false, defer: defer,
       minZoom: opts.devicesMinZoom,
       query: function () { var f = filters(); return {status: f.deviceStatus}; },
       style: {pointToLayer: point(deviceColor, 4), onEachFeature: function (f, l) { l.bindPopup(function () { return devicePopup(f); }); }},
       onload: changed("devices")});
-    out.cases = CB.geoLayer(map, {url: "/api/v1/cases.geojson", enabled: opts.cases !== false,
+    out.cases = CB.geoLayer(map, {url: "/api/v1/cases.geojson", enabled: opts.cases !== false, defer: defer,
       query: function () {
         var f = filters();
         var q = {max_points: MAX_POINTS, status: f.status === undefined ? "open" : (f.status === "all" ? undefined : f.status),
@@ -119,10 +126,10 @@
         if (!CB.props(f).cluster) l.bindPopup(function () { return casePopup(f); });
       }},
       onload: changed("cases")});
-    out.alarms = CB.geoLayer(map, {url: "/api/v1/iot/alarms.geojson", enabled: opts.alarms !== false, query: {status: "active"},
+    out.alarms = CB.geoLayer(map, {url: "/api/v1/iot/alarms.geojson", enabled: opts.alarms !== false, defer: defer, query: {status: "active"},
       style: {pointToLayer: point(alarmColor, 8), onEachFeature: function (f, l) { l.bindPopup(function () { return alarmPopup(f); }); }},
       onload: changed("alarms")});
-    out.hotspots = CB.geoLayer(map, {url: "/api/v1/cases/hotspots.geojson", enabled: !!opts.hotspots,
+    out.hotspots = CB.geoLayer(map, {url: "/api/v1/cases/hotspots.geojson", enabled: !!opts.hotspots, defer: defer,
       query: function () { var f = filters(); return {days: f.days || 7, category_code: f.category || undefined}; },
       style: {pointToLayer: hotspotLayer, onEachFeature: function (f, l) { l.bindPopup(function () { return hotspotPopup(f); }); }},
       onload: changed("hotspots")});
