@@ -66,10 +66,13 @@ def _sum(cond) -> Any:
     return func.coalesce(func.sum(sa_case((cond, 1), else_=0)), 0)
 
 
-def _aggregate(session: Session, key, start: dt.datetime, end: dt.datetime, scope) -> list[Any]:
+def _aggregate(session: Session, key, start: dt.datetime, end: dt.datetime, scope,
+               extra: tuple[tuple[str, Any], ...] = ()) -> list[Any]:
+    """The counts of the cases reported in [start, end) grouped by `key` (and the `extra` (label, column) keys)."""
     public = Case.source.in_(list(wf.PUBLIC_SOURCES))
     stmt = select(
         key.label("key"),
+        *[col.label(label) for label, col in extra],
         func.count().label("reported"),
         func.count(Case.filed_at).label("filed"),
         _sum(Case.status == "not_filed").label("not_filed"),
@@ -94,7 +97,7 @@ def _aggregate(session: Session, key, start: dt.datetime, end: dt.datetime, scop
     ).where(Case.reported_at >= start, Case.reported_at < end)
     if scope is not None:
         stmt = stmt.where(scope)
-    return list(session.execute(stmt.group_by(key)).all())
+    return list(session.execute(stmt.group_by(key, *[col for _label, col in extra])).all())
 
 
 def indicators(row: dict[str, int], *, kind: str) -> dict[str, Any]:
@@ -183,6 +186,10 @@ def evaluate(session: Session, *, principal: Principal, group_by: str = "dept", 
             rows.append(d)
     for d in rows:
         d["name"] = _name(session, group_by, d["key"])
+        if d["key"] is None:
+            d["name_en"] = "Not dispatched / not located" if group_by != "all" else "District"
+        elif group_by in ("dept", "town", "community"):
+            d["name_en"] = _org_names(session, d["key"])[1]
     rows.sort(key=lambda d: (d["key"] is None, -d["score"], str(d["key"])))
     return {"group_by": group_by, "start": start, "end": end, "rows": rows}
 
@@ -265,8 +272,27 @@ def evaluation_csv(result: dict[str, Any]) -> str:
 # --- IOC ---------------------------------------------------------------------------------------------------------------
 
 
+COUNTS = ("reported", "filed", "not_filed", "dispatched", "dispatched_on_time", "suspended", "closed", "handled",
+          "handled_on_time", "closed_on_time", "reworked", "returned", "overdue", "public_filed", "valid_callbacks",
+          "contacted", "resolved", "satisfied", "basic", "dissatisfied")
+
+
+def _org_names(session: Session, org_id: Any) -> tuple[str | None, str | None]:
+    try:
+        org = identity.get_org(session, org_id=int(org_id))
+    except NotFound:
+        return str(org_id), None
+    return org.name, org.name_en
+
+
 def ioc_summary(session: Session, *, principal: Principal) -> dict[str, Any]:
-    """Operations-centre indicators: today, open, overdue, the three rates, trend, rankings, hotspots."""
+    """Operations-centre indicators: today, open, overdue, the three rates, trend, rankings, hotspots.
+
+    The 30-day indicators, the department and town rankings and the counts by status and source come from one
+    grouped scan of the cases reported in the last 30 days (range on `reported_at`); the open, overdue and
+    per-day counts are index-only range counts (`status, reported_at`, `overdue, status, reported_at`,
+    `status, closed_at`, `reported_at`).
+    """
     from citybrain.cases.service import _scope_clause, hotspot_list
 
     now = utcnow()
@@ -274,41 +300,55 @@ def ioc_summary(session: Session, *, principal: Principal) -> dict[str, Any]:
     where = [scope] if scope is not None else []
     today = dt.datetime.combine(now.astimezone(CST).date(), dt.time(0), CST).astimezone(dt.UTC)
     start = today - dt.timedelta(days=29)
+    end = now + dt.timedelta(seconds=1)
     cnt = lambda *c: session.scalar(select(func.count()).select_from(Case).where(*where, *c)) or 0  # noqa: E731
     open_st = list(wf.OPEN)
-    overall = evaluate(session, principal=principal, group_by="all", start=start, end=now + dt.timedelta(seconds=1))
-    tot = overall["rows"][0] if overall["rows"] else indicators(
-        dict.fromkeys(("reported", "filed", "not_filed", "dispatched", "dispatched_on_time", "suspended", "closed",
-                       "handled", "handled_on_time", "closed_on_time", "reworked", "returned", "overdue",
-                       "public_filed", "valid_callbacks", "contacted", "resolved", "satisfied", "basic",
-                       "dissatisfied"), 0), kind="dept")
-    by_status = dict(session.execute(select(Case.status, func.count()).where(*where, Case.reported_at >= start)
-                                     .group_by(Case.status)).all())
+
+    tot = dict.fromkeys(COUNTS, 0)
+    by_dept: dict[Any, dict[str, int]] = {}
+    by_town: dict[Any, dict[str, int]] = {}
+    by_status: dict[str, int] = {}
+    by_source: dict[str, int] = {}
+    for row in _aggregate(session, Case.dept_org_id, start, end, scope,
+                          extra=(("town", Case.town_org_id), ("status", Case.status), ("source", Case.source))):
+        m = row._mapping
+        for acc in (tot, by_dept.setdefault(row.key, dict.fromkeys(COUNTS, 0)),
+                    by_town.setdefault(row.town, dict.fromkeys(COUNTS, 0))):
+            for k in COUNTS:
+                acc[k] += int(m[k] or 0)
+        by_status[row.status] = by_status.get(row.status, 0) + int(row.reported)
+        by_source[row.source] = by_source.get(row.source, 0) + int(row.reported)
+    tot = indicators(tot, kind="dept")
     for st in open_st:  # open cases count whenever they were reported
         by_status[st] = cnt(Case.status == st)
-    by_source = dict(session.execute(select(Case.source, func.count()).where(*where, Case.reported_at >= start)
-                                     .group_by(Case.source)).all())
+
     trend = []
     for i in range(30):
         d0 = start + dt.timedelta(days=i)
         d1 = d0 + dt.timedelta(days=1)
         trend.append({"date": d0.astimezone(CST).date().isoformat(),
                       "reported": cnt(Case.reported_at >= d0, Case.reported_at < d1),
-                      "closed": cnt(Case.closed_at >= d0, Case.closed_at < d1, Case.status == "closed")})
+                      "closed": cnt(Case.status == "closed", Case.closed_at >= d0, Case.closed_at < d1)})
 
-    def ranking(group_by: str) -> list[dict[str, Any]]:
-        res = evaluate(session, principal=principal, group_by=group_by, start=start, end=now + dt.timedelta(seconds=1))
-        return [{"org_id": r["key"], "name": r["name"], "score": r["score"], "grade": r["grade"],
-                 "closure_rate": r["closure_rate"], "on_time_rate": r["on_time_closure_rate"],
-                 "satisfaction_rate": r["satisfaction_rate"], "cases": r["reported"]}
-                for r in res["rows"] if r["key"] is not None]
+    def ranking(groups: dict[Any, dict[str, int]], kind: str) -> list[dict[str, Any]]:
+        out = []
+        for key, counts in groups.items():
+            if key is None:
+                continue
+            r = indicators(counts, kind=kind)
+            name, name_en = _org_names(session, key)
+            out.append({"org_id": key, "name": name, "name_en": name_en, "score": r["score"], "grade": r["grade"],
+                        "closure_rate": r["closure_rate"], "on_time_rate": r["on_time_closure_rate"],
+                        "satisfaction_rate": r["satisfaction_rate"], "cases": r["reported"]})
+        out.sort(key=lambda d: (-d["score"], str(d["org_id"])))
+        return out
 
     return {
         "generated_at": now,
         "period_start": start,
         "cases_today": cnt(Case.reported_at >= today),
-        "cases_open": cnt(Case.status.in_(open_st)),
-        "cases_overdue": cnt(Case.status.in_(open_st), Case.overdue.is_(True)),
+        "cases_open": sum(by_status.get(st, 0) for st in open_st),
+        "cases_overdue": cnt(Case.overdue.is_(True), Case.status.in_(open_st)),
         "closure_rate": tot["closure_rate"],
         "on_time_rate": tot["on_time_closure_rate"],
         "satisfaction_rate": tot["satisfaction_rate"],
@@ -317,8 +357,8 @@ def ioc_summary(session: Session, *, principal: Principal) -> dict[str, Any]:
         "by_status": by_status,
         "by_source": by_source,
         "trend_30d": trend,
-        "dept_ranking": ranking("dept"),
-        "town_ranking": ranking("town"),
+        "dept_ranking": ranking(by_dept, "dept"),
+        "town_ranking": ranking(by_town, "area"),
         "hotspots": hotspot_list(session, principal=principal, days=7)[:20],
         "top_grids": hotspot_counts(session, principal=principal, window_h=24 * 7, by="grid")[:10],
     }
@@ -344,12 +384,39 @@ def hotspot_counts(session: Session, *, principal: Principal, window_h: int = 24
         raise Invalid("by 须为 grid、category 或 grid_category", "by must be grid, category or grid_category",
                       errors=[{"field": "by", "message": "unknown"}])
     since = utcnow() - dt.timedelta(hours=window_h)
-    stmt = select(*keys, func.count().label("n")).where(Case.reported_at >= since, Case.status != "merged")
     scope = _scope_clause(principal)
-    if scope is not None:
-        stmt = stmt.where(scope)
+    where = [Case.reported_at >= since] + ([scope] if scope is not None else [])
+    if by == "grid" and scope is None:
+        # index-only count per grid over (grid_code, reported_at), less the merged cases (found by status): no row
+        # of the window is read, which matters on the IOC with a million cases
+        counts = dict(session.execute(select(Case.grid_code, func.count()).where(*where).group_by(Case.grid_code)).all())
+        for grid in session.scalars(select(Case.grid_code).where(*where, Case.status == "merged")):
+            counts[grid] -= 1
+        top = sorted(((n, g) for g, n in counts.items() if n > 0), key=lambda x: (-x[0], x[1] is None, x[1] or ""))
+        return [{"grid_code": g, "count": n} for n, g in top[:50]]
+    stmt = select(*keys, func.count().label("n")).where(*where, Case.status != "merged")
     rows = session.execute(stmt.group_by(*keys).order_by(func.count().desc()).limit(50)).all()
     return [{**{k.key: getattr(r, k.key) for k in keys}, "count": r.n} for r in rows]
+
+
+def _neighbours(items: list[Any], radius: float) -> dict[int, list[Any]]:
+    """For each item (with .id, .lon, .lat), the items within `radius` metres (itself included), in input order.
+
+    Items are bucketed into cells a little larger than the radius, so only the 3 × 3 cells around each are compared.
+    """
+    lat0 = math.radians(sum(r.lat for r in items) / len(items)) if items else 0.0
+    cy = radius * 1.05 / 110_540
+    cx = radius * 1.05 / (111_320 * max(math.cos(lat0) - 0.01, 0.01))
+    cells: dict[tuple[int, int], list[tuple[int, Any]]] = {}
+    for n, r in enumerate(items):
+        cells.setdefault((math.floor(r.lon / cx), math.floor(r.lat / cy)), []).append((n, r))
+    out: dict[int, list[Any]] = {}
+    for r in items:
+        i, j = math.floor(r.lon / cx), math.floor(r.lat / cy)
+        near = [(n, o) for di in (-1, 0, 1) for dj in (-1, 0, 1) for n, o in cells.get((i + di, j + dj), ())
+                if _metres((r.lon, r.lat), (o.lon, o.lat)) <= radius]
+        out[r.id] = [o for _n, o in sorted(near, key=lambda x: x[0])]
+    return out
 
 
 def detect_hotspots(session: Session, *, now: dt.datetime | None = None) -> int:
@@ -373,7 +440,7 @@ def detect_hotspots(session: Session, *, now: dt.datetime | None = None) -> int:
         if len(items) < need:
             continue
         items = items[:2000]
-        neigh = {r.id: [o for o in items if _metres((r.lon, r.lat), (o.lon, o.lat)) <= radius] for r in items}
+        neigh = _neighbours(items, radius)
         used: set[int] = set()
         for r in sorted(items, key=lambda x: (-len(neigh[x.id]), x.id)):
             members = [o for o in neigh[r.id] if o.id not in used]
@@ -405,8 +472,129 @@ def detect_hotspots(session: Session, *, now: dt.datetime | None = None) -> int:
                                f"出现 {len(ids)} 起（网格 {r.grid_code or '-'}）",
                             en=f"Hotspot: {len(ids)} cases of {cat} within {int(radius)} m in {cfg['window_h']} h")
             bus.publish(session, "cases.hotspot.flagged",
-                        {"hotspot_id": h.id, "category_code": cat, "count": len(ids), "lon": lon, "lat": lat,
+                        {"hotspot_id": h.id, "category_code": cat, "category_name": r.category_name, "count": len(ids), "lon": lon, "lat": lat,
                          "grid_code": r.grid_code, "at": now.isoformat(),
                          "org_ids": [o for o in [service.command_center_org_id(session)] if o]})
             new += 1
     return new
+
+
+# --- map layers (一张图) ------------------------------------------------------------------------------------------------
+
+BBox = tuple[float, float, float, float]
+
+
+def cases_geojson(session: Session, *, principal: Principal, bbox: BBox | None = None, status: list[str] | None = None,
+                  overdue: bool | None = None, category_code: str | None = None, dept_org_id: int | None = None,
+                  since: dt.datetime | None = None, until: dt.datetime | None = None,
+                  limit: int = 5000, max_points: int | None = None) -> dict[str, Any]:
+    """Cases with a position in the visible area as a GeoJSON FeatureCollection, newest first.
+
+    Filters (all applied in the database): status list, overdue, category, responsible department and the
+    reporting window [since, until). With `max_points` and a visible area holding more matching cases than that,
+    the answer is clusters instead: the area cut into about 48 × 32 cells, one point per non-empty cell at the mean
+    position of its cases, with `cluster: true` and `count` (and `clustered: true`, `total` on the collection).
+    """
+    from citybrain.cases.service import _scope_clause
+
+    stmt = select(Case.id, Case.ticket, Case.title, Case.status, Case.category_code, Case.category_name,
+                  Case.source, Case.overdue, Case.urgent, Case.supervision_level, Case.dept_org_id, Case.grid_code,
+                  Case.reported_at, Case.deadline_at, Case.lon, Case.lat).where(Case.lon.is_not(None))
+    scope = _scope_clause(principal)
+    if scope is not None:
+        stmt = stmt.where(scope)
+    if bbox:
+        x1, y1, x2, y2 = bbox
+        stmt = stmt.where(Case.lon >= x1, Case.lon <= x2, Case.lat >= y1, Case.lat <= y2)
+    if status:
+        stmt = stmt.where(Case.status.in_(status))
+    if overdue is not None:
+        stmt = stmt.where(Case.overdue.is_(overdue))
+    # With a visible area and a status list, the (status, lon, lat) index finds the few cases on screen; the other
+    # filters are then checked on those rows. Wrapped in coalesce() they cannot lead the planner (SQLite's has no
+    # value histograms) to walk a category or time index through years of closed cases instead.
+    steer = bool(bbox and status)
+
+    def col(c):
+        return func.coalesce(c, c) if steer else c
+
+    if category_code:
+        stmt = stmt.where(col(Case.category_code) == category_code)
+    if dept_org_id is not None:
+        stmt = stmt.where(col(Case.dept_org_id) == dept_org_id)
+    if since is not None:
+        stmt = stmt.where(col(Case.reported_at) >= since)
+    if until is not None:
+        stmt = stmt.where(col(Case.reported_at) < until)
+    if max_points and bbox:
+        many = session.scalar(select(func.count()).select_from(
+            stmt.with_only_columns(Case.id).limit(max_points + 1).subquery()))
+        if many > max_points:
+            return _clusters(session, stmt, bbox)
+    rows = session.execute(stmt.order_by(Case.reported_at.desc()).limit(limit)).all()
+    feats = [{"type": "Feature", "id": r.id, "geometry": {"type": "Point", "coordinates": [r.lon, r.lat]},
+              "properties": {"id": r.id, "ticket": r.ticket, "title": r.title, "status": r.status,
+                             "status_name": wf.status_label(r.status), "category_code": r.category_code,
+                             "category_name": r.category_name, "source": r.source, "overdue": r.overdue,
+                             "urgent": r.urgent, "supervision_level": r.supervision_level,
+                             "dept_org_id": r.dept_org_id, "grid_code": r.grid_code,
+                             "reported_at": r.reported_at.isoformat(),
+                             "deadline_at": r.deadline_at.isoformat() if r.deadline_at else None}} for r in rows]
+    return {"type": "FeatureCollection", "features": feats}
+
+
+def _clusters(session: Session, stmt, bbox: BBox) -> dict[str, Any]:
+    """The cases `stmt` selects, counted per cell of the visible area (about 48 × 32 cells)."""
+    from sqlalchemy import Integer, cast
+
+    x1, y1, x2, y2 = bbox
+    cell = max((x2 - x1) / 48, (y2 - y1) / 32, 1e-6)
+    sqlite = session.get_bind().dialect.name == "sqlite"  # its CAST truncates (>= 0 here); elsewhere floor first
+
+    def index(expr):
+        return cast(expr if sqlite else func.floor(expr), Integer)
+
+    ix = index((Case.lon - x1) / cell).label("ix")
+    iy = index((Case.lat - y1) / cell).label("iy")
+    q = stmt.with_only_columns(ix, iy, func.count().label("n"), func.avg(Case.lon).label("lon"),
+                               func.avg(Case.lat).label("lat")).group_by(ix, iy)
+    feats, total = [], 0
+    for r in session.execute(q):
+        total += r.n
+        feats.append({"type": "Feature", "id": f"c{r.ix}_{r.iy}",
+                      "geometry": {"type": "Point", "coordinates": [round(r.lon, 6), round(r.lat, 6)]},
+                      "properties": {"cluster": True, "count": r.n}})
+    return {"type": "FeatureCollection", "features": feats, "clustered": True, "total": total}
+
+
+def hotspots_geojson(session: Session, *, principal: Principal, bbox: BBox | None = None, days: int = 7,
+                     category_code: str | None = None) -> dict[str, Any]:
+    """The hotspots flagged by the spatio-temporal clustering (`detect_hotspots`: N same-category cases within
+    R metres and T hours) in the last `days`, as GeoJSON points with their count and radius, largest first (at most
+    500; their case ids are in `GET /cases/hotspots`).
+
+    Hotspots are command-centre information: callers limited to part of the organisation see only hotspots whose
+    cases include one they may see.
+    """
+    from citybrain.cases import service
+
+    radius = float(service.get_config(session, key="hotspot")["radius_m"])
+    stmt = select(Hotspot).where(Hotspot.created_at >= utcnow() - dt.timedelta(days=days))
+    if bbox:
+        x1, y1, x2, y2 = bbox
+        stmt = stmt.where(Hotspot.lon >= x1, Hotspot.lon <= x2, Hotspot.lat >= y1, Hotspot.lat <= y2)
+    if category_code:
+        stmt = stmt.where(Hotspot.category_code == category_code)
+    spots = list(session.scalars(stmt.order_by(Hotspot.count.desc(), Hotspot.id).limit(500)))
+    scope = service._scope_clause(principal)
+    if scope is not None and spots:
+        ids = {i for h in spots for i in (h.case_ids or [])}
+        visible = set(session.scalars(select(Case.id).where(Case.id.in_(ids), scope))) if ids else set()
+        spots = [h for h in spots if visible & set(h.case_ids or [])]
+    feats = [{"type": "Feature", "id": h.id, "geometry": {"type": "Point", "coordinates": [h.lon, h.lat]},
+              "properties": {"id": h.id, "category_code": h.category_code, "category_name": h.category_name,
+                             "count": h.count, "grid_code": h.grid_code, "radius_m": radius,
+                             "window_start": h.window_start.isoformat(),
+                             "window_end": h.window_end.isoformat(), "created_at": h.created_at.isoformat()}}
+             for h in spots]
+    return {"type": "FeatureCollection", "features": feats}

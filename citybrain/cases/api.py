@@ -167,24 +167,57 @@ def assigned_cases(request: Request, db: ReadDB, who: Principal = Depends(requir
     return CasePage(total=total, total_capped=capped, items=[service.case_dict(c, lang=lang) for c in rows])
 
 
+def _bbox(bbox: str | None) -> tuple[float, float, float, float] | None:
+    if not bbox:
+        return None
+    try:
+        parts = [float(x) for x in bbox.split(",")]
+        if len(parts) != 4 or parts[0] > parts[2] or parts[1] > parts[3]:
+            raise ValueError
+    except ValueError as exc:
+        raise Invalid("bbox 格式应为 最小经度,最小纬度,最大经度,最大纬度",
+                      "bbox must be minLon,minLat,maxLon,maxLat",
+                      errors=[{"field": "bbox", "message": "four numbers, min before max"}]) from exc
+    return parts[0], parts[1], parts[2], parts[3]
+
+
+def _geojson(doc: dict) -> Response:
+    """A map layer rendered once with orjson (thousands of features: no per-value encoder pass)."""
+    import orjson
+
+    return Response(orjson.dumps(doc, default=str), media_type="application/json")
+
+
+BBOX_QUERY = Query(None, max_length=100, description="minLon,minLat,maxLon,maxLat (the visible area)")
+
+
 @router.get("/cases.geojson", summary="案件地图 Cases as GeoJSON")
-def cases_geojson(db: ReadDB, who: Principal = Depends(require("case.read")),
-                  bbox: str | None = Query(None, max_length=100, description="minLon,minLat,maxLon,maxLat"),
-                  status: str | None = Query(None, max_length=200), overdue: bool | None = None,
-                  limit: int = Query(5000, ge=1, le=20000)) -> dict:
-    box = None
-    if bbox:
-        try:
-            parts = [float(x) for x in bbox.split(",")]
-            if len(parts) != 4 or parts[0] > parts[2] or parts[1] > parts[3]:
-                raise ValueError
-            box = (parts[0], parts[1], parts[2], parts[3])
-        except ValueError as exc:
-            raise Invalid("bbox 格式应为 最小经度,最小纬度,最大经度,最大纬度",
-                          "bbox must be minLon,minLat,maxLon,maxLat",
-                          errors=[{"field": "bbox", "message": "four numbers, min before max"}]) from exc
-    return service.cases_geojson(db, principal=who, bbox=box, status=_status_list(status), overdue=overdue,
-                                 limit=limit)
+def cases_geojson(db: ReadDB, who: Principal = Depends(require("case.read")), bbox: str | None = BBOX_QUERY,
+                  status: str | None = Query(None, max_length=200, description="comma list, or `open`"),
+                  overdue: bool | None = None,
+                  category_code: str | None = Query(None, max_length=12, description="案件分类 category code"),
+                  dept_org_id: int | None = Query(None, description="责任部门 responsible department"),
+                  since: AwareDatetime | None = Query(None, description="reported at or after"),
+                  until: AwareDatetime | None = Query(None, description="reported before"),
+                  limit: int = Query(5000, ge=1, le=20000),
+                  max_points: int | None = Query(None, ge=1, le=20000, description=(
+                      "with bbox: more matching cases than this in the area are answered as counted clusters"))
+                  ) -> Response:
+    if since is not None and until is not None and since >= until:
+        raise Invalid("since 须早于 until", "since must be before until",
+                      errors=[{"field": "since", "message": "must be before until"}])
+    return _geojson(analytics.cases_geojson(
+        db, principal=who, bbox=_bbox(bbox), status=_status_list(status), overdue=overdue,
+        category_code=category_code or None, dept_org_id=dept_org_id, since=since, until=until, limit=limit,
+        max_points=max_points))
+
+
+@router.get("/cases/hotspots.geojson", summary="热点图层 Flagged hotspots as GeoJSON")
+def hotspots_geojson(db: ReadDB, who: Principal = Depends(require("case.read")), bbox: str | None = BBOX_QUERY,
+                     days: int = Query(7, ge=1, le=90),
+                     category_code: str | None = Query(None, max_length=12)) -> Response:
+    return _geojson(analytics.hotspots_geojson(db, principal=who, bbox=_bbox(bbox), days=days,
+                                               category_code=category_code or None))
 
 
 @router.get("/cases/ioc-summary", summary="运行态势 IOC indicators")

@@ -94,34 +94,9 @@ def _open(tmp: Path):
 
 
 def _preload(db: Any, n_pre: int, orgs: dict[str, int], now: dt.datetime, rnd: random.Random) -> float:
-    """Bulk-load closed cases (Core executemany, 20,000 per transaction) with the secondary indexes dropped
-    and rebuilt afterwards, as any bulk loader does; returns the seconds taken."""
-    from sqlalchemy import insert, text
-
-    from citybrain.cases.models import Case
-
+    """Bulk-load closed cases with `load_history` (indexes dropped and rebuilt); returns the seconds taken."""
     t0 = time.perf_counter()
-    with db.write_engine.begin() as conn:
-        idx = [tuple(r) for r in conn.execute(text(
-            "SELECT name, sql FROM sqlite_master WHERE type='index' AND tbl_name='cases_case' AND sql IS NOT NULL "
-            "AND name LIKE 'ix_%'"))]
-        for name, _sql in idx:
-            conn.execute(text(f'DROP INDEX "{name}"'))
-    batch: list[dict] = []
-    stmt = insert(Case.__table__)
-    for row in _rows(n_pre, orgs, now, rnd):
-        batch.append(row)
-        if len(batch) == 20_000:
-            with db.write_engine.begin() as conn:
-                conn.execute(stmt, batch)
-            batch = []
-    if batch:
-        with db.write_engine.begin() as conn:
-            conn.execute(stmt, batch)
-    with db.write_engine.begin() as conn:
-        for _name, sql in idx:
-            conn.execute(text(sql))
-        conn.execute(text("ANALYZE cases_case"))
+    load_history(db, n=n_pre, now=now, rnd=rnd, orgs=orgs)
     return time.perf_counter() - t0
 
 
@@ -276,6 +251,80 @@ def bench_cases(quick: bool = False) -> dict[str, Any]:
         "baseline_sqlite3_rows_per_s": round(base_rate),
         "backend": "sqlite",
     }
+
+
+OPEN_STATUSES = ("dispatched", "in_progress", "in_progress", "handled", "filed", "reported")
+
+
+def load_history(db: Any, *, n: int, now: dt.datetime | None = None, rnd: random.Random | None = None,
+                 orgs: dict[str, int] | None = None, open_share: float = 0.0, batch: int = 20_000) -> dict[str, Any]:
+    """Bulk-load `n` cases of history for benchmarks and large demos (the cases module's own tables only).
+
+    Closed cases spread over two years (`_rows`); with `open_share`, that share is left open instead: reported in
+    the last ten days, one of the open statuses, a fifth of them overdue. SQLAlchemy Core executemany in batches of
+    `batch` rows, one transaction each; on SQLite the secondary indexes are dropped for the load and rebuilt after
+    it (as any bulk loader does), then ANALYZE. No audit records: this is generated history, not case work.
+    """
+    from sqlalchemy import insert, text
+
+    from citybrain.cases.models import Case
+    from citybrain.identity import service as identity
+
+    now = now or clock.now()
+    rnd = rnd or random.Random(7)
+    if orgs is None:
+        with db.read() as s:
+            orgs = {o.code: o.id for o in identity.list_orgs(s)}
+        for d in dd.DEPARTMENTS:
+            orgs[d.short] = orgs.get(d.code)
+    sqlite = db.write_engine.dialect.name == "sqlite"
+    t0 = time.perf_counter()
+    idx_sql: list[str] = []
+    if sqlite:
+        with db.write_engine.begin() as conn:
+            found = list(conn.execute(text("SELECT name, sql FROM sqlite_master WHERE type='index' "
+                                           "AND tbl_name='cases_case' AND name LIKE 'ix_%' AND sql IS NOT NULL")))
+            for name, sql in found:
+                conn.execute(text(f'DROP INDEX "{name}"'))
+                idx_sql.append(sql)
+    with db.write_engine.connect() as conn:
+        start_id = int(conn.execute(text("SELECT coalesce(max(id), 0) FROM cases_case")).scalar() or 0) + 1
+    stmt = insert(Case.__table__)
+    rows: list[dict] = []
+    n_open = 0
+
+    def flush() -> None:
+        with db.write_engine.begin() as conn:
+            conn.execute(stmt, rows)
+        rows.clear()
+
+    for row in _rows(n, orgs, now, rnd, start_id=start_id):
+        if open_share and rnd.random() < open_share:
+            status = OPEN_STATUSES[rnd.randrange(len(OPEN_STATUSES))]
+            rep = now - dt.timedelta(hours=rnd.randint(1, 240))
+            disp = rep + dt.timedelta(minutes=rnd.randint(1, 90)) if status not in ("reported", "filed") else None
+            row.update(status=status, reported_at=rep, filed_at=rep if status != "reported" else None,
+                       dispatched_at=disp, dispatched_on_time=(disp - rep < dt.timedelta(minutes=60)) if disp else None,
+                       handled_at=min(now, disp + dt.timedelta(minutes=rnd.randint(30, 600))) if status == "handled"
+                       else None, deadline_at=None,
+                       closed_at=None, verified_at=None, rating=None, rating_contacted=None, rating_resolved=None,
+                       rated_at=None, overdue=False, supervision_level=0, updated_at=rep)
+            if disp:  # a fifth is overdue by a few hours (already 催办 by the sweep), the rest still in time
+                late = rnd.random() < 0.2
+                row["deadline_at"] = now + dt.timedelta(hours=-rnd.randint(1, 3) if late else rnd.randint(1, 72))
+                row.update(overdue=late, supervision_level=1 if late else 0)
+            row["handled_on_time"] = (row["handled_at"] <= row["deadline_at"]) if row["handled_at"] else None
+            n_open += 1
+        rows.append(row)
+        if len(rows) >= batch:
+            flush()
+    if rows:
+        flush()
+    with db.write_engine.begin() as conn:
+        for sql in idx_sql:
+            conn.execute(text(sql))
+        conn.execute(text("ANALYZE cases_case"))
+    return {"cases": n, "open": n_open, "load_s": round(time.perf_counter() - t0, 2)}
 
 
 BENCHES = {"cases": bench_cases}

@@ -97,6 +97,7 @@ class Case(Base):
         # evaluation by report date); columns that are mostly empty for new cases get partial indexes, which
         # a new case does not touch (overdue, closed, device alarms, assignment, own reports).
         Index("ix_cases_case_status_reported", "status", "reported_at"),
+        Index("ix_cases_case_status_lon_lat", "status", "lon", "lat"),
         Index("ix_cases_case_dept_status", "dept_org_id", "status", "reported_at"),
         Index("ix_cases_case_grid_reported", "grid_code", "reported_at"),
         Index("ix_cases_case_category_reported", "category_code", "reported_at"),

@@ -1,9 +1,11 @@
 """`citybrain bench web`: IOC render time in headless Chromium, page weight, and map-layer API latency.
 
 Full: 1,000,000 cases (5 % open) and 10,000 devices; `--quick`: 20,000 cases and 1,000 devices. The data is
-bulk-loaded (SQLAlchemy Core executemany for the case history, as the cases bench does; `iot.service.bulk_register`
-for devices), then a real `citybrain serve` runs on 127.0.0.1:8160-8169 and is measured over HTTP. The map-layer
-baseline is the same bounding-box query run with raw sqlite3 on the same database file.
+bulk-loaded through the owning modules' functions (`cases.bench.load_history`: the cases bench's generator,
+SQLAlchemy Core executemany; `iot.service.bulk_register` for devices), then a real `citybrain serve` runs on
+127.0.0.1:8160-8169 and is measured over HTTP: one cases sweep (deadline marks and the hotspot clustering), the IOC
+summary, every map layer as the map pages ask for it, and the IOC page in Chromium. The map-layer baseline is the
+same open-case bounding-box query run with raw sqlite3 on the same database file.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 OPEN_SHARE = 0.05
-OPEN_STATUSES = ("dispatched", "in_progress", "in_progress", "handled", "filed", "reported")
+MAX_POINTS = 1500  # layers.js MAX_POINTS
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -94,33 +96,12 @@ def _seed(tmp: Path, n_cases: int, n_devices: int) -> dict[str, Any]:
         info["devices_load_s"] = round(time.perf_counter() - t0, 2)
     cases_bench = modules.part("cases", "bench")
     cases_demo = modules.part("cases", "demo")
-    if cases_bench is not None and hasattr(cases_bench, "_rows") and cases_demo is not None:
-        from sqlalchemy import insert
-
-        from citybrain.cases.models import Case
-
+    if cases_bench is not None and hasattr(cases_bench, "load_history") and cases_demo is not None:
         cases_demo.seed_config(db)
-        with db.read() as s:
-            orgs_by_code = {o.code: o.id for o in identity.list_orgs(s)}
-            for d in dd.DEPARTMENTS:
-                orgs_by_code[d.short] = orgs_by_code.get(d.code)
-        now = dt.datetime.now(dt.UTC)
-        t0 = time.perf_counter()
-        batch: list[dict] = []
-        with db.write_engine.begin() as conn:
-            for row in cases_bench._rows(n_cases, orgs_by_code, now, rnd):
-                if rnd.random() < OPEN_SHARE:  # an open case: recent, not yet closed
-                    row.update(status=rnd.choice(OPEN_STATUSES), closed_at=None, verified_at=None, rating=None,
-                               rated_at=None, reported_at=now - dt.timedelta(hours=rnd.randint(1, 240)))
-                    row["overdue"] = rnd.random() < 0.2
-                batch.append(row)
-                if len(batch) == 20_000:
-                    conn.execute(insert(Case), batch)
-                    batch = []
-            if batch:
-                conn.execute(insert(Case), batch)
+        loaded = cases_bench.load_history(db, n=n_cases, rnd=rnd, open_share=OPEN_SHARE)
         info["cases"] = n_cases
-        info["cases_load_s"] = round(time.perf_counter() - t0, 2)
+        info["cases_open"] = loaded["open"]
+        info["cases_load_s"] = loaded["load_s"]
     db.dispose()
     set_db(None)
     configure(None)
@@ -183,13 +164,30 @@ def _layers(base: str, token: str, n: int) -> dict[str, Any]:
 
     rnd = random.Random(5)
     boxes = _visible_boxes(n, rnd)
-    layers = {"cases": ("/api/v1/cases.geojson", {"status": "open"}),
+    week_ago = (dt.datetime.now(dt.UTC) - dt.timedelta(days=7)).isoformat()
+    page = {"status": "open", "max_points": MAX_POINTS}  # what the map pages ask (layers.js)
+    layers = {"cases": ("/api/v1/cases.geojson", page),
+              "cases_category": ("/api/v1/cases.geojson", {**page, "category_code": "06010"}),
+              "cases_dept": ("/api/v1/cases.geojson", {**page}),
+              "cases_7d": ("/api/v1/cases.geojson", {**page, "since": week_ago}),
+              "cases_all_points": ("/api/v1/cases.geojson", {"status": "open"}),  # no clusters: every point
+              "hotspots": ("/api/v1/cases/hotspots.geojson", {}),
               "devices": ("/api/v1/iot/devices.geojson", {}),
               "alarms": ("/api/v1/iot/alarms.geojson", {"status": "active"}),
               "grids": ("/api/v1/geo/grids", {})}
     out: dict[str, Any] = {}
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60,
                       trust_env=False) as c:
+        depts = c.get("/api/v1/orgs", params={"type": "department"})
+        items = depts.json() if depts.status_code == 200 else []
+        items = items.get("items", []) if isinstance(items, dict) else items
+        from citybrain import demo_district as dd
+
+        cgj = [o["id"] for o in items if o.get("code") == dd.department("城管").code]
+        if cgj:  # the map's department filter: the department with the most case categories
+            layers["cases_dept"][1]["dept_org_id"] = cgj[0]
+        else:
+            del layers["cases_dept"]
         for name, (path, params) in layers.items():
             if c.get(path, params={**params, "bbox": "113.5,22.7,113.51,22.71"}).status_code == 404:
                 out[name] = "not installed"
@@ -278,6 +276,19 @@ def _ioc_render(base: str, runs: int) -> dict[str, Any]:
             "page_weight_kb": round(weights[0] / 1024) if weights else None, "requests_outside_127": len(outside)}
 
 
+def _sweep(base: str, token: str) -> dict[str, Any]:
+    """One run of the cases sweep (deadline marks and the hotspot clustering), so the hotspot layer has content."""
+    import httpx
+
+    t0 = time.perf_counter()
+    r = httpx.post(base + "/api/v1/cases/sweep", headers={"Authorization": f"Bearer {token}"}, timeout=600,
+                   trust_env=False)
+    if r.status_code == 404:
+        return {"not installed": True}
+    r.raise_for_status()
+    return {"ms": round((time.perf_counter() - t0) * 1000), **r.json()}
+
+
 def _summary_latency(base: str, token: str, n: int) -> dict[str, Any]:
     """The first (uncomputed) IOC summary, then `n` served from the shared cache."""
     import httpx
@@ -316,7 +327,8 @@ def bench_web(quick: bool = False) -> dict[str, Any]:
     try:
         leader = _token(server.base, "leader")
         operator = _token(server.base, "operator")
-        steps = [("ioc_summary_api", lambda: _summary_latency(server.base, leader, 5 if quick else 10)),
+        steps = [("hotspot_sweep", lambda: _sweep(server.base, operator)),
+                 ("ioc_summary_api", lambda: _summary_latency(server.base, leader, 5 if quick else 10)),
                  ("map_layers", lambda: _layers(server.base, operator, n_req)),
                  ("baseline_sqlite_cases_bbox", lambda: _baseline_cases(tmp / "citybrain.db", n_req)),
                  ("ioc_render", lambda: _ioc_render(server.base, 3 if quick else 5) if Path(CHROMIUM).exists()

@@ -314,6 +314,58 @@ def test_device_console_readings_alarm_ack_and_live_feed(pages, server):
     assert alarms and alarms[0]["status"] == "acknowledged" and alarms[0]["acked_by"]
 
 
+@needs("cases")
+def test_one_map_filters_on_the_server_and_shows_clustered_hotspots(pages, server):
+    """Three 暴露垃圾 cases within ~100 m and a 井盖 case; the sweep's clustering flags a hotspot. The one map
+    and the IOC draw it; picking a category on the one map asks the server (category_code=...) and shows
+    exactly what the server answered for that filter."""
+    from urllib.parse import parse_qs, urlparse
+
+    with server.api("operator") as c:
+        for i, (code, title) in enumerate([("06010", "暴露垃圾")] * 3 + [("01002", "井盖破损")]):
+            r = c.post("/api/v1/cases", json={"source": "superior", "title": title, "category_code": code,
+                                              "lon": 113.6010 + i * 0.0004, "lat": 22.8310 + (i % 2) * 0.0003})
+            assert r.status_code == 201, r.text
+        assert c.post("/api/v1/cases/sweep").status_code == 200
+        flagged = c.get("/api/v1/cases/hotspots.geojson").json()["features"]
+    assert any(f["properties"]["category_code"] == "06010" and f["properties"]["count"] >= 3 for f in flagged)
+
+    page = pages.new("operator", viewport=(1600, 1000))
+    page.goto(pages.url("/map"))
+    page.wait_for_function("document.getElementById('count-cases').dataset.count !== ''"
+                           " && document.getElementById('count-hotspots').dataset.count !== ''")
+    assert int(page.locator("#count-hotspots").get_attribute("data-count")) >= 1
+
+    def filtered(category: str) -> tuple[int, dict]:
+        n_before = len(pages.requests)
+        with page.expect_response(lambda r: "/api/v1/cases.geojson" in r.url
+                                  and parse_qs(urlparse(r.url).query).get("category_code") == [category]) as resp:
+            page.select_option("#f-category", category)
+        query = {k: v[0] for k, v in parse_qs(urlparse(resp.value.url).query).items()}
+        page.wait_for_function(f"document.getElementById('count-cases').dataset.count === "
+                               f"String({len(resp.value.json()['features'])})")
+        assert len(pages.requests) > n_before
+        return int(page.locator("#count-cases").get_attribute("data-count")), query
+
+    shown, query = filtered("01002")
+    assert query["status"] == "open" and "bbox" in query
+    with server.api("operator") as c:
+        answer = c.get("/api/v1/cases.geojson", params=query).json()["features"]
+    assert shown == len(answer) >= 1 and {f["properties"]["category_code"] for f in answer} == {"01002"}
+    # hotspots follow the category filter too (no 井盖 cluster here)
+    page.wait_for_function("document.getElementById('count-hotspots').dataset.count === '0'")
+
+    ioc = pages.new("leader", lang="en", viewport=(1920, 1080))
+    ioc.goto(pages.url("/ioc"))
+    ioc.wait_for_function("document.body.dataset.ready === '1'", timeout=30000)
+    assert int(ioc.locator("#ioc-legend [data-layer=hotspots]").get_attribute("data-count")) >= 1
+    # the rankings name departments and towns in English under the English switch
+    for table in ("#rank-dept", "#rank-town"):
+        text = ioc.locator(f"{table} tbody").inner_text()
+        assert text.strip() and not re.search(r"[\u4e00-\u9fff]", text), text
+    assert "Urban Management" in ioc.locator("#rank-dept tbody").inner_text()
+
+
 def test_screenshots_of_map_and_cockpit(pages):
     from tests.web.conftest import screenshot
 

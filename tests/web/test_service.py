@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import time
 
+import pytest
+
 from citybrain import bus, clock
 from citybrain.web import service
 from tests.web.actions import PNG
@@ -76,3 +78,33 @@ def test_summary_is_shared_and_refreshed_when_something_changes(db):
     with db.read() as s:
         assert service.ioc_summary(s, principal=leader)["generated_at"] == third["generated_at"]  # not ours
     service.reset_cache()
+
+
+def test_ioc_shows_the_data_hubs_exchange_volume(client, db, as_role):
+    """Exchange calls through the data hub raise the IOC's `data.exchange_today` by the records they returned."""
+    from citybrain import modules
+
+    data_demo = modules.part("data", "demo")
+    if data_demo is None:
+        pytest.skip("a build without the data hub: its panel says not connected (test_pages)")
+    from citybrain.data import exchangelog
+    from citybrain.identity import service as identity
+
+    exchangelog.LIMITER.reset()
+    data_demo.seed(db, people=50, entities=40, history_days=1, calls_per_day=5)
+    with db.write() as s:
+        org = identity.org_by_code(s, code="D-YXZX")
+        key, _k = identity.create_api_key(s, name="test-ioc", scopes=["data.exchange"], kind="consumer", org_id=org.id)
+    service.reset_cache()
+    before = client.get("/api/v1/ioc/summary", headers=as_role("leader")).json()["data"]
+    assert before["connected"] is True and isinstance(before["exchange_today"], int)
+    got = 0
+    for size in (4, 6):
+        r = client.post("/api/v1/data/exchange/440115-1-02-001-0001/query", json={"page_size": size},
+                        headers={"X-API-Key": key})
+        assert r.status_code == 200, r.text
+        got += r.json()["count"]
+    service.reset_cache()
+    after = client.get("/api/v1/ioc/summary", headers=as_role("leader")).json()["data"]
+    assert got == 10 and after["exchange_today"] - before["exchange_today"] == got
+    assert after["exchange_calls_today"] - before["exchange_calls_today"] == 2

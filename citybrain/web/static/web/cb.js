@@ -154,6 +154,16 @@
     function load() {
       if (!state.enabled) return;
       var my = ++seq;
+      var minZoom = typeof opts.minZoom === "function" ? opts.minZoom() : opts.minZoom;
+      if (minZoom && map.getZoom() < minZoom) {  // drawn only from this zoom on
+        layer.clearLayers();
+        state.count = 0;
+        state.connected = true;
+        state.hidden = true;
+        if (opts.onload) opts.onload(state);
+        return;
+      }
+      state.hidden = false;
       var q = Object.assign({}, typeof opts.query === "function" ? opts.query() : (opts.query || {}));
       if (opts.bbox !== false) q.bbox = CB.bbox(map);
       CB.api("GET", opts.url, {query: q, noRedirect: true}).then(function (fc) {
@@ -162,7 +172,8 @@
         var feats = CB.items(fc);
         if (opts.filter) feats = feats.filter(opts.filter);
         layer.addData({type: "FeatureCollection", features: feats});
-        state.count = feats.length;
+        state.count = fc && fc.clustered ? fc.total : feats.length;  // clusters: the cases they stand for
+        state.clustered = !!(fc && fc.clustered);
         state.connected = true;
         state.data = feats;
         if (opts.onload) opts.onload(state);
@@ -179,12 +190,13 @@
       clearTimeout(timer);
       timer = setTimeout(load, 150);
     };
+    state.loadNow = function () { clearTimeout(timer); load(); };
     state.setEnabled = function (on) {
       state.enabled = on;
       if (on) { layer.addTo(map); state.reload(); } else { map.removeLayer(layer); }
     };
     if (opts.bbox !== false) map.on("moveend", state.reload);
-    if (state.enabled) { layer.addTo(map); load(); }
+    if (state.enabled) { layer.addTo(map); if (!opts.defer) load(); }  // defer: the owner calls reload() later
     return state;
   };
   CB.props = function (f) { return (f && f.properties) || {}; };
@@ -204,7 +216,7 @@
   CB.live = function (onEvent, onState) {
     if (!window.EventSource) { if (onState) onState(false); return null; }
     var topics = ["iot.alarm.raised", "iot.alarm.acknowledged", "iot.alarm.cleared", "iot.device.status",
-      "cases.case.created", "cases.case.transitioned", "cases.case.rated"];
+      "cases.case.created", "cases.case.transitioned", "cases.case.rated", "cases.hotspot.flagged"];
     var urls = ["/api/v1/live"];
     if (CB.can("iot.read")) urls.push("/api/v1/iot/stream");
     function handle(ev) {

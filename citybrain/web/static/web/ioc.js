@@ -141,6 +141,9 @@
     CB.api("GET", "/api/v1/ioc/summary").then(function (s) {
       renderCases(s.cases);
       renderIot(s.iot, s.data);
+      var first = deviceTotal === null;
+      deviceTotal = (s.iot && s.iot.devices_total) || 0;
+      if (first) layers.devices.setEnabled(true);
       document.getElementById("ioc-updated").textContent = CB.fmtTime(s.generated_at);
       markReady("summary");
     }).catch(CB.fail).then(function () { loading = false; });
@@ -148,10 +151,15 @@
 
   // ---- map
   var map = CB.map("ioc-map", {zoom: 12});
-  var pending = {district: 1, towns: 1, devices: 1, cases: 1, alarms: 1};
+  var pending = {district: 1, towns: 1, devices: 1, cases: 1, alarms: 1, hotspots: 1};
   var counts = {};
-  var layers = CB.standardLayers(map, {dark: true, hotspots: true, onchange: function (name, st) {
-    counts[name] = st.connected === false ? null : st.count;
+  // With many devices (more than MANY_DEVICES in the summary) they are drawn from street level (zoom 14) on: at
+  // district zoom 10,000 device points would be one blur and megabytes; the online-rate and alarm indicators
+  // summarise them, and active alarms are always drawn. The layer starts once the summary says how many there are.
+  var MANY_DEVICES = 2000, deviceTotal = null;
+  var layers = CB.standardLayers(map, {dark: true, hotspots: true, devices: false,
+    devicesMinZoom: function () { return deviceTotal > MANY_DEVICES ? 14 : 0; }, onchange: function (name, st) {
+    counts[name] = st.connected === false ? null : (st.hidden ? "zoom" : st.count);
     delete pending[name];
     if (!Object.keys(pending).length) markReady("map");
     legend();
@@ -159,10 +167,11 @@
   function legend() {
     var box = document.getElementById("ioc-legend");
     box.innerHTML = "";
-    [["cases", "#3f8efc"], ["alarms", "#d7263d"], ["devices", "#2a9d8f"]].forEach(function (x) {
+    [["cases", "#3f8efc"], ["alarms", "#d7263d"], ["devices", "#2a9d8f"], ["hotspots", "#ff4d4f"]].forEach(function (x) {
       var n = counts[x[0]];
-      box.appendChild(CB.el("span", {"data-layer": x[0], "data-count": n === null || n === undefined ? "" : String(n)},
-        CB.el("i", {style: "background:" + x[1]}), CB.tr("map." + x[0]) + " " + (n === null ? CB.tr("common.not_connected") : (n === undefined ? "…" : n))));
+      var label = n === null ? CB.tr("common.not_connected") : (n === undefined ? "…" : (n === "zoom" ? CB.tr("map.zoom_in") : n));
+      box.appendChild(CB.el("span", {"data-layer": x[0], "data-count": n === null || n === undefined || n === "zoom" ? "" : String(n)},
+        CB.el("i", {style: "background:" + x[1]}), CB.tr("map." + x[0]) + " " + label));
     });
   }
 
@@ -187,6 +196,9 @@
         (topic.endsWith("raised") ? "" : " · " + CB.status(topic.split(".").pop()));
     } else if (topic.indexOf("cases.case") === 0) {
       text = "▣ " + (p.ticket || "") + " " + (p.category_name || p.category_code || "") + " → " + CB.status(p.to_status || "reported");
+    } else if (topic === "cases.hotspot.flagged") {
+      text = "◎ " + CB.tr("map.hotspots") + " · " + (p.category_name || p.category_code || "") + " × " + (p.count || "") +
+        (p.grid_code ? " · " + p.grid_code : "");
     } else if (topic === "iot.device.status") {
       text = "◉ " + (p.device_code || "") + " " + CB.status(p.status);
     } else {
@@ -199,7 +211,7 @@
   var liveState = document.getElementById("live-state");
   CB.live(function (topic, payload) {
     addFeed(topic, payload);
-    if (topic.indexOf("cases.") === 0) refreshSoon(["cases"]);
+    if (topic.indexOf("cases.") === 0) refreshSoon(["cases", "hotspots"]);
     else if (topic.indexOf("iot.alarm") === 0) refreshSoon(["alarms"]);
     else if (topic === "iot.device.status") refreshSoon(["devices"]);
   }, function (ok) {
@@ -208,7 +220,7 @@
   });
 
   loadSummary();
-  setInterval(function () { loadSummary(); ["cases", "alarms", "devices"].forEach(function (n) { layers[n].reload(); }); }, 30000);
+  setInterval(function () { loadSummary(); ["cases", "alarms", "devices", "hotspots"].forEach(function (n) { layers[n].reload(); }); }, 30000);
   window.addEventListener("resize", function () { Object.keys(charts).forEach(function (k) { charts[k].resize(); }); });
   window.CB_IOC = {reload: function () { loadSummary(); ["cases", "alarms", "devices"].forEach(function (n) { layers[n].reload(); }); }, layers: layers};
 })();

@@ -13,6 +13,17 @@
     if (p.overdue) return "#d7263d";
     return CB.statusColor[p.status] || "#3f8efc";
   }
+  /* More open cases in view than MAX_POINTS: the server answers counted cells; a click zooms in. */
+  var MAX_POINTS = 1500;
+  function caseOrCluster(f, latlng) {
+    var p = CB.props(f);
+    if (!p.cluster) return point(caseColor, 6)(f, latlng);
+    var m = L.circleMarker(latlng, {radius: Math.min(6 + 3 * Math.log(p.count + 1), 22), color: "#fff", weight: 1,
+      fillColor: "#3f8efc", fillOpacity: .75});
+    m.bindTooltip(String(p.count), {direction: "center", className: "cluster-n"});
+    m.on("click", function () { m._map.setView(latlng, m._map.getZoom() + 2); });
+    return m;
+  }
   function deviceColor(f) { return CB.statusColor[CB.props(f).status] || "#8d99ae"; }
   function alarmColor(f) { return CB.sevColor[CB.props(f).severity] || "#d7263d"; }
 
@@ -52,32 +63,23 @@
     return CB.el("div", null, CB.el("strong", null, CB.name(p)), CB.el("div", {class: "muted"}, p.code || ""));
   }
 
-  /* Hotspots: open cases binned into ~500 m cells, drawn as circles sized by count. */
-  function hotspots(map) {
-    var layer = L.layerGroup();
-    return {
-      layer: layer,
-      draw: function (features) {
-        layer.clearLayers();
-        var cells = {};
-        features.forEach(function (f) {
-          if (!f.geometry || f.geometry.type !== "Point") return;
-          var c = f.geometry.coordinates, key = Math.round(c[0] / .005) + ":" + Math.round(c[1] / .005);
-          var cell = cells[key] || (cells[key] = {n: 0, x: 0, y: 0});
-          cell.n++; cell.x += c[0]; cell.y += c[1];
-        });
-        Object.keys(cells).forEach(function (k) {
-          var c = cells[k];
-          if (c.n < 3) return;
-          L.circle([c.y / c.n, c.x / c.n], {radius: 120 + 40 * Math.min(c.n, 30), color: "#ff4d4f", weight: 0,
-            fillOpacity: Math.min(.15 + c.n * .03, .55), interactive: false}).addTo(layer);
-        });
-      }
-    };
+  function hotspotPopup(f) {
+    var p = CB.props(f);
+    return CB.el("div", {class: "popup"},
+      CB.el("strong", null, CB.tr("map.hotspots") + " · " + (p.category_name || p.category_code || "")),
+      CB.popupTable(p, [["count", CB.tr("map.hotspot_count")], ["grid_code", CB.tr("case.grid")],
+        ["window_start", CB.tr("map.hotspot_from"), CB.fmtTime], ["window_end", CB.tr("map.hotspot_to"), CB.fmtTime]]));
+  }
+  /* Hotspots flagged by the cases module's spatio-temporal clustering: circles of the clustering radius. */
+  function hotspotLayer(f, latlng) {
+    var p = CB.props(f);
+    return L.circle(latlng, {radius: p.radius_m || 300, color: "#ff4d4f", weight: 1.5, dashArray: "4 3",
+      fillColor: "#ff4d4f", fillOpacity: Math.min(.15 + (p.count || 0) * .04, .55)});
   }
 
   /**
    * Add the standard layers to a map. opts.filters() returns {category, dept, days, overdue, status};
+   * opts.devicesMinZoom draws devices only from that zoom on (the IOC: its indicators summarise them before);
    * opts.onchange(name, state) is told each layer's feature count. Returns {name: state}.
    */
   CB.standardLayers = function (map, opts) {
@@ -85,49 +87,52 @@
     var dark = !!opts.dark;
     var filters = opts.filters || function () { return {}; };
     var out = {};
+    // The layers of the visible area wait until the view is fitted to the district (one round of requests for
+    // the area actually shown, not one for the default view and another after the fit).
+    var defer = !opts.keepView, fitted = false;
     function changed(name) { return function (st) { if (opts.onchange) opts.onchange(name, st); }; }
     out.district = CB.geoLayer(map, {url: "/api/v1/geo/areas", bbox: false, query: {level: "district"},
       style: {style: {color: dark ? "#39c0ff" : "#0b5cad", weight: 3, fill: false}, onEachFeature: function (f, l) { l.bindTooltip(CB.name(f.properties)); }},
       onload: function (st) {
         changed("district")(st);
-        if (st.count && !opts.keepView) { try { map.fitBounds(st.layer.getBounds(), {padding: [10, 10]}); } catch (e) { /* empty */ } }
+        if (st.count && !opts.keepView) { try { map.fitBounds(st.layer.getBounds(), {padding: [10, 10], animate: false}); } catch (e) { /* empty */ } }
+        if (defer && !fitted) {
+          fitted = true;
+          ["grids", "devices", "cases", "alarms", "hotspots"].forEach(function (n) { if (out[n]) out[n].loadNow(); });
+        }
       }});
     out.towns = CB.geoLayer(map, {url: "/api/v1/geo/areas", bbox: false, query: {level: "town"},
       style: {style: {color: dark ? "#5f8fc9" : "#6a86b0", weight: 1.5, dashArray: "4 3", fillOpacity: dark ? .08 : .04},
         onEachFeature: function (f, l) { l.bindPopup(function () { return areaPopup(f); }); }},
       onload: changed("towns")});
-    out.grids = CB.geoLayer(map, {url: "/api/v1/geo/grids", enabled: !!opts.grids,
+    out.grids = CB.geoLayer(map, {url: "/api/v1/geo/grids", enabled: !!opts.grids, defer: defer,
       style: {style: {color: dark ? "#2c5d92" : "#9aa9bf", weight: .6, fillOpacity: 0},
         onEachFeature: function (f, l) { l.bindPopup(function () { return areaPopup(f); }); }},
       onload: changed("grids")});
-    out.devices = CB.geoLayer(map, {url: "/api/v1/iot/devices.geojson", enabled: opts.devices !== false,
+    out.devices = CB.geoLayer(map, {url: "/api/v1/iot/devices.geojson", enabled: opts.devices !== false, defer: defer,
+      minZoom: opts.devicesMinZoom,
       query: function () { var f = filters(); return {status: f.deviceStatus}; },
       style: {pointToLayer: point(deviceColor, 4), onEachFeature: function (f, l) { l.bindPopup(function () { return devicePopup(f); }); }},
       onload: changed("devices")});
-    var hot = hotspots(map);
-    out.cases = CB.geoLayer(map, {url: "/api/v1/cases.geojson", enabled: opts.cases !== false,
+    out.cases = CB.geoLayer(map, {url: "/api/v1/cases.geojson", enabled: opts.cases !== false, defer: defer,
       query: function () {
         var f = filters();
-        var q = {status: f.status === undefined ? "open" : (f.status === "all" ? undefined : f.status),
+        var q = {max_points: MAX_POINTS, status: f.status === undefined ? "open" : (f.status === "all" ? undefined : f.status),
           category_code: f.category || undefined, dept_org_id: f.dept || undefined, overdue: f.overdue ? "true" : undefined};
         if (f.days) q.since = new Date(Date.now() - f.days * 86400000).toISOString();
         return q;
       },
-      filter: function (feat) {  // filters the API may not apply itself
-        var f = filters(), p = CB.props(feat);
-        if (f.category && p.category_code !== f.category) return false;
-        if (f.dept && String(p.dept_org_id) !== String(f.dept)) return false;
-        if (f.days && p.reported_at && Date.parse(p.reported_at) < Date.now() - f.days * 86400000) return false;
-        return true;
-      },
-      style: {pointToLayer: point(caseColor, 6), onEachFeature: function (f, l) { l.bindPopup(function () { return casePopup(f); }); }},
-      onload: function (st) { hot.draw(st.data || []); changed("cases")(st); }});
-    out.alarms = CB.geoLayer(map, {url: "/api/v1/iot/alarms.geojson", enabled: opts.alarms !== false, query: {status: "active"},
+      style: {pointToLayer: caseOrCluster, onEachFeature: function (f, l) {
+        if (!CB.props(f).cluster) l.bindPopup(function () { return casePopup(f); });
+      }},
+      onload: changed("cases")});
+    out.alarms = CB.geoLayer(map, {url: "/api/v1/iot/alarms.geojson", enabled: opts.alarms !== false, defer: defer, query: {status: "active"},
       style: {pointToLayer: point(alarmColor, 8), onEachFeature: function (f, l) { l.bindPopup(function () { return alarmPopup(f); }); }},
       onload: changed("alarms")});
-    out.hotspots = {layer: hot.layer, enabled: false, count: 0, reload: function () { /* drawn from cases */ },
-      setEnabled: function (on) { if (on) hot.layer.addTo(map); else map.removeLayer(hot.layer); }};
-    if (opts.hotspots) { out.hotspots.setEnabled(true); }
+    out.hotspots = CB.geoLayer(map, {url: "/api/v1/cases/hotspots.geojson", enabled: !!opts.hotspots, defer: defer,
+      query: function () { var f = filters(); return {days: f.days || 7, category_code: f.category || undefined}; },
+      style: {pointToLayer: hotspotLayer, onEachFeature: function (f, l) { l.bindPopup(function () { return hotspotPopup(f); }); }},
+      onload: changed("hotspots")});
     return out;
   };
 })();

@@ -19,10 +19,6 @@
       if (!span) return;
       span.dataset.count = st.connected === false ? "" : String(st.count);
       span.textContent = st.connected === false ? "(" + CB.tr("map.layer_missing") + ")" : "(" + st.count + ")";
-      if (name === "cases") {
-        var hs = document.getElementById("count-hotspots");
-        hs.textContent = "";
-      }
     }
   });
   form.addEventListener("change", function (ev) {
@@ -32,7 +28,7 @@
       return;
     }
     if (t.name === "device_status") layers.devices.reload();
-    else layers.cases.reload();
+    else { layers.cases.reload(); layers.hotspots.reload(); }
   });
   // filter choices from the cases module (categories) and identity (departments)
   CB.api("GET", "/api/v1/cases/categories", {noRedirect: true}).then(function (data) {
