@@ -53,7 +53,7 @@ class Stream:
         await self.read_text(lambda t: ": connected" in t)
         return self
 
-    async def read_text(self, until, timeout: float = 3.0) -> str:
+    async def read_text(self, until, timeout: float = 20.0) -> str:
         async def go():
             while not until(self.buffer):
                 chunk = await self.chunks.get()
@@ -83,7 +83,7 @@ class Stream:
     async def __aexit__(self, *exc) -> None:
         self.disconnect.set()
         if self.task is not None:
-            await asyncio.wait_for(self.task, 5)
+            await asyncio.wait_for(self.task, 20)
 
 
 def _publish(db, topic, **payload):
@@ -171,7 +171,7 @@ def test_logout_ends_the_stream(client, db, monkeypatch):
         async with Stream(client.app, h) as s:
             assert client.post("/api/v1/auth/logout", headers=h).status_code == 204
             text = await s.read_text(lambda t: "event: logout" in t)
-            await asyncio.wait_for(s.task, 3)  # the server closed the stream
+            await asyncio.wait_for(s.task, 20)  # the server closed the stream
             return text
 
     assert "event: logout" in asyncio.run(scenario())
