@@ -139,7 +139,7 @@ def bench_exchange(quick: bool = False) -> dict[str, Any]:
     result["load_vs_raw_sqlite"] = round(result["load_rows_per_s"] / result["baseline_sqlite_rows_per_s"], 3)
 
     # exchange: the demo consumer (city operations centre) holds a grant on the population resource
-    exchangelog.LIMITER = exchangelog.RateLimiter(1e9, 1e9)
+    exchangelog.LIMITER = exchangelog.RateLimit(1e9, 1e9)
     with db.read() as s:
         org = identity.org_by_code(s, code="D-YXZX")
     who = context.Principal(kind="apikey", id=1, name="bench", org_id=org.id, permissions=frozenset({"data.exchange"}),

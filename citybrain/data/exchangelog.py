@@ -1,15 +1,21 @@
-"""The exchange log writer (group commit) and the per-key rate limiter.
+"""The exchange log writer (group commit) and the per-key rate limit.
 
 Every exchange call is logged before its data leaves: the caller hands its entry to the writer and waits
 until the entry is committed. The writer commits whatever entries have queued up meanwhile in one
 transaction (log rows + daily statistics upserts), so logging costs one commit per batch of concurrent
 calls, not one per call, and no answered call is ever missing from the log.
+
+The rate limit is a token bucket per key kept in the database (`data_rate_bucket`) and charged in that
+same transaction, so it holds across every server process (and every instance on PostgreSQL): a call whose
+bucket is empty is refused with 429 there, before its data leaves, and is not logged. A process that saw a
+refusal then refuses that key at once until its Retry-After has passed, without querying.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import os
 import threading
 import time
@@ -68,10 +74,44 @@ def write_entries(conn: Connection | Session, entries: list[dict[str, Any]]) -> 
 
 
 class _Pending:
-    __slots__ = ("db", "entry", "done", "error")
+    __slots__ = ("db", "entry", "done", "error", "retry_after")
 
     def __init__(self, db: Database, entry: dict[str, Any]):
         self.db, self.entry, self.done, self.error = db, entry, False, None
+        self.retry_after: float | None = None  # set when the rate limit refused the call
+
+
+def charge_buckets(conn: Connection, pending: list[_Pending], limit: RateLimit) -> None:
+    """Take one token per call from its caller's shared bucket (in the log transaction); calls finding the
+    bucket empty get `retry_after` and are not logged."""
+    subjects = sorted({p.entry["subject"] for p in pending if p.entry.get("subject")})
+    if not subjects:
+        return
+    pg = conn.dialect.name != "sqlite"
+    ph = "%s" if pg else "?"
+    first = min(p.entry["at"] for p in pending).timestamp()
+    conn.exec_driver_sql(f"INSERT INTO data_rate_bucket (subject, tokens, at_s) VALUES ({ph}, {ph}, {ph}) "
+                         f"ON CONFLICT (subject) DO NOTHING", [(s, limit.burst, first) for s in subjects])
+    rows = conn.exec_driver_sql(
+        f"SELECT subject, tokens, at_s FROM data_rate_bucket WHERE subject IN ({', '.join([ph] * len(subjects))})"
+        f" ORDER BY subject{' FOR UPDATE' if pg else ''}", tuple(subjects)).fetchall()
+    state = {r[0]: [float(r[1]), float(r[2])] for r in rows}
+    for p in pending:
+        subject = p.entry.get("subject")
+        if not subject:
+            continue
+        b = state[subject]
+        now = p.entry["at"].timestamp()
+        if now > b[1]:
+            b[0] = min(limit.burst, b[0] + (now - b[1]) * limit.rate)
+            b[1] = now
+        if b[0] >= 1:
+            b[0] -= 1
+        else:
+            p.retry_after = max(1.0, math.ceil((1 - b[0]) / limit.rate))
+            limit.block(subject, now + p.retry_after)
+    conn.exec_driver_sql(f"UPDATE data_rate_bucket SET tokens = {ph}, at_s = {ph} WHERE subject = {ph}",
+                         [(b[0], b[1], s) for s, b in sorted(state.items())])
 
 
 class LogWriter:
@@ -110,6 +150,8 @@ class LogWriter:
                 with self.cond:
                     self.flushing = False
                     self.cond.notify_all()
+        if p.done and p.retry_after is not None:
+            raise LIMITER.refusal(p.retry_after)
         if not p.done or p.error is not None:
             raise Problem("交换日志写入失败，本次调用未返回数据，请重试",
                           "The exchange log could not be written; no data was sent. Please retry",
@@ -127,8 +169,11 @@ class LogWriter:
         db = group[0].db
         for attempt in range(3):
             try:
+                for p in group:
+                    p.retry_after = None
                 with db.write_engine.connect() as conn:
-                    write_entries(conn, [p.entry for p in group])
+                    charge_buckets(conn, group, LIMITER)
+                    write_entries(conn, [p.entry for p in group if p.retry_after is None])
                     conn.commit()
                 break
             except Exception as exc:  # noqa: BLE001 - report to every waiting caller
@@ -145,36 +190,38 @@ class LogWriter:
 WRITER = LogWriter()
 
 
-class RateLimiter:
-    """A token bucket per caller: `rate` calls per second with bursts of `burst`."""
+class RateLimit:
+    """The rate limit in force: `rate` calls per second per key with bursts of `burst` (the buckets live in
+    the database); `blocked` remembers, per process, keys refused until a time (epoch seconds)."""
 
     def __init__(self, rate: float, burst: float):
         self.rate, self.burst = rate, burst
-        self.buckets: dict[str, list[float]] = {}
-        self.lock = threading.Lock()
+        self.blocked: dict[str, float] = {}
 
-    def hit(self, who: str) -> None:
-        """Take one token for `who` or raise 429 with Retry-After."""
-        now = time.monotonic()
-        with self.lock:
-            b = self.buckets.get(who)
-            if b is None:
-                b = self.buckets[who] = [self.burst, now]
-            tokens = min(self.burst, b[0] + (now - b[1]) * self.rate)
-            b[1] = now
-            if tokens < 1:
-                b[0] = tokens
-                wait = max(1, int((1 - tokens) / self.rate + 0.999))
-                raise TooManyRequests(f"调用过于频繁：每个凭证每秒最多 {self.rate:g} 次",
-                                      f"Rate limit: at most {self.rate:g} calls per second per key",
-                                      headers={"Retry-After": str(wait)})
-            b[0] = tokens - 1
+    def refusal(self, retry_after: float) -> TooManyRequests:
+        """The 429 problem of a refused call."""
+        return TooManyRequests(f"调用过于频繁：每个凭证每秒最多 {self.rate:g} 次",
+                               f"Rate limit: at most {self.rate:g} calls per second per key",
+                               headers={"Retry-After": str(int(retry_after))})
+
+    def block(self, subject: str, until: float) -> None:
+        """Refuse `subject` in this process until `until` without asking the database."""
+        if len(self.blocked) > 10_000:
+            self.blocked.clear()
+        self.blocked[subject] = max(until, self.blocked.get(subject, 0.0))
+
+    def check(self, subject: str, now: float) -> None:
+        """Raise 429 if this process already knows `subject` is over its limit at `now`."""
+        until = self.blocked.get(subject)
+        if until is not None:
+            if now < until:
+                raise self.refusal(math.ceil(until - now))
+            self.blocked.pop(subject, None)
 
     def reset(self) -> None:
-        """Forget every bucket."""
-        with self.lock:
-            self.buckets.clear()
+        """Forget the keys blocked in this process."""
+        self.blocked.clear()
 
 
 _rate = float(os.environ.get("CITYBRAIN_DATA_RATE_PER_S", "200"))
-LIMITER = RateLimiter(_rate, float(os.environ.get("CITYBRAIN_DATA_RATE_BURST", str(_rate * 2))))
+LIMITER = RateLimit(_rate, float(os.environ.get("CITYBRAIN_DATA_RATE_BURST", str(_rate * 2))))

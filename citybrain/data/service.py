@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from citybrain import bus, context, masking
+from citybrain import bus, clock, context, masking
 from citybrain.audit import service as audit
 from citybrain.context import Principal
 from citybrain.data import exchangelog
@@ -1021,9 +1021,12 @@ def exchange(session: Session, *, principal: Principal, code: str, op: str = "qu
     """A granted consumer's query: by key (`get`), by filter with paging (`query`) or changes since a
     cursor (`pull`). Fields outside the grant are refused, sensitive fields are masked unless the grant
     names them in clear, and the call is logged (consumer, resource, fields, records) before data leaves."""
+    subject = None
     if principal.kind != "system":
         _authorize(session, principal, "data.exchange")
-        exchangelog.LIMITER.hit(f"{principal.kind}:{principal.id}")
+        if log:  # the limit is charged with the log entry (shared by all processes); known refusals stop here
+            subject = f"{principal.kind}:{principal.id}"
+            exchangelog.LIMITER.check(subject, clock.now().timestamp())
     if not principal.org_id:
         raise Forbidden("交换接口须以部门身份调用", "Exchange calls are made on behalf of a department",
                         code="no_department")
@@ -1097,7 +1100,7 @@ def exchange(session: Session, *, principal: Principal, code: str, op: str = "qu
             "resource_id": meta["id"], "actor": principal.label[:100],
             "key_id": principal.id if principal.kind == "apikey" else None, "op": op, "fields": ",".join(want),
             "unmasked": ",".join(f for f in want if f in clear and f in meta["masks"]),
-            "records": len(records), "request_id": req.request_id})
+            "records": len(records), "request_id": req.request_id, "subject": subject})
     return result
 
 

@@ -1,9 +1,12 @@
+import datetime as dt
+
 from sqlalchemy import func, select
 
 from citybrain.audit import service as audit
 from citybrain.context import SYSTEM
 from citybrain.data import demo, exchangelog, service
 from citybrain.data.models import ExchangeDaily, ExchangeLog, Resource
+from citybrain.errors import TooManyRequests
 from tests.data.conftest import ENT, HEALTH, POP
 
 
@@ -119,7 +122,7 @@ def test_every_call_is_logged_and_summed(client, hub, consumer_key):
 
 
 def test_rate_limit_per_key(client, hub, consumer_key, monkeypatch):
-    monkeypatch.setattr(exchangelog, "LIMITER", exchangelog.RateLimiter(0.01, 3))
+    monkeypatch.setattr(exchangelog, "LIMITER", exchangelog.RateLimit(0.01, 3))
     yx, other = consumer_key("D-YXZX"), consumer_key("D-YXZX")
     codes = [client.post(f"/api/v1/data/exchange/{ENT}/query", json={"page_size": 1}, headers=yx).status_code
              for _ in range(4)]
@@ -142,3 +145,45 @@ def test_ioc_summary(client, hub, as_role):
     assert d["resources_total"] == 8 and d["pending_requests"] == 3 and d["overdue_requests"] == 1
     s = client.get("/api/v1/data/stats/exchange", params={"days": 3}, headers=as_role("leader")).json()
     assert len(s["days"]) == 3 and s["by_consumer"] and s["by_resource"]
+
+
+def test_rate_limit_is_shared_by_server_processes(hub, monkeypatch):
+    """Two server processes (own engines, own limiter state) on one database share each key's bucket; time
+    comes from the fake clock."""
+    from citybrain import clock
+    from citybrain.db import Database
+
+    t0 = dt.datetime(2026, 11, 20, 2, 0, tzinfo=dt.UTC)
+    clock.freeze(t0)
+    other = Database(hub.settings)  # the second process's engines and pool
+    limits = {hub: exchangelog.RateLimit(1.0, 3), other: exchangelog.RateLimit(1.0, 3)}
+    with hub.read() as s:
+        rid = s.scalar(select(Resource.id).where(Resource.code == ENT))
+
+    def call(db, subject="apikey:901") -> int:
+        monkeypatch.setattr(exchangelog, "LIMITER", limits[db])
+        entry = {"at": clock.now(), "consumer_org_id": 1, "provider_org_id": 2, "resource_id": rid,
+                 "actor": subject, "key_id": int(subject[7:]), "op": "query", "fields": "credit_code", "unmasked": "",
+                 "records": 1, "request_id": "t", "subject": subject}
+        try:
+            exchangelog.LIMITER.check(subject, clock.now().timestamp())
+            exchangelog.WRITER.submit(db, entry)
+        except TooManyRequests as exc:
+            assert int(exc.headers["Retry-After"]) >= 1
+            return 429
+        return 200
+
+    try:
+        assert [call(hub), call(other), call(hub), call(other)] == [200, 200, 200, 429]
+        assert call(hub) == 429  # the first process learns it from the shared bucket
+        assert call(hub, "apikey:902") == 200  # another key has its own bucket
+        clock.advance(dt.timedelta(seconds=1))
+        assert [call(other), call(hub)] == [200, 429]  # one token per second across both
+        clock.advance(dt.timedelta(seconds=10))
+        assert [call(hub), call(other), call(hub), call(other)] == [200, 200, 200, 429]  # burst refilled
+        with hub.read() as s:
+            logged = s.scalar(select(func.count()).select_from(ExchangeLog).where(ExchangeLog.key_id == 901))
+        assert logged == 7  # refused calls are not logged
+    finally:
+        other.dispose()
+        clock.reset()
