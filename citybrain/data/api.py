@@ -115,6 +115,21 @@ async def push_records(code: str, request: Request, db: WriteDB,
     return _json(service.load_dict(load), 201)
 
 
+@router.post("/resources/{code}/records/delete", summary="删除数据 Delete records by key (tombstones)")
+def delete_records(code: str, body: sc.DeleteIn, db: WriteDB,
+                   who: Principal = Depends(require("data.load"))) -> ORJSONResponse:
+    return _json(service.delete_records(db, principal=who, code=code, keys=body.keys, reason=body.reason))
+
+
+@router.delete("/resources/{code}/records/{key}", summary="删除一条数据 Delete one record by key")
+def delete_record(code: str, key: str, db: WriteDB, who: Principal = Depends(require("data.load")),
+                  reason: str = Query(..., min_length=1, max_length=2000)) -> ORJSONResponse:
+    out = service.delete_records(db, principal=who, code=code, keys=[key], reason=reason)
+    if not out["deleted"]:
+        raise NotFound("没有该主键的记录", "No record with that key", code="record_not_found")
+    return _json(out)
+
+
 @router.post("/resources/{code}/upload", summary="上传文件归集 Upload CSV / JSON / XLSX")
 def upload(code: str, db: WriteDB, file: Annotated[UploadFile, File()],
            who: Principal = Depends(require("data.load"))) -> ORJSONResponse:

@@ -333,10 +333,11 @@ class Tombstone(Base):
     """A deleted record: its key and the change number of the deletion (the change feed carries it)."""
 
     __tablename__ = "data_tombstone"
-    __table_args__ = (Index("ix_data_tombstone_feed", "resource_id", "seq"),)
+    __table_args__ = (Index("ix_data_tombstone_feed", "feed", "resource_id", "seq"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    resource_id: Mapped[int] = mapped_column(Integer)
+    feed: Mapped[str] = mapped_column(String(30))  # the change sequence: a base table's name, or "record"
+    resource_id: Mapped[int] = mapped_column(Integer)  # the resource deleted through (base tables: any)
     key: Mapped[str] = mapped_column(String(200))
     seq: Mapped[int] = mapped_column(BigInteger)
     reason: Mapped[str] = mapped_column(Text, default="")

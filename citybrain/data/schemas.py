@@ -105,6 +105,15 @@ class ReasonIn(BaseModel):
     reason: str = Field(max_length=2000)
 
 
+class DeleteIn(BaseModel):
+    """Records to delete by key, with the reason (kept with each tombstone and in the audit trail)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    keys: list[str] = Field(min_length=1, max_length=10_000)
+    reason: str = Field(min_length=1, max_length=2000)
+
+
 class QueryIn(BaseModel):
     """An exchange query: equality filters on filterable fields, paged."""
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -33,6 +33,7 @@ from citybrain.data.models import (
     Resource,
     ResourceVersion,
     ShareRequest,
+    Tombstone,
 )
 from citybrain.data.quality import BASE_TABLES, CHECKS, GRADES, MASKS, TYPES, Validator
 from citybrain.db import get_db, utcnow
@@ -588,6 +589,56 @@ def load_records(session: Session, *, principal: Principal, code: str, rows: Ite
     return load
 
 
+MAX_DELETE = 10_000
+
+
+def delete_records(session: Session, *, principal: Principal, code: str, keys: list[str], reason: str) -> dict:
+    """Delete records by key (provider department, with a reason); each deletion gets a change number and
+    a tombstone, so consumers pulling changes since a cursor see it. Unknown keys are returned, not errors."""
+    resource = _resource(session, code)
+    _authorize(session, principal, "data.load", resource.provider_org_id)
+    reason = (reason or "").strip()
+    keys = list(dict.fromkeys(str(k).strip() for k in keys if str(k).strip()))
+    problems = []
+    if not reason:
+        problems.append({"field": "reason", "message": "删除须说明理由 a reason is required"})
+    if not keys or len(keys) > MAX_DELETE:
+        problems.append({"field": "keys", "message": f"1-{MAX_DELETE} keys"})
+    if problems:
+        raise Invalid("删除请求不完整", "The deletion needs keys and a reason", errors=problems)
+    if resource.base_table:
+        bt = BASE_TABLES[resource.base_table]
+        table, col, feed, scope = bt.table, bt.table.c[bt.key], resource.base_table, ()
+    else:
+        table, feed = Record.__table__, "record"
+        col, scope = table.c.record_key, (table.c.resource_id == resource.id,)
+    found: list[str] = []
+    for i in range(0, len(keys), 900):
+        found += session.scalars(select(col).where(col.in_(keys[i:i + 900]), *scope))
+    found = sorted(set(found))
+    if found:
+        first = _next_seq(session, feed, len(found))
+        for i in range(0, len(found), 900):
+            session.execute(delete(table).where(col.in_(found[i:i + 900]), *scope))
+        now = utcnow()
+        session.execute(insert(Tombstone), [
+            {"feed": feed, "resource_id": resource.id, "key": k, "seq": first + i, "reason": reason[:2000],
+             "actor": principal.label[:100], "deleted_at": now} for i, k in enumerate(found)])
+    missing = sorted(set(keys) - set(found))
+    audit.commit(session, action="data.records.delete", target_type="data_resource", target_id=code,
+                 after={"deleted": len(found), "not_found": len(missing), "reason": reason,
+                        "keys": [masking.mask_text(k) for k in found[:50]]})
+    return {"deleted": len(found), "not_found": missing[:1000]}
+
+
+def _tombstones(session: Session, meta: dict[str, Any], after: int, limit: int) -> list[tuple[int, str]]:
+    feed = meta["base_table"] or "record"
+    stmt = select(Tombstone.seq, Tombstone.key).where(Tombstone.feed == feed, Tombstone.seq > after)
+    if not meta["base_table"]:
+        stmt = stmt.where(Tombstone.resource_id == meta["id"])
+    return [tuple(r) for r in session.execute(stmt.order_by(Tombstone.seq).limit(limit))]
+
+
 def load_dict(load: Load) -> dict[str, Any]:
     """A load and its quality report as a plain dict."""
     return {"id": load.id, "resource_id": load.resource_id, "source": load.source, "status": load.status,
@@ -1083,8 +1134,16 @@ def exchange(session: Session, *, principal: Principal, code: str, op: str = "qu
         rows = session.execute(stmt, params).all()
     records = _rows_out(meta, rows, want, masks)
     if op == "pull":
-        result["next_cursor"] = str(rows[-1][-1]) if rows else str(after)
-        result["has_more"] = len(rows) == limit
+        # deletions (tombstones) are merged into the feed in change order
+        tombs = _tombstones(session, meta, after, limit)
+        kmask = masks.get(meta["key"])
+        feed = sorted([(row[-1], rec) for row, rec in zip(rows, records, strict=True)]
+                      + [(seq, {meta["key"]: kmask(k) if kmask else k, "_deleted": True}) for seq, k in tombs],
+                      key=lambda x: x[0])
+        result["has_more"] = len(rows) == limit or len(tombs) == limit or len(feed) > limit
+        feed = feed[:limit]
+        records = [rec for _, rec in feed]
+        result["next_cursor"] = str(feed[-1][0]) if feed else str(after)
     if op == "get" and not records:
         raise NotFound(f"没有主键为 {masking.mask_text(key)} 的记录", "No record with that key",
                        code="record_not_found")

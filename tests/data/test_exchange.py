@@ -98,6 +98,42 @@ def test_incremental_pull_with_cursor(client, hub, consumer_key):
                       headers=yx).status_code == 422
 
 
+def test_deletions_reach_the_change_feed(client, hub, consumer_key, dept_user):
+    yx = consumer_key("D-YXZX")
+    cursor = client.get(f"/api/v1/data/exchange/{ENT}/changes", params={"cursor": 0, "limit": 1000},
+                        headers=yx).json()["next_cursor"]
+    rows = list(demo.entity_rows(120))
+    gone = sorted([rows[3]["credit_code"], rows[9]["credit_code"]])  # deleted in key order
+    provider = dept_user("D-SCJG", "handler")
+    body = {"keys": gone + ["91440115MA00000000"], "reason": "企业注销后依法删除"}
+    assert client.post(f"/api/v1/data/resources/{ENT}/records/delete", json={"keys": gone},
+                       headers=provider).status_code == 422  # a reason is required
+    assert client.post(f"/api/v1/data/resources/{ENT}/records/delete", json=body,
+                       headers=dept_user("D-GAJ", "handler")).status_code == 403  # not the provider
+    r = client.post(f"/api/v1/data/resources/{ENT}/records/delete", json=body, headers=provider)
+    assert r.status_code == 200 and r.json() == {"deleted": 2, "not_found": ["91440115MA00000000"]}
+    changed = dict(rows[20], status="注销")
+    with hub.write() as s:
+        service.load_records(s, principal=SYSTEM, code=ENT, rows=[changed])
+    feed = client.get(f"/api/v1/data/exchange/{ENT}/changes", params={"cursor": cursor}, headers=yx).json()
+    assert [(x["credit_code"], x.get("_deleted", False)) for x in feed["records"]] == [
+        (gone[0], True), (gone[1], True), (changed["credit_code"], False)]  # in change order
+    assert int(feed["next_cursor"]) > int(cursor) and not feed["has_more"]
+    page = client.get(f"/api/v1/data/exchange/{ENT}/changes", params={"cursor": cursor, "limit": 1},
+                      headers=yx).json()
+    assert page["records"] == [{"credit_code": gone[0], "_deleted": True}] and page["has_more"]
+    assert client.get(f"/api/v1/data/exchange/{ENT}/records/{gone[0]}", headers=yx).status_code == 404
+    one = rows[30]["credit_code"]
+    assert client.delete(f"/api/v1/data/resources/{ENT}/records/{one}", params={"reason": "重复登记"},
+                         headers=provider).status_code == 200
+    last = client.get(f"/api/v1/data/exchange/{ENT}/changes", params={"cursor": feed["next_cursor"]},
+                      headers=yx).json()
+    assert last["records"] == [{"credit_code": one, "_deleted": True}]
+    with hub.read() as s:
+        n, recs = audit.search(s, action="data.records.delete", target_id=ENT)
+    assert n == 2 and {r.summary["after"]["deleted"] for r in recs} == {2, 1}
+
+
 def test_every_call_is_logged_and_summed(client, hub, consumer_key):
     yx = consumer_key("D-YXZX")
     with hub.read() as s:

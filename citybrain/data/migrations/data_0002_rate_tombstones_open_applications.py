@@ -25,6 +25,7 @@ def upgrade() -> None:
     )
     op.create_table('data_tombstone',
     sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('feed', sa.String(length=30), nullable=False),
     sa.Column('resource_id', sa.Integer(), nullable=False),
     sa.Column('key', sa.String(length=200), nullable=False),
     sa.Column('seq', sa.BigInteger(), nullable=False),
@@ -33,7 +34,7 @@ def upgrade() -> None:
     sa.Column('deleted_at', citybrain.db.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_data_tombstone'))
     )
-    op.create_index('ix_data_tombstone_feed', 'data_tombstone', ['resource_id', 'seq'], unique=False)
+    op.create_index('ix_data_tombstone_feed', 'data_tombstone', ['feed', 'resource_id', 'seq'], unique=False)
     op.create_table('data_open_application',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('resource_id', sa.Integer(), nullable=False),
