@@ -8,7 +8,7 @@ import io
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Header, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from citybrain.context import Principal
@@ -351,11 +351,40 @@ def open_download(code: str, fmt: str, db: ReadDB, who: Principal = Depends(opti
 
 @open_router.post("/resources/{code}/keys", status_code=201, summary="申请开放数据密钥 Apply for a key")
 def open_key(code: str, body: sc.OpenKeyIn, db: WriteDB) -> ORJSONResponse:
-    key = service.apply_open_key(db, code=code, applicant=body.applicant, contact=body.contact,
-                                 purpose=body.purpose)
-    return _json({"key": key, "resource": code,
-                  "note_zh": "密钥只显示一次，请妥善保存；调用时放在 X-API-Key 请求头",
+    a, ticket = service.apply_open_key(db, code=code, applicant=body.applicant, contact=body.contact,
+                                       purpose=body.purpose)
+    return _json({"application_id": a.id, "status": a.status, "resource": code, "ticket": ticket,
+                  "note_zh": "申请已提交，由数据提供部门审核；凭据只显示一次，用于查询进度和领取密钥",
+                  "note_en": "Submitted for the provider's review. Keep the ticket (shown once) to follow the "
+                             "application and collect the key"}, 201)
+
+
+@open_router.get("/applications/{application_id}", summary="申请进度 Application status (with the ticket)")
+def open_application(application_id: int, db: ReadDB,
+                     ticket: str = Header("", alias="X-Application-Ticket")) -> ORJSONResponse:
+    return _json(service.open_application_status(db, application_id=application_id, ticket=ticket))
+
+
+@open_router.post("/applications/{application_id}/key", status_code=201,
+                  summary="领取密钥 Collect the key of an approved application (once)")
+def collect_open_key(application_id: int, body: sc.TicketIn, db: WriteDB) -> ORJSONResponse:
+    key = service.collect_open_key(db, application_id=application_id, ticket=body.ticket)
+    return _json({"key": key, "note_zh": "密钥只显示一次，请妥善保存；调用时放在 X-API-Key 请求头",
                   "note_en": "The key is shown once; send it in the X-API-Key header"}, 201)
+
+
+@router.get("/open-applications", summary="开放数据密钥申请 Open-data key applications to my departments")
+def open_applications(db: ReadDB, who: Principal = Depends(require("data.approve")),
+                      status: str | None = None) -> ORJSONResponse:
+    return _json(service.list_open_applications(db, principal=who, status=status))
+
+
+@router.post("/open-applications/{application_id}/decision", summary="审核开放数据申请 Approve or refuse")
+def decide_open_application(application_id: int, body: sc.OpenDecisionIn, db: WriteDB,
+                            who: Principal = Depends(require("data.approve"))) -> ORJSONResponse:
+    a = service.decide_open_application(db, principal=who, application_id=application_id, approve=body.approve,
+                                        reason=body.reason)
+    return _json(service.open_application_dict(a))
 
 
 # --- CKAN Action API ------------------------------------------------------------------------------------------------------

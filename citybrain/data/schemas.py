@@ -133,6 +133,19 @@ class OpenKeyIn(BaseModel):
     purpose: str = Field(max_length=2000, description="用途")
 
 
+class TicketIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ticket: str = Field(max_length=100, description="申请时给出的凭据 The ticket given when applying")
+
+
+class OpenDecisionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    approve: bool
+    reason: str | None = Field(None, max_length=2000)
+
+
 class Page(BaseModel):
     total: int
     items: list[dict[str, Any]]

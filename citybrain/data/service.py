@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
+import hmac
 import io
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -28,6 +31,7 @@ from citybrain.data.models import (
     ExchangeLog,
     Grant,
     Load,
+    OpenApplication,
     Record,
     Reject,
     Resource,
@@ -1312,8 +1316,21 @@ def log_open_download(*, code: str, records: int, principal: Principal | None) -
         "request_id": context.current().request_id})
 
 
-def apply_open_key(session: Session, *, code: str, applicant: str, contact: str, purpose: str) -> str:
-    """Register a user of a conditionally open dataset and issue their key (shown once, revocable)."""
+def _ticket_hash(ticket: str) -> str:
+    return hashlib.sha256(ticket.encode()).hexdigest()
+
+
+def open_application_dict(a: OpenApplication, code: str | None = None) -> dict[str, Any]:
+    """An open-data key application as a plain dict (never the ticket)."""
+    return {"id": a.id, "resource_id": a.resource_id, "resource": code, "applicant": a.applicant,
+            "contact": a.contact, "purpose": a.purpose, "status": a.status, "decision_reason": a.decision_reason,
+            "decided_by": a.decided_by, "decided_at": a.decided_at, "created_at": a.created_at}
+
+
+def apply_open_key(session: Session, *, code: str, applicant: str, contact: str,
+                   purpose: str) -> tuple[OpenApplication, str]:
+    """Apply for a key to a conditionally open dataset: the application waits for the provider department;
+    returns it with a ticket (shown once) with which the applicant follows it and collects the key."""
     meta = _meta(session, code)
     if meta["status"] != "published" or meta["open_type"] != "conditional":
         raise Conflict("该资源不是有条件开放数据", "This resource is not conditionally open",
@@ -1322,10 +1339,84 @@ def apply_open_key(session: Session, *, code: str, applicant: str, contact: str,
             (("applicant", applicant), ("contact", contact), ("purpose", purpose)) if not (v or "").strip()]
     if errs:
         raise Invalid("请填写申请人、联系方式和用途", "Applicant, contact and purpose are required", errors=errs)
-    key, _k = identity.create_api_key(session, name=f"开放数据:{applicant.strip()[:60]}", scopes=["data.open"],
-                                      kind="open", subject=code, created_by=f"open:{contact.strip()[:60]}")
-    audit.commit(session, action="data.open.key", target_type="data_resource", target_id=code,
-                 after={"applicant": applicant, "contact": contact, "purpose": purpose})
+    ticket = "cbo_" + secrets.token_urlsafe(24)
+    a = OpenApplication(resource_id=meta["id"], provider_org_id=meta["provider_org_id"],
+                        applicant=applicant.strip()[:100], contact=contact.strip()[:100], purpose=purpose.strip(),
+                        ticket_hash=_ticket_hash(ticket), status="pending", created_at=utcnow())
+    session.add(a)
+    session.flush()
+    audit.commit(session, action="data.open.apply", target_type="data_open_application", target_id=a.id,
+                 after={"resource": code, "applicant": a.applicant, "contact": a.contact, "purpose": a.purpose})
+    return a, ticket
+
+
+def _open_application(session: Session, application_id: int) -> OpenApplication:
+    a = session.get(OpenApplication, application_id)
+    if a is None:
+        raise NotFound("没有该开放数据申请", "No such open-data application", code="application_not_found")
+    return a
+
+
+def list_open_applications(session: Session, *, principal: Principal, status: str | None = None,
+                           limit: int = 50) -> list[dict[str, Any]]:
+    """Open-data key applications to the caller's departments (providers' approvers)."""
+    _authorize(session, principal, "data.approve")
+    stmt = select(OpenApplication, Resource.code).join(Resource, Resource.id == OpenApplication.resource_id)
+    if principal.kind != "system" and principal.org_scope is not None:
+        stmt = stmt.where(OpenApplication.provider_org_id.in_(list(principal.org_scope)))
+    if status:
+        stmt = stmt.where(OpenApplication.status == status)
+    rows = session.execute(stmt.order_by(OpenApplication.id.desc()).limit(max(1, min(limit, 500)))).all()
+    return [open_application_dict(a, code) for a, code in rows]
+
+
+def decide_open_application(session: Session, *, principal: Principal, application_id: int, approve: bool,
+                            reason: str | None = None) -> OpenApplication:
+    """The provider department approves an open-data key application or refuses it with a reason."""
+    a = _open_application(session, application_id)
+    _authorize(session, principal, "data.approve", a.provider_org_id)
+    if a.status != "pending":
+        raise Conflict(f"该申请已处理（{a.status}）", f"The application is already {a.status}",
+                       code="application_decided")
+    reason = (reason or "").strip()
+    if not approve and not reason:
+        raise Invalid("不予开放须说明理由", "A refusal needs a reason",
+                      errors=[{"field": "reason", "message": "required"}])
+    a.status = "approved" if approve else "refused"
+    a.decision_reason = reason or None
+    a.decided_by, a.decided_at = principal.label[:100], utcnow()
+    audit.commit(session, action="data.open.approve" if approve else "data.open.refuse",
+                 target_type="data_open_application", target_id=a.id, before={"status": "pending"},
+                 after={"status": a.status, "reason": reason, "applicant": a.applicant})
+    return a
+
+
+def _check_ticket(a: OpenApplication, ticket: str) -> None:
+    if not hmac.compare_digest(a.ticket_hash, _ticket_hash(ticket or "")):
+        raise Forbidden("申请凭据不正确", "Wrong application ticket", code="bad_ticket")
+
+
+def open_application_status(session: Session, *, application_id: int, ticket: str) -> dict[str, Any]:
+    """The applicant's view of an application (with the ticket given at applying)."""
+    a = _open_application(session, application_id)
+    _check_ticket(a, ticket)
+    return {"id": a.id, "status": a.status, "decision_reason": a.decision_reason, "decided_at": a.decided_at}
+
+
+def collect_open_key(session: Session, *, application_id: int, ticket: str) -> str:
+    """Issue the key of an approved application, once (then the application is `issued`)."""
+    a = _open_application(session, application_id)
+    _check_ticket(a, ticket)
+    if a.status != "approved":
+        raise Conflict({"pending": "申请尚在审核中", "refused": "申请未获批准", "issued": "密钥已领取，不再显示"}
+                       .get(a.status, a.status), f"The application is {a.status}", code=f"application_{a.status}")
+    code = session.scalar(select(Resource.code).where(Resource.id == a.resource_id))
+    a.status = "issued"  # committed together with the key (create_api_key commits): collected once only
+    key, k = identity.create_api_key(session, name=f"开放数据:{a.applicant[:60]}", scopes=["data.open"],
+                                     kind="open", subject=code, created_by=f"open:{a.contact[:60]}")
+    a.key_id = k.id
+    audit.commit(session, action="data.open.key", target_type="data_open_application", target_id=a.id,
+                 after={"resource": code, "key_id": k.id, "applicant": a.applicant})
     return key
 
 
