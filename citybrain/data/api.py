@@ -10,11 +10,13 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, File, Header, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from citybrain.context import Principal
 from citybrain.data import schemas as sc
 from citybrain.data import service
-from citybrain.deps import ReadDB, WriteDB, optional_principal, require
+from citybrain.db import get_db
+from citybrain.deps import ReadDB, WriteDB, optional_principal, require, require_async
 from citybrain.errors import Invalid, NotFound, PayloadTooLarge, Problem
 
 router = APIRouter(prefix="/api/v1/data", tags=["data 数据共享交换"])
@@ -219,35 +221,46 @@ def _fields(fields: str | None) -> list[str] | None:
     return [f.strip() for f in fields.split(",") if f.strip()] if fields else None
 
 
+# The exchange is the hot path: async endpoints with an event-loop credential check (`require_async`) and
+# one worker-thread hand-off that opens the session, runs the call and renders the JSON.
+_EXCHANGE = require_async("data.exchange")
+
+
+def _exchange(who: Principal, code: str, **kw: Any) -> bytes:
+    with get_db().read() as s:
+        return orjson.dumps(service.exchange(s, principal=who, code=code, **kw), default=str)
+
+
+async def _exchange_json(who: Principal, code: str, **kw: Any) -> Response:
+    return Response(await run_in_threadpool(_exchange, who, code, **kw), media_type="application/json")
+
+
 @router.get("/exchange/{code}/records/{key}", summary="按主键查询 Get one record by key")
-def exchange_get(code: str, key: str, db: ReadDB, who: Principal = Depends(require("data.exchange")),
-                 fields: str | None = Query(None, max_length=2000)) -> ORJSONResponse:
-    return _json(service.exchange(db, principal=who, code=code, op="get", key=key, fields=_fields(fields)))
+async def exchange_get(code: str, key: str, who: Principal = Depends(_EXCHANGE),
+                       fields: str | None = Query(None, max_length=2000)) -> Response:
+    return await _exchange_json(who, code, op="get", key=key, fields=_fields(fields))
 
 
 @router.post("/exchange/{code}/query", summary="条件查询 Query with filters and paging")
-def exchange_query(code: str, body: sc.QueryIn, db: ReadDB,
-                   who: Principal = Depends(require("data.exchange"))) -> ORJSONResponse:
-    return _json(service.exchange(db, principal=who, code=code, op="query", filters=body.filters,
-                                  fields=body.fields, page=body.page, page_size=body.page_size))
+async def exchange_query(code: str, body: sc.QueryIn, who: Principal = Depends(_EXCHANGE)) -> Response:
+    return await _exchange_json(who, code, op="query", filters=body.filters, fields=body.fields, page=body.page,
+                                page_size=body.page_size)
 
 
 @router.get("/exchange/{code}/records", summary="条件查询 Query (filters as query parameters)")
-def exchange_query_get(code: str, request: Request, db: ReadDB,
-                       who: Principal = Depends(require("data.exchange")),
-                       fields: str | None = Query(None, max_length=2000), page: int = Query(1, ge=1),
-                       page_size: int = Query(100, ge=1, le=1000)) -> ORJSONResponse:
+async def exchange_query_get(code: str, request: Request, who: Principal = Depends(_EXCHANGE),
+                             fields: str | None = Query(None, max_length=2000), page: int = Query(1, ge=1),
+                             page_size: int = Query(100, ge=1, le=1000)) -> Response:
     filters = {k: v for k, v in request.query_params.items() if k not in ("fields", "page", "page_size")}
-    return _json(service.exchange(db, principal=who, code=code, op="query", filters=filters,
-                                  fields=_fields(fields), page=page, page_size=page_size))
+    return await _exchange_json(who, code, op="query", filters=filters, fields=_fields(fields), page=page,
+                                page_size=page_size)
 
 
 @router.get("/exchange/{code}/changes", summary="增量获取 Changes since a cursor")
-def exchange_changes(code: str, db: ReadDB, who: Principal = Depends(require("data.exchange")),
-                     cursor: str = Query("0", max_length=20), limit: int = Query(100, ge=1, le=1000),
-                     fields: str | None = Query(None, max_length=2000)) -> ORJSONResponse:
-    return _json(service.exchange(db, principal=who, code=code, op="pull", cursor=cursor, limit=limit,
-                                  fields=_fields(fields)))
+async def exchange_changes(code: str, who: Principal = Depends(_EXCHANGE),
+                           cursor: str = Query("0", max_length=20), limit: int = Query(100, ge=1, le=1000),
+                           fields: str | None = Query(None, max_length=2000)) -> Response:
+    return await _exchange_json(who, code, op="pull", cursor=cursor, limit=limit, fields=_fields(fields))
 
 
 @router.get("/exchange-log", summary="交换日志 Exchange log")
