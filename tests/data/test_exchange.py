@@ -223,3 +223,31 @@ def test_rate_limit_is_shared_by_server_processes(hub, monkeypatch):
     finally:
         other.dispose()
         clock.reset()
+
+
+def test_rate_limit_holds_across_worker_processes(db, hub, tmp_path):
+    """`citybrain serve` with two worker processes: a key's burst is shared, whichever worker answers."""
+    import concurrent.futures
+
+    import httpx
+    import pytest
+
+    from citybrain.identity import service as identity
+    from tests.data.conftest import running_server
+
+    if not db.is_sqlite:
+        pytest.skip("the subprocess test runs once, on the embedded database")
+    with hub.write() as s:
+        org = identity.org_by_code(s, code="D-YXZX")
+        key, _k = identity.create_api_key(s, name="w", scopes=["data.exchange"], kind="consumer", org_id=org.id)
+    db.dispose()
+    with running_server(tmp_path, 8157, CITYBRAIN_WORKERS="2", CITYBRAIN_DATA_RATE_PER_S="0.001",
+                        CITYBRAIN_DATA_RATE_BURST="5") as base:
+        def call(_i: int) -> int:
+            with httpx.Client(base_url=base, headers={"X-API-Key": key}) as c:  # a new connection each time
+                return c.post(f"/api/v1/data/exchange/{ENT}/query", json={"page_size": 1}).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            codes = list(pool.map(call, range(16)))
+    assert sorted(codes) == [200] * 5 + [429] * 11
+    assert (tmp_path / "background.lock").exists()

@@ -1,15 +1,11 @@
 import csv
 import io
-import os
-import subprocess
-import sys
-import time
 
 import httpx
 import pytest
 
 from citybrain.audit import service as audit
-from tests.data.conftest import ENT, HEALTH, POP
+from tests.data.conftest import ENT, HEALTH, POP, running_server
 
 PORT = 8151
 
@@ -135,25 +131,8 @@ def server(db, hub, tmp_path):
     if not db.is_sqlite:
         pytest.skip("the subprocess test runs once, on the embedded database")
     db.dispose()
-    env = {**os.environ, "CITYBRAIN_DATA_DIR": str(tmp_path), "CITYBRAIN_SECRET_KEY": "test-secret-not-for-production"}
-    env.pop("CITYBRAIN_DATABASE_URL", None)
-    proc = subprocess.Popen([sys.executable, "-c", "from citybrain.cli import main; main()", "serve", "--port", str(PORT)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{PORT}"
-    try:
-        for _ in range(150):
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None:
-                pytest.fail(proc.stderr.read().decode()[-2000:])
-            time.sleep(0.1)
+    with running_server(tmp_path, PORT) as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_ckanapi_client_against_a_running_server(server):
