@@ -459,29 +459,42 @@ def _write_batch(conn, resource: Resource, load_id: int, batch: list[tuple[int, 
     if resource.base_table:
         bt = BASE_TABLES[resource.base_table]
         table, key = bt.table, bt.key
-        keys = [r[key] for _, r in batch]
-        existing: set[Any] = set()
-        for i in range(0, len(keys), 900):
-            existing.update(conn.scalars(select(table.c[key]).where(table.c[key].in_(keys[i:i + 900]))))
-        cols = [n for n in bt.columns if n in batch[0][1]]
         sqlite = conn.dialect.name == "sqlite"
-        # raw driver executemany (the hot path): dates as ISO text, timestamps as SQLAlchemy stores them
+        ph = "?" if sqlite else "%s"
+        batch = sorted(batch, key=lambda x: x[1][key])  # key order: B-tree inserts stay local
+        cols = [n for n in bt.columns if n in batch[0][1]]
+        # raw driver rows (the hot path): on SQLite dates as ISO text, timestamps as SQLAlchemy stores them
         stamp = now.astimezone(dt.UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else now
-        date_cols = {c for c in cols if bt.table.c[c].type.python_type is dt.date}
+        date_cols = {c for c in cols if bt.table.c[c].type.python_type is dt.date} if sqlite else set()
         getters = [(c, c in date_cols) for c in cols]
         rows = []
-        batch = sorted(batch, key=lambda x: x[1][key])  # key order: B-tree inserts stay local
         for i, (_, r) in enumerate(batch):
             vals = [(v.isoformat() if (is_date and v is not None) else v) for c, is_date in getters
                     for v in (r[c],)]
             vals += [first + i, load_id, stamp]
             rows.append(tuple(vals))
         all_cols = cols + ["seq", "load_id", "updated_at"]
-        ph = "?" if sqlite else "%s"
-        sql = (f"INSERT INTO {table.name} ({', '.join(all_cols)}) VALUES ({', '.join([ph] * len(all_cols))}) "
-               f"ON CONFLICT ({key}) DO UPDATE SET "
-               + ", ".join(f"{c} = excluded.{c}" for c in all_cols if c != key))
-        conn.exec_driver_sql(sql, rows)
+        upsert = f"ON CONFLICT ({key}) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in all_cols if c != key)
+        if sqlite:
+            # inserted rows take rowids above the current maximum (this transaction holds the write lock), so
+            # the rowid growth counts them: no existence lookup per key
+            top = conn.exec_driver_sql(f"SELECT coalesce(max(id), 0) FROM {table.name}").scalar()
+            conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(all_cols)}) "
+                                 f"VALUES ({', '.join([ph] * len(all_cols))}) {upsert}", rows)
+            inserted = conn.exec_driver_sql(f"SELECT coalesce(max(id), 0) FROM {table.name}").scalar() - top
+        else:  # PostgreSQL: COPY into a staging table of this connection, then one upsert that counts inserts
+            stage = f"_stage_{table.name}"
+            col_list = ", ".join(all_cols)
+            conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
+                                 f"SELECT {col_list} FROM {table.name} WITH NO DATA")
+            cur = conn.connection.dbapi_connection.cursor()
+            with cur.copy(f"COPY {stage} ({col_list}) FROM STDIN") as cp:
+                for row in rows:
+                    cp.write_row(row)
+            inserted = conn.exec_driver_sql(
+                f"WITH up AS (INSERT INTO {table.name} ({col_list}) SELECT {col_list} FROM {stage} {upsert} "
+                f"RETURNING (xmax = 0) AS new) SELECT count(*) FILTER (WHERE new) FROM up").scalar()
+        return inserted, len(rows) - inserted
     else:
         table = Record.__table__
         key = resource.key_field
@@ -495,9 +508,7 @@ def _write_batch(conn, resource: Resource, load_id: int, batch: list[tuple[int, 
                  "updated_at": now} for i, (_, r) in enumerate(batch)]
         conn.execute(_upsert_stmt(conn, table, ["resource_id", "record_key"],
                                      ["data", "seq", "load_id", "updated_at"]), rows)
-        keys_in = keys
-        return sum(1 for k in keys_in if k not in existing), sum(1 for k in keys_in if k in existing)
-    return sum(1 for k in keys if k not in existing), sum(1 for k in keys if k in existing)
+        return sum(1 for k in keys if k not in existing), sum(1 for k in keys if k in existing)
 
 
 def load_records(session: Session, *, principal: Principal, code: str, rows: Iterable[dict[str, Any]],
