@@ -42,19 +42,22 @@ _LOG_COLS = ("at", "consumer_org_id", "provider_org_id", "resource_id", "actor",
 
 
 def write_entries(conn: Connection | Session, entries: list[dict[str, Any]]) -> None:
-    """Insert log rows and add them to the daily statistics (in the caller's transaction; raw driver SQL,
-    this runs once per group of exchange calls)."""
-    if not entries:
-        return
+    """Insert log rows and add them to the daily statistics, in the caller's transaction."""
     if isinstance(conn, Session):
         conn = conn.connection()
-    sqlite = conn.dialect.name == "sqlite"
+    _write_rows(conn.connection.dbapi_connection.cursor(), conn.dialect.name == "sqlite", entries)
+
+
+def _write_rows(cur: Any, sqlite: bool, entries: list[dict[str, Any]]) -> None:
+    """Log rows + daily statistics through a driver cursor (this runs once per group of exchange calls)."""
+    if not entries:
+        return
     ph = "?" if sqlite else "%s"
 
     def stamp(at: dt.datetime):
         return at.astimezone(dt.UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else at
 
-    conn.exec_driver_sql(
+    cur.executemany(
         f"INSERT INTO data_exchange_log ({', '.join(_LOG_COLS)}) VALUES ({', '.join([ph] * len(_LOG_COLS))})",
         [tuple(stamp(e["at"]) if c == "at" else e[c] for c in _LOG_COLS) for e in entries])
     sums: dict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0])
@@ -69,8 +72,8 @@ def write_entries(conn: Connection | Session, entries: list[dict[str, Any]]) -> 
            f"calls = data_exchange_daily.calls + excluded.calls, "
            f"records = data_exchange_daily.records + excluded.records")
     # sorted keys: concurrent writers lock statistics rows in the same order (no deadlocks on PostgreSQL)
-    conn.exec_driver_sql(sql, [(k[0].isoformat() if sqlite else k[0], k[1], k[2], v[2], v[0], v[1])
-                               for k, v in sorted(sums.items())])
+    cur.executemany(sql, [(k[0].isoformat() if sqlite else k[0], k[1], k[2], v[2], v[0], v[1])
+                          for k, v in sorted(sums.items())])
 
 
 class _Pending:
@@ -81,27 +84,27 @@ class _Pending:
         self.retry_after: float | None = None  # set when the rate limit refused the call
 
 
-def charge_buckets(conn: Connection, pending: list[_Pending], limit: RateLimit) -> None:
-    """Take one token per call from its caller's shared bucket (in the log transaction); calls finding the
-    bucket empty get `retry_after` and are not logged."""
+def charge_buckets(cur: Any, sqlite: bool, pending: list[_Pending], limit: RateLimit) -> None:
+    """Take one token per call from its caller's shared bucket (in the log transaction, through a driver
+    cursor); calls finding the bucket empty get `retry_after` and are not logged."""
     subjects = sorted({p.entry["subject"] for p in pending if p.entry.get("subject")})
     if not subjects:
         return
-    pg = conn.dialect.name != "sqlite"
-    ph = "%s" if pg else "?"
-    first = min(p.entry["at"] for p in pending).timestamp()
-    conn.exec_driver_sql(f"INSERT INTO data_rate_bucket (subject, tokens, at_s) VALUES ({ph}, {ph}, {ph}) "
-                         f"ON CONFLICT (subject) DO NOTHING", [(s, limit.burst, first) for s in subjects])
-    rows = conn.exec_driver_sql(
-        f"SELECT subject, tokens, at_s FROM data_rate_bucket WHERE subject IN ({', '.join([ph] * len(subjects))})"
-        f" ORDER BY subject{' FOR UPDATE' if pg else ''}", tuple(subjects)).fetchall()
-    state = {r[0]: [float(r[1]), float(r[2])] for r in rows}
+    ph = "?" if sqlite else "%s"
+    if not sqlite:  # PostgreSQL: make sure each row exists, then lock them (SQLite: BEGIN IMMEDIATE did)
+        first = min(p.entry["at"] for p in pending).timestamp()
+        cur.executemany("INSERT INTO data_rate_bucket (subject, tokens, at_s) VALUES (%s, %s, %s) "
+                        "ON CONFLICT (subject) DO NOTHING", [(s, limit.burst, first) for s in subjects])
+    cur.execute(f"SELECT subject, tokens, at_s FROM data_rate_bucket WHERE subject IN "
+                f"({', '.join([ph] * len(subjects))}) ORDER BY subject{'' if sqlite else ' FOR UPDATE'}",
+                tuple(subjects))
+    state = {r[0]: [float(r[1]), float(r[2])] for r in cur.fetchall()}
     for p in pending:
         subject = p.entry.get("subject")
         if not subject:
             continue
-        b = state[subject]
         now = p.entry["at"].timestamp()
+        b = state.setdefault(subject, [limit.burst, now])
         if now > b[1]:
             b[0] = min(limit.burst, b[0] + (now - b[1]) * limit.rate)
             b[1] = now
@@ -110,8 +113,9 @@ def charge_buckets(conn: Connection, pending: list[_Pending], limit: RateLimit) 
         else:
             p.retry_after = max(1.0, math.ceil((1 - b[0]) / limit.rate))
             limit.block(subject, now + p.retry_after)
-    conn.exec_driver_sql(f"UPDATE data_rate_bucket SET tokens = {ph}, at_s = {ph} WHERE subject = {ph}",
-                         [(b[0], b[1], s) for s, b in sorted(state.items())])
+    cur.executemany(f"INSERT INTO data_rate_bucket (subject, tokens, at_s) VALUES ({ph}, {ph}, {ph}) "
+                    f"ON CONFLICT (subject) DO UPDATE SET tokens = excluded.tokens, at_s = excluded.at_s",
+                    [(s, b[0], b[1]) for s, b in sorted(state.items())])
 
 
 class LogWriter:
@@ -171,10 +175,7 @@ class LogWriter:
             try:
                 for p in group:
                     p.retry_after = None
-                with db.write_engine.connect() as conn:
-                    charge_buckets(conn, group, LIMITER)
-                    write_entries(conn, [p.entry for p in group if p.retry_after is None])
-                    conn.commit()
+                _commit_group(db, group)
                 break
             except Exception as exc:  # noqa: BLE001 - report to every waiting caller
                 if attempt == 2:
@@ -185,6 +186,32 @@ class LogWriter:
                     time.sleep(0.05 * (attempt + 1))
         for p in group:
             p.done = True
+
+
+def _commit_group(db: Database, group: list[_Pending]) -> None:
+    """One transaction on a pooled driver connection: rate buckets, log rows, daily statistics, commit."""
+    raw = db.write_engine.raw_connection()
+    try:
+        sqlite = db.is_sqlite
+        cur = raw.cursor()
+        if sqlite:
+            cur.execute("BEGIN IMMEDIATE")  # the pool's SQLite connections run in autocommit mode
+        try:
+            charge_buckets(cur, sqlite, group, LIMITER)
+            _write_rows(cur, sqlite, [p.entry for p in group if p.retry_after is None])
+            if sqlite:
+                cur.execute("COMMIT")
+            else:
+                raw.commit()
+        except BaseException:
+            if sqlite:
+                if raw.driver_connection.in_transaction:
+                    cur.execute("ROLLBACK")
+            else:
+                raw.rollback()
+            raise
+    finally:
+        raw.close()  # back to the pool
 
 
 WRITER = LogWriter()

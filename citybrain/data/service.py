@@ -970,16 +970,16 @@ _GRANT_STMT = select(Grant.fields, Grant.unmasked_fields).where(
 
 
 def _grant_for(session: Session, meta: dict[str, Any], org_id: int) -> tuple[set[str], set[str]]:
-    rows = session.execute(_GRANT_STMT, {"rid": meta["id"], "org": org_id, "today": _today()}).all()
+    rows = _execute_raw(session, _GRANT_STMT, ("grant",), {"rid": meta["id"], "org": org_id, "today": _today()})
     if not rows:
         raise Forbidden(f"本部门没有资源 {meta['code']} 的有效共享授权（请先申请）",
                         f"Your department holds no valid grant for {meta['code']} (request one first)",
                         code="no_grant")
     fields: set[str] = set()
     unmasked: set[str] = set()
-    for f, u in rows:
-        fields.update(f or [])
-        unmasked.update(u or [])
+    for f, u in rows:  # JSON lists (text as the SQLite driver gives them)
+        fields.update((orjson.loads(f) if isinstance(f, str | bytes) else f) or [])
+        unmasked.update((orjson.loads(u) if isinstance(u, str | bytes) else u) or [])
     return fields, unmasked
 
 
