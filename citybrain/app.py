@@ -242,6 +242,11 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
             swagger_favicon_url="/static/vendor/swagger-ui/favicon-32x32.png",
         )
 
+    # a module's hot routers (api.hot_routers) come first: routes are matched in order, and every route
+    # tried before the right one costs each request time
+    for _name, mod in modules.parts("api"):
+        for router in getattr(mod, "hot_routers", ()):
+            app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(live.router)
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]

@@ -24,6 +24,9 @@ open_router = APIRouter(prefix="/api/v1/open", tags=["open 数据开放 (public)
 ckan_router = APIRouter(prefix="/api/3/action", tags=["open 数据开放 (public)"])
 # CKAN serves its Action API at /api/action too (the `ckanapi` client calls that path)
 ckan_router_unversioned = APIRouter(prefix="/api/action", tags=["open 数据开放 (public)"])
+# the exchange is the hot path: the app matches its routes before every other module's
+exchange_router = APIRouter(prefix="/api/v1/data/exchange", tags=["data 数据共享交换"])
+hot_routers = [exchange_router]
 routers = [router, open_router, ckan_router, ckan_router_unversioned]
 
 MAX_UPLOAD = 200 * 1024 * 1024
@@ -235,19 +238,19 @@ async def _exchange_json(who: Principal, code: str, **kw: Any) -> Response:
     return Response(await run_in_threadpool(_exchange, who, code, **kw), media_type="application/json")
 
 
-@router.get("/exchange/{code}/records/{key}", summary="按主键查询 Get one record by key")
+@exchange_router.get("/{code}/records/{key}", summary="按主键查询 Get one record by key")
 async def exchange_get(code: str, key: str, who: Principal = Depends(_EXCHANGE),
                        fields: str | None = Query(None, max_length=2000)) -> Response:
     return await _exchange_json(who, code, op="get", key=key, fields=_fields(fields))
 
 
-@router.post("/exchange/{code}/query", summary="条件查询 Query with filters and paging")
+@exchange_router.post("/{code}/query", summary="条件查询 Query with filters and paging")
 async def exchange_query(code: str, body: sc.QueryIn, who: Principal = Depends(_EXCHANGE)) -> Response:
     return await _exchange_json(who, code, op="query", filters=body.filters, fields=body.fields, page=body.page,
                                 page_size=body.page_size)
 
 
-@router.get("/exchange/{code}/records", summary="条件查询 Query (filters as query parameters)")
+@exchange_router.get("/{code}/records", summary="条件查询 Query (filters as query parameters)")
 async def exchange_query_get(code: str, request: Request, who: Principal = Depends(_EXCHANGE),
                              fields: str | None = Query(None, max_length=2000), page: int = Query(1, ge=1),
                              page_size: int = Query(100, ge=1, le=1000)) -> Response:
@@ -256,7 +259,7 @@ async def exchange_query_get(code: str, request: Request, who: Principal = Depen
                                 page_size=page_size)
 
 
-@router.get("/exchange/{code}/changes", summary="增量获取 Changes since a cursor")
+@exchange_router.get("/{code}/changes", summary="增量获取 Changes since a cursor")
 async def exchange_changes(code: str, who: Principal = Depends(_EXCHANGE),
                            cursor: str = Query("0", max_length=20), limit: int = Query(100, ge=1, le=1000),
                            fields: str | None = Query(None, max_length=2000)) -> Response:
