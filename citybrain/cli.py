@@ -67,6 +67,7 @@ def serve(
         from citybrain.db import get_db, migrate
 
         migrate(get_db())
+        get_db().dispose()
         os.environ.update(CITYBRAIN_DATA_DIR=str(settings.data_dir), CITYBRAIN_WORKERS=str(n))
         uvicorn.run("citybrain.app:create_app", factory=True, workers=n, host=host or settings.host,
                     port=port or settings.port, log_level="info", access_log=False)
