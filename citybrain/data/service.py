@@ -1169,7 +1169,10 @@ def exchange(session: Session, *, principal: Principal, code: str, op: str = "qu
     if op == "pull":
         # deletions (tombstones) are merged into the feed in change order
         tombs = _tombstones(session, meta, after, limit)
-        kmask = masks.get(meta["key"])
+        # the key as this consumer may see it: masked like its records, fully masked if not granted at all
+        kf = meta["key"]
+        kmask = (masking.mask_all if kf not in granted
+                 else meta["masks"].get(kf) if masked and kf not in clear else None)
         feed = sorted([(row[-1], rec) for row, rec in zip(rows, records, strict=True)]
                       + [(seq, {meta["key"]: kmask(k) if kmask else k, "_deleted": True}) for seq, k in tombs],
                       key=lambda x: x[0])

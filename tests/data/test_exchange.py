@@ -129,6 +129,14 @@ def test_deletions_reach_the_change_feed(client, hub, consumer_key, dept_user):
     last = client.get(f"/api/v1/data/exchange/{ENT}/changes", params={"cursor": feed["next_cursor"]},
                       headers=yx).json()
     assert last["records"] == [{"credit_code": one, "_deleted": True}]
+    # a masked key field stays masked in its tombstone
+    cur = client.get(f"/api/v1/data/exchange/{POP}/changes", params={"cursor": 0, "limit": 1000},
+                     headers=yx).json()["next_cursor"]
+    person = next(demo.population_rows(1))["id_number"]
+    assert client.post(f"/api/v1/data/resources/{POP}/records/delete", json={"keys": [person], "reason": "死亡注销"},
+                       headers=dept_user("D-GAJ", "handler")).json()["deleted"] == 1
+    tomb = client.get(f"/api/v1/data/exchange/{POP}/changes", params={"cursor": cur}, headers=yx).json()["records"]
+    assert tomb == [{"id_number": person[:6] + "********" + person[-4:], "_deleted": True}]
     with hub.read() as s:
         n, recs = audit.search(s, action="data.records.delete", target_id=ENT)
     assert n == 2 and {r.summary["after"]["deleted"] for r in recs} == {2, 1}
