@@ -133,15 +133,39 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
-def startup(db: Database) -> None:
+def startup(db: Database, *, hooks: bool = True) -> None:
     """Prepare a database for serving: migrations, built-in roles, module start hooks."""
     migrate(db)
     from citybrain.identity import service as identity
 
     with db.write() as s:
         identity.ensure_builtin_roles(s)
-    for _name, mod in modules.parts("startup"):
-        mod.start(db)
+    if hooks:
+        for _name, mod in modules.parts("startup"):
+            mod.start(db)
+
+
+_background_lock: list[Any] = []
+
+
+def runs_background(settings: Settings) -> bool:
+    """Whether this process runs the background work (bus delivery, module workers). With several worker
+    processes (CITYBRAIN_WORKERS > 1) only the one holding `<data_dir>/background.lock` does."""
+    if settings.workers <= 1:
+        return True
+    if _background_lock:
+        return True
+    import fcntl
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    f = open(settings.data_dir / "background.lock", "a")  # noqa: SIM115 - held for the process's life
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        return False
+    _background_lock.append(f)
+    return True
 
 
 def shutdown(db: Database) -> None:
@@ -161,16 +185,18 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = get_db()
-        startup(db)
-        bus.set_background(background)
+        primary = background and runs_background(settings)
+        startup(db, hooks=primary)
+        bus.set_background(primary)
         bridge = None
-        if background and settings.bus_backend == "nats":
+        if primary and settings.bus_backend == "nats":
             from citybrain.bus_nats import NatsBridge
 
             bridge = NatsBridge(db, settings.nats_url)
             bridge.start()
         elif background:
             d = bus.dispatcher()
+            d.deliver = primary  # the other workers only feed their live listeners (SSE)
             d.prime_listeners()
             d.start()
         try:
@@ -180,7 +206,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
                 bridge.stop()
             elif background:
                 bus.dispatcher().stop()
-            if background:
+            if primary:
                 bus.set_background(False)
                 shutdown(db)
 
@@ -218,6 +244,11 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
             swagger_favicon_url="/static/vendor/swagger-ui/favicon-32x32.png",
         )
 
+    # a module's hot routers (api.hot_routers) come first: routes are matched in order, and every route
+    # tried before the right one costs each request time
+    for _name, mod in modules.parts("api"):
+        for router in getattr(mod, "hot_routers", ()):
+            app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(live.router)
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]

@@ -160,6 +160,7 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._last_seen: int | None = None  # listeners' position; None until primed
+        self.deliver = True  # False: only live listeners are fed (the other worker processes of a server)
 
     def wake(self) -> None:
         self._wake.set()
@@ -198,7 +199,7 @@ class Dispatcher:
 
     def _round(self) -> int:
         handled = 0
-        subs = list(_subscriptions.values())
+        subs = list(_subscriptions.values()) if self.deliver else []
         with self.db.read() as s:
             cursors = {c.subscriber: c for c in s.scalars(select(BusCursor))}
             head = s.scalar(select(BusEvent.id).order_by(BusEvent.id.desc()).limit(1)) or 0

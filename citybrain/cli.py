@@ -51,14 +51,27 @@ def serve(
     data_dir: DataDir = None,
     host: Annotated[str | None, typer.Option(help="Bind address (CITYBRAIN_HOST)")] = None,
     port: Annotated[int | None, typer.Option(help="Port (CITYBRAIN_PORT)")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (CITYBRAIN_WORKERS)", min=1, max=64)] = None,
 ) -> None:
     """Run the server."""
+    import os
+
     import uvicorn
 
     settings = use_data_dir(data_dir)
     _logging()
     from citybrain.app import create_app
 
+    n = workers or settings.workers
+    if n > 1:  # several processes: migrate once here; each worker builds the app from the environment
+        from citybrain.db import get_db, migrate
+
+        migrate(get_db())
+        get_db().dispose()
+        os.environ.update(CITYBRAIN_DATA_DIR=str(settings.data_dir), CITYBRAIN_WORKERS=str(n))
+        uvicorn.run("citybrain.app:create_app", factory=True, workers=n, host=host or settings.host,
+                    port=port or settings.port, log_level="info", access_log=False)
+        return
     uvicorn.run(create_app(), host=host or settings.host, port=port or settings.port, log_level="info",
                 access_log=False)
 

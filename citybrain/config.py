@@ -20,6 +20,7 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in data_dir")
     host: str = "127.0.0.1"
     port: int = 8000
+    workers: int = Field(default=1, ge=1, le=64, description="Server worker processes of `citybrain serve`")
     secret_key: str | None = Field(default=None, description="Server secret; generated into data_dir if unset")
 
     # identity

@@ -7,6 +7,7 @@ from typing import Any
 
 ID_RE = re.compile(r"(?<![0-9A-Za-z])(\d{6})\d{8}(\d{3}[\dXx])(?![0-9A-Za-z])")
 PHONE_RE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")
+_STREET_RE = re.compile(r"(.*?(?:街道|镇|乡|路|街|大道|巷|村))")
 
 SECRET_KEYS = frozenset(
     {"password", "password_hash", "secret", "secret_hash", "token", "token_hash", "api_key", "key", "key_hash",
@@ -50,7 +51,7 @@ def mask_address(value: str | None) -> str | None:
     if not value:
         return value
     v = str(value)
-    m = re.search(r"(.*?(?:街道|镇|乡|路|街|大道|巷|村))", v)
+    m = _STREET_RE.search(v)
     head = m.group(1) if m else v[: max(1, len(v) // 2)]
     return head + "****"
 

@@ -8,13 +8,15 @@ import io
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Header, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from citybrain.context import Principal
 from citybrain.data import schemas as sc
 from citybrain.data import service
-from citybrain.deps import ReadDB, WriteDB, optional_principal, require
+from citybrain.db import get_db
+from citybrain.deps import ReadDB, WriteDB, optional_principal, require, require_async
 from citybrain.errors import Invalid, NotFound, PayloadTooLarge, Problem
 
 router = APIRouter(prefix="/api/v1/data", tags=["data 数据共享交换"])
@@ -22,6 +24,9 @@ open_router = APIRouter(prefix="/api/v1/open", tags=["open 数据开放 (public)
 ckan_router = APIRouter(prefix="/api/3/action", tags=["open 数据开放 (public)"])
 # CKAN serves its Action API at /api/action too (the `ckanapi` client calls that path)
 ckan_router_unversioned = APIRouter(prefix="/api/action", tags=["open 数据开放 (public)"])
+# the exchange is the hot path: the app matches its routes before every other module's
+exchange_router = APIRouter(prefix="/api/v1/data/exchange", tags=["data 数据共享交换"])
+hot_routers = [exchange_router]
 routers = [router, open_router, ckan_router, ckan_router_unversioned]
 
 MAX_UPLOAD = 200 * 1024 * 1024
@@ -115,6 +120,21 @@ async def push_records(code: str, request: Request, db: WriteDB,
     return _json(service.load_dict(load), 201)
 
 
+@router.post("/resources/{code}/records/delete", summary="删除数据 Delete records by key (tombstones)")
+def delete_records(code: str, body: sc.DeleteIn, db: WriteDB,
+                   who: Principal = Depends(require("data.load"))) -> ORJSONResponse:
+    return _json(service.delete_records(db, principal=who, code=code, keys=body.keys, reason=body.reason))
+
+
+@router.delete("/resources/{code}/records/{key}", summary="删除一条数据 Delete one record by key")
+def delete_record(code: str, key: str, db: WriteDB, who: Principal = Depends(require("data.load")),
+                  reason: str = Query(..., min_length=1, max_length=2000)) -> ORJSONResponse:
+    out = service.delete_records(db, principal=who, code=code, keys=[key], reason=reason)
+    if not out["deleted"]:
+        raise NotFound("没有该主键的记录", "No record with that key", code="record_not_found")
+    return _json(out)
+
+
 @router.post("/resources/{code}/upload", summary="上传文件归集 Upload CSV / JSON / XLSX")
 def upload(code: str, db: WriteDB, file: Annotated[UploadFile, File()],
            who: Principal = Depends(require("data.load"))) -> ORJSONResponse:
@@ -204,35 +224,46 @@ def _fields(fields: str | None) -> list[str] | None:
     return [f.strip() for f in fields.split(",") if f.strip()] if fields else None
 
 
-@router.get("/exchange/{code}/records/{key}", summary="按主键查询 Get one record by key")
-def exchange_get(code: str, key: str, db: ReadDB, who: Principal = Depends(require("data.exchange")),
-                 fields: str | None = Query(None, max_length=2000)) -> ORJSONResponse:
-    return _json(service.exchange(db, principal=who, code=code, op="get", key=key, fields=_fields(fields)))
+# The exchange is the hot path: async endpoints with an event-loop credential check (`require_async`) and
+# one worker-thread hand-off that opens the session, runs the call and renders the JSON.
+_EXCHANGE = require_async("data.exchange")
 
 
-@router.post("/exchange/{code}/query", summary="条件查询 Query with filters and paging")
-def exchange_query(code: str, body: sc.QueryIn, db: ReadDB,
-                   who: Principal = Depends(require("data.exchange"))) -> ORJSONResponse:
-    return _json(service.exchange(db, principal=who, code=code, op="query", filters=body.filters,
-                                  fields=body.fields, page=body.page, page_size=body.page_size))
+def _exchange(who: Principal, code: str, **kw: Any) -> bytes:
+    with get_db().read() as s:
+        return orjson.dumps(service.exchange(s, principal=who, code=code, **kw), default=str)
 
 
-@router.get("/exchange/{code}/records", summary="条件查询 Query (filters as query parameters)")
-def exchange_query_get(code: str, request: Request, db: ReadDB,
-                       who: Principal = Depends(require("data.exchange")),
-                       fields: str | None = Query(None, max_length=2000), page: int = Query(1, ge=1),
-                       page_size: int = Query(100, ge=1, le=1000)) -> ORJSONResponse:
+async def _exchange_json(who: Principal, code: str, **kw: Any) -> Response:
+    return Response(await run_in_threadpool(_exchange, who, code, **kw), media_type="application/json")
+
+
+@exchange_router.get("/{code}/records/{key}", summary="按主键查询 Get one record by key")
+async def exchange_get(code: str, key: str, who: Principal = Depends(_EXCHANGE),
+                       fields: str | None = Query(None, max_length=2000)) -> Response:
+    return await _exchange_json(who, code, op="get", key=key, fields=_fields(fields))
+
+
+@exchange_router.post("/{code}/query", summary="条件查询 Query with filters and paging")
+async def exchange_query(code: str, body: sc.QueryIn, who: Principal = Depends(_EXCHANGE)) -> Response:
+    return await _exchange_json(who, code, op="query", filters=body.filters, fields=body.fields, page=body.page,
+                                page_size=body.page_size)
+
+
+@exchange_router.get("/{code}/records", summary="条件查询 Query (filters as query parameters)")
+async def exchange_query_get(code: str, request: Request, who: Principal = Depends(_EXCHANGE),
+                             fields: str | None = Query(None, max_length=2000), page: int = Query(1, ge=1),
+                             page_size: int = Query(100, ge=1, le=1000)) -> Response:
     filters = {k: v for k, v in request.query_params.items() if k not in ("fields", "page", "page_size")}
-    return _json(service.exchange(db, principal=who, code=code, op="query", filters=filters,
-                                  fields=_fields(fields), page=page, page_size=page_size))
+    return await _exchange_json(who, code, op="query", filters=filters, fields=_fields(fields), page=page,
+                                page_size=page_size)
 
 
-@router.get("/exchange/{code}/changes", summary="增量获取 Changes since a cursor")
-def exchange_changes(code: str, db: ReadDB, who: Principal = Depends(require("data.exchange")),
-                     cursor: str = Query("0", max_length=20), limit: int = Query(100, ge=1, le=1000),
-                     fields: str | None = Query(None, max_length=2000)) -> ORJSONResponse:
-    return _json(service.exchange(db, principal=who, code=code, op="pull", cursor=cursor, limit=limit,
-                                  fields=_fields(fields)))
+@exchange_router.get("/{code}/changes", summary="增量获取 Changes since a cursor")
+async def exchange_changes(code: str, who: Principal = Depends(_EXCHANGE),
+                           cursor: str = Query("0", max_length=20), limit: int = Query(100, ge=1, le=1000),
+                           fields: str | None = Query(None, max_length=2000)) -> Response:
+    return await _exchange_json(who, code, op="pull", cursor=cursor, limit=limit, fields=_fields(fields))
 
 
 @router.get("/exchange-log", summary="交换日志 Exchange log")
@@ -336,11 +367,40 @@ def open_download(code: str, fmt: str, db: ReadDB, who: Principal = Depends(opti
 
 @open_router.post("/resources/{code}/keys", status_code=201, summary="申请开放数据密钥 Apply for a key")
 def open_key(code: str, body: sc.OpenKeyIn, db: WriteDB) -> ORJSONResponse:
-    key = service.apply_open_key(db, code=code, applicant=body.applicant, contact=body.contact,
-                                 purpose=body.purpose)
-    return _json({"key": key, "resource": code,
-                  "note_zh": "密钥只显示一次，请妥善保存；调用时放在 X-API-Key 请求头",
+    a, ticket = service.apply_open_key(db, code=code, applicant=body.applicant, contact=body.contact,
+                                       purpose=body.purpose)
+    return _json({"application_id": a.id, "status": a.status, "resource": code, "ticket": ticket,
+                  "note_zh": "申请已提交，由数据提供部门审核；凭据只显示一次，用于查询进度和领取密钥",
+                  "note_en": "Submitted for the provider's review. Keep the ticket (shown once) to follow the "
+                             "application and collect the key"}, 201)
+
+
+@open_router.get("/applications/{application_id}", summary="申请进度 Application status (with the ticket)")
+def open_application(application_id: int, db: ReadDB,
+                     ticket: str = Header("", alias="X-Application-Ticket")) -> ORJSONResponse:
+    return _json(service.open_application_status(db, application_id=application_id, ticket=ticket))
+
+
+@open_router.post("/applications/{application_id}/key", status_code=201,
+                  summary="领取密钥 Collect the key of an approved application (once)")
+def collect_open_key(application_id: int, body: sc.TicketIn, db: WriteDB) -> ORJSONResponse:
+    key = service.collect_open_key(db, application_id=application_id, ticket=body.ticket)
+    return _json({"key": key, "note_zh": "密钥只显示一次，请妥善保存；调用时放在 X-API-Key 请求头",
                   "note_en": "The key is shown once; send it in the X-API-Key header"}, 201)
+
+
+@router.get("/open-applications", summary="开放数据密钥申请 Open-data key applications to my departments")
+def open_applications(db: ReadDB, who: Principal = Depends(require("data.approve")),
+                      status: str | None = None) -> ORJSONResponse:
+    return _json(service.list_open_applications(db, principal=who, status=status))
+
+
+@router.post("/open-applications/{application_id}/decision", summary="审核开放数据申请 Approve or refuse")
+def decide_open_application(application_id: int, body: sc.OpenDecisionIn, db: WriteDB,
+                            who: Principal = Depends(require("data.approve"))) -> ORJSONResponse:
+    a = service.decide_open_application(db, principal=who, application_id=application_id, approve=body.approve,
+                                        reason=body.reason)
+    return _json(service.open_application_dict(a))
 
 
 # --- CKAN Action API ------------------------------------------------------------------------------------------------------

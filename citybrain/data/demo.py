@@ -278,6 +278,9 @@ def _requests(db: Database) -> None:
                                purpose="危险化学品经营许可核验", legal_basis="《危险化学品安全管理条例》")
         service.create_request(s, principal=cg, code="440115-1-02-001-0001",
                                fields=["credit_code", "name", "status", "address"], purpose="门前三包责任单位核对")
+        # a researcher's application for a key to the conditionally open health facilities (for 卫健局)
+        service.apply_open_key(s, code="440115-2-JKBZ-001", applicant="某大学公共卫生学院",
+                               contact="lab@example.edu.cn", purpose="基层医疗资源可及性研究")
     # an overdue one: asked 16 days ago and never answered
     clock.freeze(today - dt.timedelta(days=16))
     try:

@@ -1,15 +1,21 @@
-"""The exchange log writer (group commit) and the per-key rate limiter.
+"""The exchange log writer (group commit) and the per-key rate limit.
 
 Every exchange call is logged before its data leaves: the caller hands its entry to the writer and waits
 until the entry is committed. The writer commits whatever entries have queued up meanwhile in one
 transaction (log rows + daily statistics upserts), so logging costs one commit per batch of concurrent
 calls, not one per call, and no answered call is ever missing from the log.
+
+The rate limit is a token bucket per key kept in the database (`data_rate_bucket`) and charged in that
+same transaction, so it holds across every server process (and every instance on PostgreSQL): a call whose
+bucket is empty is refused with 429 there, before its data leaves, and is not logged. A process that saw a
+refusal then refuses that key at once until its Retry-After has passed, without querying.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import os
 import threading
 import time
@@ -36,19 +42,22 @@ _LOG_COLS = ("at", "consumer_org_id", "provider_org_id", "resource_id", "actor",
 
 
 def write_entries(conn: Connection | Session, entries: list[dict[str, Any]]) -> None:
-    """Insert log rows and add them to the daily statistics (in the caller's transaction; raw driver SQL,
-    this runs once per group of exchange calls)."""
-    if not entries:
-        return
+    """Insert log rows and add them to the daily statistics, in the caller's transaction."""
     if isinstance(conn, Session):
         conn = conn.connection()
-    sqlite = conn.dialect.name == "sqlite"
+    _write_rows(conn.connection.dbapi_connection.cursor(), conn.dialect.name == "sqlite", entries)
+
+
+def _write_rows(cur: Any, sqlite: bool, entries: list[dict[str, Any]]) -> None:
+    """Log rows + daily statistics through a driver cursor (this runs once per group of exchange calls)."""
+    if not entries:
+        return
     ph = "?" if sqlite else "%s"
 
     def stamp(at: dt.datetime):
         return at.astimezone(dt.UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else at
 
-    conn.exec_driver_sql(
+    cur.executemany(
         f"INSERT INTO data_exchange_log ({', '.join(_LOG_COLS)}) VALUES ({', '.join([ph] * len(_LOG_COLS))})",
         [tuple(stamp(e["at"]) if c == "at" else e[c] for c in _LOG_COLS) for e in entries])
     sums: dict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0])
@@ -63,15 +72,50 @@ def write_entries(conn: Connection | Session, entries: list[dict[str, Any]]) -> 
            f"calls = data_exchange_daily.calls + excluded.calls, "
            f"records = data_exchange_daily.records + excluded.records")
     # sorted keys: concurrent writers lock statistics rows in the same order (no deadlocks on PostgreSQL)
-    conn.exec_driver_sql(sql, [(k[0].isoformat() if sqlite else k[0], k[1], k[2], v[2], v[0], v[1])
-                               for k, v in sorted(sums.items())])
+    cur.executemany(sql, [(k[0].isoformat() if sqlite else k[0], k[1], k[2], v[2], v[0], v[1])
+                          for k, v in sorted(sums.items())])
 
 
 class _Pending:
-    __slots__ = ("db", "entry", "done", "error")
+    __slots__ = ("db", "entry", "done", "error", "retry_after")
 
     def __init__(self, db: Database, entry: dict[str, Any]):
         self.db, self.entry, self.done, self.error = db, entry, False, None
+        self.retry_after: float | None = None  # set when the rate limit refused the call
+
+
+def charge_buckets(cur: Any, sqlite: bool, pending: list[_Pending], limit: RateLimit) -> None:
+    """Take one token per call from its caller's shared bucket (in the log transaction, through a driver
+    cursor); calls finding the bucket empty get `retry_after` and are not logged."""
+    subjects = sorted({p.entry["subject"] for p in pending if p.entry.get("subject")})
+    if not subjects:
+        return
+    ph = "?" if sqlite else "%s"
+    if not sqlite:  # PostgreSQL: make sure each row exists, then lock them (SQLite: BEGIN IMMEDIATE did)
+        first = min(p.entry["at"] for p in pending).timestamp()
+        cur.executemany("INSERT INTO data_rate_bucket (subject, tokens, at_s) VALUES (%s, %s, %s) "
+                        "ON CONFLICT (subject) DO NOTHING", [(s, limit.burst, first) for s in subjects])
+    cur.execute(f"SELECT subject, tokens, at_s FROM data_rate_bucket WHERE subject IN "
+                f"({', '.join([ph] * len(subjects))}) ORDER BY subject{'' if sqlite else ' FOR UPDATE'}",
+                tuple(subjects))
+    state = {r[0]: [float(r[1]), float(r[2])] for r in cur.fetchall()}
+    for p in pending:
+        subject = p.entry.get("subject")
+        if not subject:
+            continue
+        now = p.entry["at"].timestamp()
+        b = state.setdefault(subject, [limit.burst, now])
+        if now > b[1]:
+            b[0] = min(limit.burst, b[0] + (now - b[1]) * limit.rate)
+            b[1] = now
+        if b[0] >= 1:
+            b[0] -= 1
+        else:
+            p.retry_after = max(1.0, math.ceil((1 - b[0]) / limit.rate))
+            limit.block(subject, now + p.retry_after)
+    cur.executemany(f"INSERT INTO data_rate_bucket (subject, tokens, at_s) VALUES ({ph}, {ph}, {ph}) "
+                    f"ON CONFLICT (subject) DO UPDATE SET tokens = excluded.tokens, at_s = excluded.at_s",
+                    [(s, b[0], b[1]) for s, b in sorted(state.items())])
 
 
 class LogWriter:
@@ -110,6 +154,8 @@ class LogWriter:
                 with self.cond:
                     self.flushing = False
                     self.cond.notify_all()
+        if p.done and p.retry_after is not None:
+            raise LIMITER.refusal(p.retry_after)
         if not p.done or p.error is not None:
             raise Problem("交换日志写入失败，本次调用未返回数据，请重试",
                           "The exchange log could not be written; no data was sent. Please retry",
@@ -127,9 +173,9 @@ class LogWriter:
         db = group[0].db
         for attempt in range(3):
             try:
-                with db.write_engine.connect() as conn:
-                    write_entries(conn, [p.entry for p in group])
-                    conn.commit()
+                for p in group:
+                    p.retry_after = None
+                _commit_group(db, group)
                 break
             except Exception as exc:  # noqa: BLE001 - report to every waiting caller
                 if attempt == 2:
@@ -142,39 +188,67 @@ class LogWriter:
             p.done = True
 
 
+def _commit_group(db: Database, group: list[_Pending]) -> None:
+    """One transaction on a pooled driver connection: rate buckets, log rows, daily statistics, commit."""
+    raw = db.write_engine.raw_connection()
+    try:
+        sqlite = db.is_sqlite
+        cur = raw.cursor()
+        if sqlite:
+            cur.execute("BEGIN IMMEDIATE")  # the pool's SQLite connections run in autocommit mode
+        try:
+            charge_buckets(cur, sqlite, group, LIMITER)
+            _write_rows(cur, sqlite, [p.entry for p in group if p.retry_after is None])
+            if sqlite:
+                cur.execute("COMMIT")
+            else:
+                raw.commit()
+        except BaseException:
+            if sqlite:
+                if raw.driver_connection.in_transaction:
+                    cur.execute("ROLLBACK")
+            else:
+                raw.rollback()
+            raise
+    finally:
+        raw.close()  # back to the pool
+
+
 WRITER = LogWriter()
 
 
-class RateLimiter:
-    """A token bucket per caller: `rate` calls per second with bursts of `burst`."""
+class RateLimit:
+    """The rate limit in force: `rate` calls per second per key with bursts of `burst` (the buckets live in
+    the database); `blocked` remembers, per process, keys refused until a time (epoch seconds)."""
 
     def __init__(self, rate: float, burst: float):
         self.rate, self.burst = rate, burst
-        self.buckets: dict[str, list[float]] = {}
-        self.lock = threading.Lock()
+        self.blocked: dict[str, float] = {}
 
-    def hit(self, who: str) -> None:
-        """Take one token for `who` or raise 429 with Retry-After."""
-        now = time.monotonic()
-        with self.lock:
-            b = self.buckets.get(who)
-            if b is None:
-                b = self.buckets[who] = [self.burst, now]
-            tokens = min(self.burst, b[0] + (now - b[1]) * self.rate)
-            b[1] = now
-            if tokens < 1:
-                b[0] = tokens
-                wait = max(1, int((1 - tokens) / self.rate + 0.999))
-                raise TooManyRequests(f"调用过于频繁：每个凭证每秒最多 {self.rate:g} 次",
-                                      f"Rate limit: at most {self.rate:g} calls per second per key",
-                                      headers={"Retry-After": str(wait)})
-            b[0] = tokens - 1
+    def refusal(self, retry_after: float) -> TooManyRequests:
+        """The 429 problem of a refused call."""
+        return TooManyRequests(f"调用过于频繁：每个凭证每秒最多 {self.rate:g} 次",
+                               f"Rate limit: at most {self.rate:g} calls per second per key",
+                               headers={"Retry-After": str(int(retry_after))})
+
+    def block(self, subject: str, until: float) -> None:
+        """Refuse `subject` in this process until `until` without asking the database."""
+        if len(self.blocked) > 10_000:
+            self.blocked.clear()
+        self.blocked[subject] = max(until, self.blocked.get(subject, 0.0))
+
+    def check(self, subject: str, now: float) -> None:
+        """Raise 429 if this process already knows `subject` is over its limit at `now`."""
+        until = self.blocked.get(subject)
+        if until is not None:
+            if now < until:
+                raise self.refusal(math.ceil(until - now))
+            self.blocked.pop(subject, None)
 
     def reset(self) -> None:
-        """Forget every bucket."""
-        with self.lock:
-            self.buckets.clear()
+        """Forget the keys blocked in this process."""
+        self.blocked.clear()
 
 
 _rate = float(os.environ.get("CITYBRAIN_DATA_RATE_PER_S", "200"))
-LIMITER = RateLimiter(_rate, float(os.environ.get("CITYBRAIN_DATA_RATE_BURST", str(_rate * 2))))
+LIMITER = RateLimit(_rate, float(os.environ.get("CITYBRAIN_DATA_RATE_BURST", str(_rate * 2))))

@@ -316,3 +316,54 @@ class ExchangeDaily(Base):
     resource_id: Mapped[int] = mapped_column(Integer)
     calls: Mapped[int] = mapped_column(BigInteger, default=0)
     records: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class RateBucket(Base):
+    """The token bucket of one caller (`apikey:12`, `user:3`): shared by every server process, updated in
+    the exchange log's transaction."""
+
+    __tablename__ = "data_rate_bucket"
+
+    subject: Mapped[str] = mapped_column(String(60), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    at_s: Mapped[float] = mapped_column(Float)  # UTC epoch seconds of the last update
+
+
+class Tombstone(Base):
+    """A deleted record: its key and the change number of the deletion (the change feed carries it)."""
+
+    __tablename__ = "data_tombstone"
+    __table_args__ = (Index("ix_data_tombstone_feed", "feed", "resource_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    feed: Mapped[str] = mapped_column(String(30))  # the change sequence: a base table's name, or "record"
+    resource_id: Mapped[int] = mapped_column(Integer)  # the resource deleted through (base tables: any)
+    key: Mapped[str] = mapped_column(String(200))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    actor: Mapped[str] = mapped_column(String(100))
+    deleted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# --- open data (开放) ----------------------------------------------------------------------------------------------
+
+
+class OpenApplication(Base):
+    """An application for a key to a conditionally open resource (有条件开放): pending until the provider
+    approves or refuses it; an approved applicant collects the key once with the ticket given at applying."""
+
+    __tablename__ = "data_open_application"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    resource_id: Mapped[int] = mapped_column(Integer, index=True)
+    provider_org_id: Mapped[int] = mapped_column(Integer, index=True)
+    applicant: Mapped[str] = mapped_column(String(100))
+    contact: Mapped[str] = mapped_column(String(100))
+    purpose: Mapped[str] = mapped_column(Text)
+    ticket_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(12), index=True)  # pending | approved | refused | issued
+    decision_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    decided_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    decided_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    key_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -105,6 +105,15 @@ class ReasonIn(BaseModel):
     reason: str = Field(max_length=2000)
 
 
+class DeleteIn(BaseModel):
+    """Records to delete by key, with the reason (kept with each tombstone and in the audit trail)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    keys: list[str] = Field(min_length=1, max_length=10_000)
+    reason: str = Field(min_length=1, max_length=2000)
+
+
 class QueryIn(BaseModel):
     """An exchange query: equality filters on filterable fields, paged."""
 
@@ -122,6 +131,19 @@ class OpenKeyIn(BaseModel):
     applicant: str = Field(max_length=100, description="申请人或单位")
     contact: str = Field(max_length=100, description="联系方式")
     purpose: str = Field(max_length=2000, description="用途")
+
+
+class TicketIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ticket: str = Field(max_length=100, description="申请时给出的凭据 The ticket given when applying")
+
+
+class OpenDecisionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    approve: bool
+    reason: str | None = Field(None, max_length=2000)
 
 
 class Page(BaseModel):

@@ -5,20 +5,23 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
+import hmac
 import io
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from citybrain import bus, context, masking
+from citybrain import bus, clock, context, masking
 from citybrain.audit import service as audit
 from citybrain.context import Principal
 from citybrain.data import exchangelog
@@ -28,11 +31,13 @@ from citybrain.data.models import (
     ExchangeLog,
     Grant,
     Load,
+    OpenApplication,
     Record,
     Reject,
     Resource,
     ResourceVersion,
     ShareRequest,
+    Tombstone,
 )
 from citybrain.data.quality import BASE_TABLES, CHECKS, GRADES, MASKS, TYPES, Validator
 from citybrain.db import get_db, utcnow
@@ -454,29 +459,42 @@ def _write_batch(conn, resource: Resource, load_id: int, batch: list[tuple[int, 
     if resource.base_table:
         bt = BASE_TABLES[resource.base_table]
         table, key = bt.table, bt.key
-        keys = [r[key] for _, r in batch]
-        existing: set[Any] = set()
-        for i in range(0, len(keys), 900):
-            existing.update(conn.scalars(select(table.c[key]).where(table.c[key].in_(keys[i:i + 900]))))
-        cols = [n for n in bt.columns if n in batch[0][1]]
         sqlite = conn.dialect.name == "sqlite"
-        # raw driver executemany (the hot path): dates as ISO text, timestamps as SQLAlchemy stores them
+        ph = "?" if sqlite else "%s"
+        batch = sorted(batch, key=lambda x: x[1][key])  # key order: B-tree inserts stay local
+        cols = [n for n in bt.columns if n in batch[0][1]]
+        # raw driver rows (the hot path): on SQLite dates as ISO text, timestamps as SQLAlchemy stores them
         stamp = now.astimezone(dt.UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else now
-        date_cols = {c for c in cols if bt.table.c[c].type.python_type is dt.date}
+        date_cols = {c for c in cols if bt.table.c[c].type.python_type is dt.date} if sqlite else set()
         getters = [(c, c in date_cols) for c in cols]
         rows = []
-        batch = sorted(batch, key=lambda x: x[1][key])  # key order: B-tree inserts stay local
         for i, (_, r) in enumerate(batch):
             vals = [(v.isoformat() if (is_date and v is not None) else v) for c, is_date in getters
                     for v in (r[c],)]
             vals += [first + i, load_id, stamp]
             rows.append(tuple(vals))
         all_cols = cols + ["seq", "load_id", "updated_at"]
-        ph = "?" if sqlite else "%s"
-        sql = (f"INSERT INTO {table.name} ({', '.join(all_cols)}) VALUES ({', '.join([ph] * len(all_cols))}) "
-               f"ON CONFLICT ({key}) DO UPDATE SET "
-               + ", ".join(f"{c} = excluded.{c}" for c in all_cols if c != key))
-        conn.exec_driver_sql(sql, rows)
+        upsert = f"ON CONFLICT ({key}) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in all_cols if c != key)
+        if sqlite:
+            # inserted rows take rowids above the current maximum (this transaction holds the write lock), so
+            # the rowid growth counts them: no existence lookup per key
+            top = conn.exec_driver_sql(f"SELECT coalesce(max(id), 0) FROM {table.name}").scalar()
+            conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(all_cols)}) "
+                                 f"VALUES ({', '.join([ph] * len(all_cols))}) {upsert}", rows)
+            inserted = conn.exec_driver_sql(f"SELECT coalesce(max(id), 0) FROM {table.name}").scalar() - top
+        else:  # PostgreSQL: COPY into a staging table of this connection, then one upsert that counts inserts
+            stage = f"_stage_{table.name}"
+            col_list = ", ".join(all_cols)
+            conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
+                                 f"SELECT {col_list} FROM {table.name} WITH NO DATA")
+            cur = conn.connection.dbapi_connection.cursor()
+            with cur.copy(f"COPY {stage} ({col_list}) FROM STDIN") as cp:
+                for row in rows:
+                    cp.write_row(row)
+            inserted = conn.exec_driver_sql(
+                f"WITH up AS (INSERT INTO {table.name} ({col_list}) SELECT {col_list} FROM {stage} {upsert} "
+                f"RETURNING (xmax = 0) AS new) SELECT count(*) FILTER (WHERE new) FROM up").scalar()
+        return inserted, len(rows) - inserted
     else:
         table = Record.__table__
         key = resource.key_field
@@ -490,9 +508,7 @@ def _write_batch(conn, resource: Resource, load_id: int, batch: list[tuple[int, 
                  "updated_at": now} for i, (_, r) in enumerate(batch)]
         conn.execute(_upsert_stmt(conn, table, ["resource_id", "record_key"],
                                      ["data", "seq", "load_id", "updated_at"]), rows)
-        keys_in = keys
-        return sum(1 for k in keys_in if k not in existing), sum(1 for k in keys_in if k in existing)
-    return sum(1 for k in keys if k not in existing), sum(1 for k in keys if k in existing)
+        return sum(1 for k in keys if k not in existing), sum(1 for k in keys if k in existing)
 
 
 def load_records(session: Session, *, principal: Principal, code: str, rows: Iterable[dict[str, Any]],
@@ -586,6 +602,56 @@ def load_records(session: Session, *, principal: Principal, code: str, rows: Ite
                  after={"load_id": load_id, "source": source, "total": total, "inserted": inserted,
                         "updated": updated, "rejected": rejected})
     return load
+
+
+MAX_DELETE = 10_000
+
+
+def delete_records(session: Session, *, principal: Principal, code: str, keys: list[str], reason: str) -> dict:
+    """Delete records by key (provider department, with a reason); each deletion gets a change number and
+    a tombstone, so consumers pulling changes since a cursor see it. Unknown keys are returned, not errors."""
+    resource = _resource(session, code)
+    _authorize(session, principal, "data.load", resource.provider_org_id)
+    reason = (reason or "").strip()
+    keys = list(dict.fromkeys(str(k).strip() for k in keys if str(k).strip()))
+    problems = []
+    if not reason:
+        problems.append({"field": "reason", "message": "删除须说明理由 a reason is required"})
+    if not keys or len(keys) > MAX_DELETE:
+        problems.append({"field": "keys", "message": f"1-{MAX_DELETE} keys"})
+    if problems:
+        raise Invalid("删除请求不完整", "The deletion needs keys and a reason", errors=problems)
+    if resource.base_table:
+        bt = BASE_TABLES[resource.base_table]
+        table, col, feed, scope = bt.table, bt.table.c[bt.key], resource.base_table, ()
+    else:
+        table, feed = Record.__table__, "record"
+        col, scope = table.c.record_key, (table.c.resource_id == resource.id,)
+    found: list[str] = []
+    for i in range(0, len(keys), 900):
+        found += session.scalars(select(col).where(col.in_(keys[i:i + 900]), *scope))
+    found = sorted(set(found))
+    if found:
+        first = _next_seq(session, feed, len(found))
+        for i in range(0, len(found), 900):
+            session.execute(delete(table).where(col.in_(found[i:i + 900]), *scope))
+        now = utcnow()
+        session.execute(insert(Tombstone), [
+            {"feed": feed, "resource_id": resource.id, "key": k, "seq": first + i, "reason": reason[:2000],
+             "actor": principal.label[:100], "deleted_at": now} for i, k in enumerate(found)])
+    missing = sorted(set(keys) - set(found))
+    audit.commit(session, action="data.records.delete", target_type="data_resource", target_id=code,
+                 after={"deleted": len(found), "not_found": len(missing), "reason": reason,
+                        "keys": [masking.mask_text(k) for k in found[:50]]})
+    return {"deleted": len(found), "not_found": missing[:1000]}
+
+
+def _tombstones(session: Session, meta: dict[str, Any], after: int, limit: int) -> list[tuple[int, str]]:
+    feed = meta["base_table"] or "record"
+    stmt = select(Tombstone.seq, Tombstone.key).where(Tombstone.feed == feed, Tombstone.seq > after)
+    if not meta["base_table"]:
+        stmt = stmt.where(Tombstone.resource_id == meta["id"])
+    return [tuple(r) for r in session.execute(stmt.order_by(Tombstone.seq).limit(limit))]
 
 
 def load_dict(load: Load) -> dict[str, Any]:
@@ -904,16 +970,16 @@ _GRANT_STMT = select(Grant.fields, Grant.unmasked_fields).where(
 
 
 def _grant_for(session: Session, meta: dict[str, Any], org_id: int) -> tuple[set[str], set[str]]:
-    rows = session.execute(_GRANT_STMT, {"rid": meta["id"], "org": org_id, "today": _today()}).all()
+    rows = _execute_raw(session, _GRANT_STMT, ("grant",), {"rid": meta["id"], "org": org_id, "today": _today()})
     if not rows:
         raise Forbidden(f"本部门没有资源 {meta['code']} 的有效共享授权（请先申请）",
                         f"Your department holds no valid grant for {meta['code']} (request one first)",
                         code="no_grant")
     fields: set[str] = set()
     unmasked: set[str] = set()
-    for f, u in rows:
-        fields.update(f or [])
-        unmasked.update(u or [])
+    for f, u in rows:  # JSON lists (text as the SQLite driver gives them)
+        fields.update((orjson.loads(f) if isinstance(f, str | bytes) else f) or [])
+        unmasked.update((orjson.loads(u) if isinstance(u, str | bytes) else u) or [])
     return fields, unmasked
 
 
@@ -939,23 +1005,41 @@ def _columns(meta: dict[str, Any], fields: list[str]):
     return [t.c.data, t.c.seq]
 
 
+_MAKERS: dict[tuple, Callable[[Any], dict]] = {}
+
+
+def _row_maker(fields: tuple[str, ...], masked: dict[str, Callable]) -> Callable[[Any], dict]:
+    """A function turning a driver row into the output record with the masks applied, generated once per
+    shape (`lambda r: {"id_number": m0(r[0]), "gender": r[1], ...}`: no per-field loop on the hot path).
+    Every mask passes None and "" through unchanged."""
+    ck = (fields, tuple((f, id(fn)) for f, fn in sorted(masked.items())))
+    fn = _MAKERS.get(ck)
+    if fn is None:
+        env: dict[str, Any] = {}
+        parts = []
+        for i, f in enumerate(fields):
+            if f in masked:
+                env[f"m{i}"] = masked[f]
+                parts.append(f"{f!r}: m{i}(r[{i}])")
+            else:
+                parts.append(f"{f!r}: r[{i}]")
+        fn = eval("lambda r: {" + ", ".join(parts) + "}", env)  # noqa: S307 - field names are checked identifiers
+        if len(_MAKERS) > 2000:
+            _MAKERS.clear()
+        _MAKERS[ck] = fn
+    return fn
+
+
 def _rows_out(meta: dict[str, Any], result, fields: list[str], masked: dict[str, Callable]) -> list[dict]:
-    out = []
     if meta["base_table"]:
-        for row in result:
-            d = dict(zip(fields, row, strict=False))
-            for f, fn in masked.items():
-                v = d[f]
-                if v is not None:
-                    d[f] = fn(v)
-            out.append(d)
-    else:
-        for data, _seq in result:
-            d = {f: data.get(f) for f in fields}
-            for f, fn in masked.items():
-                if d[f] is not None:
-                    d[f] = fn(d[f])
-            out.append(d)
+        return list(map(_row_maker(tuple(fields), masked), result))
+    out = []
+    for data, _seq in result:
+        d = {f: data.get(f) for f in fields}
+        for f, fn in masked.items():
+            if d[f] is not None:
+                d[f] = fn(d[f])
+        out.append(d)
     return out
 
 
@@ -1021,9 +1105,12 @@ def exchange(session: Session, *, principal: Principal, code: str, op: str = "qu
     """A granted consumer's query: by key (`get`), by filter with paging (`query`) or changes since a
     cursor (`pull`). Fields outside the grant are refused, sensitive fields are masked unless the grant
     names them in clear, and the call is logged (consumer, resource, fields, records) before data leaves."""
+    subject = None
     if principal.kind != "system":
         _authorize(session, principal, "data.exchange")
-        exchangelog.LIMITER.hit(f"{principal.kind}:{principal.id}")
+        if log:  # the limit is charged with the log entry (shared by all processes); known refusals stop here
+            subject = f"{principal.kind}:{principal.id}"
+            exchangelog.LIMITER.check(subject, clock.now().timestamp())
     if not principal.org_id:
         raise Forbidden("交换接口须以部门身份调用", "Exchange calls are made on behalf of a department",
                         code="no_department")
@@ -1080,8 +1167,19 @@ def exchange(session: Session, *, principal: Principal, code: str, op: str = "qu
         rows = session.execute(stmt, params).all()
     records = _rows_out(meta, rows, want, masks)
     if op == "pull":
-        result["next_cursor"] = str(rows[-1][-1]) if rows else str(after)
-        result["has_more"] = len(rows) == limit
+        # deletions (tombstones) are merged into the feed in change order
+        tombs = _tombstones(session, meta, after, limit)
+        # the key as this consumer may see it: masked like its records, fully masked if not granted at all
+        kf = meta["key"]
+        kmask = (masking.mask_all if kf not in granted
+                 else meta["masks"].get(kf) if masked and kf not in clear else None)
+        feed = sorted([(row[-1], rec) for row, rec in zip(rows, records, strict=True)]
+                      + [(seq, {meta["key"]: kmask(k) if kmask else k, "_deleted": True}) for seq, k in tombs],
+                      key=lambda x: x[0])
+        result["has_more"] = len(rows) == limit or len(tombs) == limit or len(feed) > limit
+        feed = feed[:limit]
+        records = [rec for _, rec in feed]
+        result["next_cursor"] = str(feed[-1][0]) if feed else str(after)
     if op == "get" and not records:
         raise NotFound(f"没有主键为 {masking.mask_text(key)} 的记录", "No record with that key",
                        code="record_not_found")
@@ -1097,7 +1195,7 @@ def exchange(session: Session, *, principal: Principal, code: str, op: str = "qu
             "resource_id": meta["id"], "actor": principal.label[:100],
             "key_id": principal.id if principal.kind == "apikey" else None, "op": op, "fields": ",".join(want),
             "unmasked": ",".join(f for f in want if f in clear and f in meta["masks"]),
-            "records": len(records), "request_id": req.request_id})
+            "records": len(records), "request_id": req.request_id, "subject": subject})
     return result
 
 
@@ -1250,8 +1348,21 @@ def log_open_download(*, code: str, records: int, principal: Principal | None) -
         "request_id": context.current().request_id})
 
 
-def apply_open_key(session: Session, *, code: str, applicant: str, contact: str, purpose: str) -> str:
-    """Register a user of a conditionally open dataset and issue their key (shown once, revocable)."""
+def _ticket_hash(ticket: str) -> str:
+    return hashlib.sha256(ticket.encode()).hexdigest()
+
+
+def open_application_dict(a: OpenApplication, code: str | None = None) -> dict[str, Any]:
+    """An open-data key application as a plain dict (never the ticket)."""
+    return {"id": a.id, "resource_id": a.resource_id, "resource": code, "applicant": a.applicant,
+            "contact": a.contact, "purpose": a.purpose, "status": a.status, "decision_reason": a.decision_reason,
+            "decided_by": a.decided_by, "decided_at": a.decided_at, "created_at": a.created_at}
+
+
+def apply_open_key(session: Session, *, code: str, applicant: str, contact: str,
+                   purpose: str) -> tuple[OpenApplication, str]:
+    """Apply for a key to a conditionally open dataset: the application waits for the provider department;
+    returns it with a ticket (shown once) with which the applicant follows it and collects the key."""
     meta = _meta(session, code)
     if meta["status"] != "published" or meta["open_type"] != "conditional":
         raise Conflict("该资源不是有条件开放数据", "This resource is not conditionally open",
@@ -1260,10 +1371,84 @@ def apply_open_key(session: Session, *, code: str, applicant: str, contact: str,
             (("applicant", applicant), ("contact", contact), ("purpose", purpose)) if not (v or "").strip()]
     if errs:
         raise Invalid("请填写申请人、联系方式和用途", "Applicant, contact and purpose are required", errors=errs)
-    key, _k = identity.create_api_key(session, name=f"开放数据:{applicant.strip()[:60]}", scopes=["data.open"],
-                                      kind="open", subject=code, created_by=f"open:{contact.strip()[:60]}")
-    audit.commit(session, action="data.open.key", target_type="data_resource", target_id=code,
-                 after={"applicant": applicant, "contact": contact, "purpose": purpose})
+    ticket = "cbo_" + secrets.token_urlsafe(24)
+    a = OpenApplication(resource_id=meta["id"], provider_org_id=meta["provider_org_id"],
+                        applicant=applicant.strip()[:100], contact=contact.strip()[:100], purpose=purpose.strip(),
+                        ticket_hash=_ticket_hash(ticket), status="pending", created_at=utcnow())
+    session.add(a)
+    session.flush()
+    audit.commit(session, action="data.open.apply", target_type="data_open_application", target_id=a.id,
+                 after={"resource": code, "applicant": a.applicant, "contact": a.contact, "purpose": a.purpose})
+    return a, ticket
+
+
+def _open_application(session: Session, application_id: int) -> OpenApplication:
+    a = session.get(OpenApplication, application_id)
+    if a is None:
+        raise NotFound("没有该开放数据申请", "No such open-data application", code="application_not_found")
+    return a
+
+
+def list_open_applications(session: Session, *, principal: Principal, status: str | None = None,
+                           limit: int = 50) -> list[dict[str, Any]]:
+    """Open-data key applications to the caller's departments (providers' approvers)."""
+    _authorize(session, principal, "data.approve")
+    stmt = select(OpenApplication, Resource.code).join(Resource, Resource.id == OpenApplication.resource_id)
+    if principal.kind != "system" and principal.org_scope is not None:
+        stmt = stmt.where(OpenApplication.provider_org_id.in_(list(principal.org_scope)))
+    if status:
+        stmt = stmt.where(OpenApplication.status == status)
+    rows = session.execute(stmt.order_by(OpenApplication.id.desc()).limit(max(1, min(limit, 500)))).all()
+    return [open_application_dict(a, code) for a, code in rows]
+
+
+def decide_open_application(session: Session, *, principal: Principal, application_id: int, approve: bool,
+                            reason: str | None = None) -> OpenApplication:
+    """The provider department approves an open-data key application or refuses it with a reason."""
+    a = _open_application(session, application_id)
+    _authorize(session, principal, "data.approve", a.provider_org_id)
+    if a.status != "pending":
+        raise Conflict(f"该申请已处理（{a.status}）", f"The application is already {a.status}",
+                       code="application_decided")
+    reason = (reason or "").strip()
+    if not approve and not reason:
+        raise Invalid("不予开放须说明理由", "A refusal needs a reason",
+                      errors=[{"field": "reason", "message": "required"}])
+    a.status = "approved" if approve else "refused"
+    a.decision_reason = reason or None
+    a.decided_by, a.decided_at = principal.label[:100], utcnow()
+    audit.commit(session, action="data.open.approve" if approve else "data.open.refuse",
+                 target_type="data_open_application", target_id=a.id, before={"status": "pending"},
+                 after={"status": a.status, "reason": reason, "applicant": a.applicant})
+    return a
+
+
+def _check_ticket(a: OpenApplication, ticket: str) -> None:
+    if not hmac.compare_digest(a.ticket_hash, _ticket_hash(ticket or "")):
+        raise Forbidden("申请凭据不正确", "Wrong application ticket", code="bad_ticket")
+
+
+def open_application_status(session: Session, *, application_id: int, ticket: str) -> dict[str, Any]:
+    """The applicant's view of an application (with the ticket given at applying)."""
+    a = _open_application(session, application_id)
+    _check_ticket(a, ticket)
+    return {"id": a.id, "status": a.status, "decision_reason": a.decision_reason, "decided_at": a.decided_at}
+
+
+def collect_open_key(session: Session, *, application_id: int, ticket: str) -> str:
+    """Issue the key of an approved application, once (then the application is `issued`)."""
+    a = _open_application(session, application_id)
+    _check_ticket(a, ticket)
+    if a.status != "approved":
+        raise Conflict({"pending": "申请尚在审核中", "refused": "申请未获批准", "issued": "密钥已领取，不再显示"}
+                       .get(a.status, a.status), f"The application is {a.status}", code=f"application_{a.status}")
+    code = session.scalar(select(Resource.code).where(Resource.id == a.resource_id))
+    a.status = "issued"  # committed together with the key (create_api_key commits): collected once only
+    key, k = identity.create_api_key(session, name=f"开放数据:{a.applicant[:60]}", scopes=["data.open"],
+                                     kind="open", subject=code, created_by=f"open:{a.contact[:60]}")
+    a.key_id = k.id
+    audit.commit(session, action="data.open.key", target_type="data_open_application", target_id=a.id,
+                 after={"resource": code, "key_id": k.id, "applicant": a.applicant})
     return key
 
 

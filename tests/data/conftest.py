@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
 import pytest
 
 from citybrain import context
@@ -58,3 +67,28 @@ def consumer_key(hub: Database):
         return {"X-API-Key": key}
 
     return _make
+
+
+@contextlib.contextmanager
+def running_server(data_dir: Path, port: int, **env: str) -> Iterator[str]:
+    """A real `citybrain serve` subprocess on the SQLite database in `data_dir` (extra CITYBRAIN_* env)."""
+    full = {**os.environ, "CITYBRAIN_DATA_DIR": str(data_dir), "CITYBRAIN_SECRET_KEY": "test-secret-not-for-production",
+            **env}
+    full.pop("CITYBRAIN_DATABASE_URL", None)
+    proc = subprocess.Popen([sys.executable, "-c", "from citybrain.cli import main; main()", "serve", "--port",
+                             str(port)], env=full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None:
+                pytest.fail(proc.stderr.read().decode()[-2000:])
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(15)

@@ -1,9 +1,12 @@
+import datetime as dt
+
 from sqlalchemy import func, select
 
 from citybrain.audit import service as audit
 from citybrain.context import SYSTEM
 from citybrain.data import demo, exchangelog, service
 from citybrain.data.models import ExchangeDaily, ExchangeLog, Resource
+from citybrain.errors import TooManyRequests
 from tests.data.conftest import ENT, HEALTH, POP
 
 
@@ -95,6 +98,50 @@ def test_incremental_pull_with_cursor(client, hub, consumer_key):
                       headers=yx).status_code == 422
 
 
+def test_deletions_reach_the_change_feed(client, hub, consumer_key, dept_user):
+    yx = consumer_key("D-YXZX")
+    cursor = client.get(f"/api/v1/data/exchange/{ENT}/changes", params={"cursor": 0, "limit": 1000},
+                        headers=yx).json()["next_cursor"]
+    rows = list(demo.entity_rows(120))
+    gone = sorted([rows[3]["credit_code"], rows[9]["credit_code"]])  # deleted in key order
+    provider = dept_user("D-SCJG", "handler")
+    body = {"keys": gone + ["91440115MA00000000"], "reason": "企业注销后依法删除"}
+    assert client.post(f"/api/v1/data/resources/{ENT}/records/delete", json={"keys": gone},
+                       headers=provider).status_code == 422  # a reason is required
+    assert client.post(f"/api/v1/data/resources/{ENT}/records/delete", json=body,
+                       headers=dept_user("D-GAJ", "handler")).status_code == 403  # not the provider
+    r = client.post(f"/api/v1/data/resources/{ENT}/records/delete", json=body, headers=provider)
+    assert r.status_code == 200 and r.json() == {"deleted": 2, "not_found": ["91440115MA00000000"]}
+    changed = dict(rows[20], status="注销")
+    with hub.write() as s:
+        service.load_records(s, principal=SYSTEM, code=ENT, rows=[changed])
+    feed = client.get(f"/api/v1/data/exchange/{ENT}/changes", params={"cursor": cursor}, headers=yx).json()
+    assert [(x["credit_code"], x.get("_deleted", False)) for x in feed["records"]] == [
+        (gone[0], True), (gone[1], True), (changed["credit_code"], False)]  # in change order
+    assert int(feed["next_cursor"]) > int(cursor) and not feed["has_more"]
+    page = client.get(f"/api/v1/data/exchange/{ENT}/changes", params={"cursor": cursor, "limit": 1},
+                      headers=yx).json()
+    assert page["records"] == [{"credit_code": gone[0], "_deleted": True}] and page["has_more"]
+    assert client.get(f"/api/v1/data/exchange/{ENT}/records/{gone[0]}", headers=yx).status_code == 404
+    one = rows[30]["credit_code"]
+    assert client.delete(f"/api/v1/data/resources/{ENT}/records/{one}", params={"reason": "重复登记"},
+                         headers=provider).status_code == 200
+    last = client.get(f"/api/v1/data/exchange/{ENT}/changes", params={"cursor": feed["next_cursor"]},
+                      headers=yx).json()
+    assert last["records"] == [{"credit_code": one, "_deleted": True}]
+    # a masked key field stays masked in its tombstone
+    cur = client.get(f"/api/v1/data/exchange/{POP}/changes", params={"cursor": 0, "limit": 1000},
+                     headers=yx).json()["next_cursor"]
+    person = next(demo.population_rows(1))["id_number"]
+    assert client.post(f"/api/v1/data/resources/{POP}/records/delete", json={"keys": [person], "reason": "死亡注销"},
+                       headers=dept_user("D-GAJ", "handler")).json()["deleted"] == 1
+    tomb = client.get(f"/api/v1/data/exchange/{POP}/changes", params={"cursor": cur}, headers=yx).json()["records"]
+    assert tomb == [{"id_number": person[:6] + "********" + person[-4:], "_deleted": True}]
+    with hub.read() as s:
+        n, recs = audit.search(s, action="data.records.delete", target_id=ENT)
+    assert n == 2 and {r.summary["after"]["deleted"] for r in recs} == {2, 1}
+
+
 def test_every_call_is_logged_and_summed(client, hub, consumer_key):
     yx = consumer_key("D-YXZX")
     with hub.read() as s:
@@ -119,7 +166,7 @@ def test_every_call_is_logged_and_summed(client, hub, consumer_key):
 
 
 def test_rate_limit_per_key(client, hub, consumer_key, monkeypatch):
-    monkeypatch.setattr(exchangelog, "LIMITER", exchangelog.RateLimiter(0.01, 3))
+    monkeypatch.setattr(exchangelog, "LIMITER", exchangelog.RateLimit(0.01, 3))
     yx, other = consumer_key("D-YXZX"), consumer_key("D-YXZX")
     codes = [client.post(f"/api/v1/data/exchange/{ENT}/query", json={"page_size": 1}, headers=yx).status_code
              for _ in range(4)]
@@ -142,3 +189,73 @@ def test_ioc_summary(client, hub, as_role):
     assert d["resources_total"] == 8 and d["pending_requests"] == 3 and d["overdue_requests"] == 1
     s = client.get("/api/v1/data/stats/exchange", params={"days": 3}, headers=as_role("leader")).json()
     assert len(s["days"]) == 3 and s["by_consumer"] and s["by_resource"]
+
+
+def test_rate_limit_is_shared_by_server_processes(hub, monkeypatch):
+    """Two server processes (own engines, own limiter state) on one database share each key's bucket; time
+    comes from the fake clock."""
+    from citybrain import clock
+    from citybrain.db import Database
+
+    t0 = dt.datetime(2026, 11, 20, 2, 0, tzinfo=dt.UTC)
+    clock.freeze(t0)
+    other = Database(hub.settings)  # the second process's engines and pool
+    limits = {hub: exchangelog.RateLimit(1.0, 3), other: exchangelog.RateLimit(1.0, 3)}
+    with hub.read() as s:
+        rid = s.scalar(select(Resource.id).where(Resource.code == ENT))
+
+    def call(db, subject="apikey:901") -> int:
+        monkeypatch.setattr(exchangelog, "LIMITER", limits[db])
+        entry = {"at": clock.now(), "consumer_org_id": 1, "provider_org_id": 2, "resource_id": rid,
+                 "actor": subject, "key_id": int(subject[7:]), "op": "query", "fields": "credit_code", "unmasked": "",
+                 "records": 1, "request_id": "t", "subject": subject}
+        try:
+            exchangelog.LIMITER.check(subject, clock.now().timestamp())
+            exchangelog.WRITER.submit(db, entry)
+        except TooManyRequests as exc:
+            assert int(exc.headers["Retry-After"]) >= 1
+            return 429
+        return 200
+
+    try:
+        assert [call(hub), call(other), call(hub), call(other)] == [200, 200, 200, 429]
+        assert call(hub) == 429  # the first process learns it from the shared bucket
+        assert call(hub, "apikey:902") == 200  # another key has its own bucket
+        clock.advance(dt.timedelta(seconds=1))
+        assert [call(other), call(hub)] == [200, 429]  # one token per second across both
+        clock.advance(dt.timedelta(seconds=10))
+        assert [call(hub), call(other), call(hub), call(other)] == [200, 200, 200, 429]  # burst refilled
+        with hub.read() as s:
+            logged = s.scalar(select(func.count()).select_from(ExchangeLog).where(ExchangeLog.key_id == 901))
+        assert logged == 7  # refused calls are not logged
+    finally:
+        other.dispose()
+        clock.reset()
+
+
+def test_rate_limit_holds_across_worker_processes(db, hub, tmp_path):
+    """`citybrain serve` with two worker processes: a key's burst is shared, whichever worker answers."""
+    import concurrent.futures
+
+    import httpx
+    import pytest
+
+    from citybrain.identity import service as identity
+    from tests.data.conftest import running_server
+
+    if not db.is_sqlite:
+        pytest.skip("the subprocess test runs once, on the embedded database")
+    with hub.write() as s:
+        org = identity.org_by_code(s, code="D-YXZX")
+        key, _k = identity.create_api_key(s, name="w", scopes=["data.exchange"], kind="consumer", org_id=org.id)
+    db.dispose()
+    with running_server(tmp_path, 8157, CITYBRAIN_WORKERS="2", CITYBRAIN_DATA_RATE_PER_S="0.001",
+                        CITYBRAIN_DATA_RATE_BURST="5") as base:
+        def call(_i: int) -> int:
+            with httpx.Client(base_url=base, headers={"X-API-Key": key}) as c:  # a new connection each time
+                return c.post(f"/api/v1/data/exchange/{ENT}/query", json={"page_size": 1}).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            codes = list(pool.map(call, range(16)))
+    assert sorted(codes) == [200] * 5 + [429] * 11
+    assert (tmp_path / "background.lock").exists()

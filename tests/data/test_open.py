@@ -1,14 +1,11 @@
 import csv
 import io
-import os
-import subprocess
-import sys
-import time
 
 import httpx
 import pytest
 
-from tests.data.conftest import ENT, HEALTH, POP
+from citybrain.audit import service as audit
+from tests.data.conftest import ENT, HEALTH, POP, running_server
 
 PORT = 8151
 
@@ -40,23 +37,69 @@ def test_preview_and_download_show_public_fields_only(client, hub):
     assert ioc == 401
 
 
-def test_conditionally_open_needs_a_key(client, hub):
+def _apply(client, applicant="某大学公共卫生学院"):
+    r = client.post(f"/api/v1/open/resources/{HEALTH}/keys", json={
+        "applicant": applicant, "contact": "lab@example.edu.cn", "purpose": "基层医疗资源可及性研究"})
+    assert r.status_code == 201 and r.json()["status"] == "pending" and "key" not in r.json()
+    return r.json()["application_id"], r.json()["ticket"]
+
+
+def test_conditionally_open_key_needs_the_providers_approval(client, hub, dept_user, as_role):
     r = client.get(f"/api/v1/open/resources/{HEALTH}/download.json")
     assert r.status_code == 403 and r.json()["code"] == "open_key_required"
     r = client.post(f"/api/v1/open/resources/{HEALTH}/keys", json={"applicant": "某大学", "contact": "",
                                                                   "purpose": "研究"})
     assert r.status_code == 422
-    r = client.post(f"/api/v1/open/resources/{HEALTH}/keys", json={"applicant": "某大学公共卫生学院",
-                                                                  "contact": "lab@example.edu.cn",
-                                                                  "purpose": "基层医疗资源可及性研究"})
+    app_id, ticket = _apply(client)
+    url = f"/api/v1/open/applications/{app_id}"
+    assert client.get(url, headers={"X-Application-Ticket": ticket}).json()["status"] == "pending"
+    assert client.get(url, headers={"X-Application-Ticket": "cbo_wrong"}).status_code == 403
+    r = client.post(f"{url}/key", json={"ticket": ticket})
+    assert r.status_code == 409 and r.json()["code"] == "application_pending"  # no key before approval
+    decide = f"/api/v1/data/open-applications/{app_id}/decision"
+    # per role: only approvers of the provider department (卫健局) may decide
+    assert client.post(decide, json={"approve": True}).status_code == 401
+    for headers in (dept_user("D-GAJ", "handler"), as_role("analyst"), as_role("operator"), as_role("leader"),
+                    as_role("secadmin")):
+        assert client.post(decide, json={"approve": True}, headers=headers).status_code == 403
+    provider = dept_user("D-WJJ", "handler")
+    listed = client.get("/api/v1/data/open-applications", params={"status": "pending"}, headers=provider).json()
+    assert listed[0]["id"] == app_id and {a["resource"] for a in listed} == {HEALTH}  # with the demo's
+    assert client.get("/api/v1/data/open-applications", headers=dept_user("D-GAJ", "handler")).json() == []
+    r = client.post(decide, json={"approve": True}, headers=provider)
+    assert r.status_code == 200 and r.json()["status"] == "approved"
+    assert client.post(decide, json={"approve": False, "reason": "x"}, headers=provider).status_code == 409
+    r = client.post(f"{url}/key", json={"ticket": ticket})
     assert r.status_code == 201
     key = r.json()["key"]
+    assert client.post(f"{url}/key", json={"ticket": ticket}).status_code == 409  # shown once
     r = client.get(f"/api/v1/open/resources/{HEALTH}/download.json", headers={"X-API-Key": key})
     assert r.status_code == 200 and len(r.json()["records"]) == 18
     # the key is for that dataset only and cannot query the exchange
     assert client.post(f"/api/v1/data/exchange/{ENT}/query", json={}, headers={"X-API-Key": key}).status_code == 403
     assert client.post(f"/api/v1/open/resources/{ENT}/keys", json={"applicant": "a", "contact": "b",
                                                                   "purpose": "c"}).status_code == 409
+    with hub.read() as s:
+        _n, applied = audit.search(s, action="data.open.apply", target_id=str(app_id))
+        _n, approved = audit.search(s, action="data.open.approve", target_id=str(app_id))
+        _n, issued = audit.search(s, action="data.open.key", target_id=str(app_id))
+    assert applied and issued and approved[0].actor.startswith("user:handler-d-wjj")
+
+
+def test_open_key_application_refused_with_a_reason(client, hub, dept_user):
+    app_id, ticket = _apply(client, "某咨询公司")
+    decide = f"/api/v1/data/open-applications/{app_id}/decision"
+    provider = dept_user("D-WJJ", "handler")
+    assert client.post(decide, json={"approve": False}, headers=provider).status_code == 422
+    r = client.post(decide, json={"approve": False, "reason": "用途与开放范围不符"}, headers=provider)
+    assert r.status_code == 200 and r.json()["status"] == "refused"
+    st = client.get(f"/api/v1/open/applications/{app_id}", headers={"X-Application-Ticket": ticket}).json()
+    assert st["status"] == "refused" and st["decision_reason"] == "用途与开放范围不符"
+    r = client.post(f"/api/v1/open/applications/{app_id}/key", json={"ticket": ticket})
+    assert r.status_code == 409 and r.json()["code"] == "application_refused"
+    with hub.read() as s:
+        _n, recs = audit.search(s, action="data.open.refuse", target_id=str(app_id))
+    assert recs[0].summary["after"]["reason"] == "用途与开放范围不符"
 
 
 def test_dcat_export_is_json_ld(client, hub):
@@ -88,25 +131,8 @@ def server(db, hub, tmp_path):
     if not db.is_sqlite:
         pytest.skip("the subprocess test runs once, on the embedded database")
     db.dispose()
-    env = {**os.environ, "CITYBRAIN_DATA_DIR": str(tmp_path), "CITYBRAIN_SECRET_KEY": "test-secret-not-for-production"}
-    env.pop("CITYBRAIN_DATABASE_URL", None)
-    proc = subprocess.Popen([sys.executable, "-c", "from citybrain.cli import main; main()", "serve", "--port", str(PORT)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{PORT}"
-    try:
-        for _ in range(150):
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None:
-                pytest.fail(proc.stderr.read().decode()[-2000:])
-            time.sleep(0.1)
+    with running_server(tmp_path, PORT) as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_ckanapi_client_against_a_running_server(server):

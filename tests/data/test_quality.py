@@ -44,6 +44,9 @@ def test_upsert_is_incremental(client, hub, dept_user):
     rows[0]["phone"] = "13900000000"
     r = client.post(f"/api/v1/data/resources/{POP}/records", json={"records": rows[:2]}, headers=h).json()
     assert (r["inserted"], r["updated"], r["rejected"]) == (0, 2, 0)
+    mixed = _people(8, 70_000)[:3] + rows[2:4]  # new and known keys in one batch
+    r = client.post(f"/api/v1/data/resources/{POP}/records", json=mixed, headers=h).json()
+    assert (r["inserted"], r["updated"], r["rejected"]) == (3, 2, 0)
 
 
 def test_csv_with_chinese_headers_and_xlsx(client, hub, dept_user):
