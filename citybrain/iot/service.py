@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, delete, func, insert, or_, select, text, update
+from sqlalchemy import case, delete, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from citybrain import bus, context, demo_district
@@ -44,9 +44,9 @@ log = logging.getLogger("citybrain.iot")
 CST = dt.timezone(dt.timedelta(hours=8))
 FUTURE_TOLERANCE_MS = 300_000  # a reading may be at most 5 minutes ahead of the server clock
 MAX_BATCH_READINGS = 50_000
-RATE_WINDOW_MS = 60_000
-COPY_MIN_ROWS = 2_000
-FLUSH_MS = 10_000  # a device row's last_seen_at/latest are rewritten at most this often (memory is first)  # PostgreSQL: batches from this size are written with COPY  # rate-of-change rules compare readings at least a minute apart
+RATE_WINDOW_MS = 60_000  # rate-of-change rules compare readings at least a minute apart
+COPY_MIN_MSGS = 500  # PostgreSQL: batches from this many messages (rows) are written with COPY
+FLUSH_MS = 10_000  # a device row's last_seen_at/latest are rewritten at most this often (memory is first)
 CODE_RE = re.compile(r"^[0-9A-Za-z_-]{4,40}$")
 STATUSES = ("online", "offline", "disabled")
 RULE_KINDS = ("threshold", "duration", "rate", "nodata")
@@ -721,7 +721,8 @@ def _ingest_locked(session: Session, st: _State, items: Any, source: str, sender
     min_ms = now_ms - get_settings().telemetry_retention_days * 86_400_000
     scope = None if sender is None else sender.org_scope
     sender_label = (sender.label if sender else f"device:{self_dev.code}" if self_dev else None)
-    rows: list[tuple[int, str, int, float | None, str | None]] = []
+    wide: dict[tuple[int, int], dict[str, Any]] = {}  # (device id, ts) -> {prop: value}: one row per message
+    in_batch_dups = 0
     dead: list[dict[str, Any]] = []
     seen: dict[int, list[int]] = {}  # device id -> [accepted, rejected]
     rejections = res.rejections
@@ -791,6 +792,7 @@ def _ingest_locked(session: Session, st: _State, items: Any, source: str, sender
         if cnt is None:
             cnt = seen[info.id] = [0, 0]
         dev_id = info.id
+        acc: dict[str, Any] = {}
         for prop, v in values.items():
             p = model.prop(prop)
             if p is None:
@@ -805,36 +807,49 @@ def _ingest_locked(session: Session, st: _State, items: Any, source: str, sender
                     if (p.min is not None and v < p.min) or (p.max is not None and v > p.max):
                         reject(idx, code, dev_id, prop, raw_ts, v, "out_of_range", f"{p.min}..{p.max} {p.unit}")
                         continue
-                    rows.append((dev_id, prop, ts, float(v), None))
+                    acc[prop] = float(v)
                 else:
                     reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "expected a number")
                     continue
             elif ptype == "bool":
                 if v is True or v is False or (v.__class__ is int and v in (0, 1)):
-                    rows.append((dev_id, prop, ts, 1.0 if v else 0.0, None))
+                    acc[prop] = 1.0 if v else 0.0
                 else:
                     reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "expected true/false")
                     continue
             elif ptype == "enum":
                 if isinstance(v, str) and v in p.values:
-                    rows.append((dev_id, prop, ts, None, v))
+                    acc[prop] = v
                 else:
                     reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", f"one of {', '.join(p.values)}")
                     continue
             else:
                 if isinstance(v, str) and len(v) <= 200 and "\x00" not in v:
-                    rows.append((dev_id, prop, ts, None, v))
+                    acc[prop] = v
                 else:
                     reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "expected a string (<= 200 chars)")
                     continue
             cnt[0] += 1
+        if acc:
+            w = wide.get((dev_id, ts))
+            if w is None:
+                wide[(dev_id, ts)] = acc
+            else:  # the same device and timestamp twice in one batch: merge, the first value of a property wins
+                for prop, v in acc.items():
+                    if prop in w:
+                        in_batch_dups += 1
+                    else:
+                        w[prop] = v
 
-    res.accepted = len(rows)
+    # one tuple per reading for the rules and latest values
+    rows = [(did, prop, ts, v, None) if v.__class__ is float else (did, prop, ts, None, v)
+            for (did, ts), vals in wide.items() for prop, v in vals.items()]
+    res.accepted = len(rows) + in_batch_dups
     res.rejected = len(dead)
     pending = _Pending()
     if rows:
-        _load_docs(session, st, rows, pending)
-        res.duplicates = len(rows) - _write_readings(session, rows)
+        _load_docs(session, st, wide, pending)
+        res.duplicates = in_batch_dups + len(rows) - _write_readings(session, st, pending, wide)
     if dead:
         session.execute(insert(DeadLetter), dead)
     # device bookkeeping: last seen, counters, offline -> online
@@ -912,37 +927,72 @@ def _bump_daily(session: Session, day: str, accepted: int, rejected: int) -> Non
         "rejected = iot_daily_count.rejected + excluded.rejected", (day, accepted, rejected))
 
 
-def _write_readings(session: Session, rows: list[tuple]) -> int:
-    """Insert readings, ignoring ones already stored; return how many were new."""
+def _write_readings(session: Session, st: _State, pending: _Pending, wide: dict[tuple[int, int], dict[str, Any]]) -> int:
+    """Store one row per (device, ts) message; return how many readings (properties) were new.
+
+    A message newer than everything stored for its device (the in-memory latest values are exact, loaded from
+    the readings on a device's first report) cannot exist yet: those rows go in one executemany / COPY. Older
+    (late or repeated) messages are merged property by property with the stored row, the stored value wins.
+    The fast path still merges on conflict, so storage stays right even if that assumption were broken."""
     conn = session.connection()
-    if conn.dialect.name == "sqlite":
-        raw = conn.connection.dbapi_connection
-        before = raw.total_changes
-        conn.exec_driver_sql(
-            "INSERT OR IGNORE INTO iot_reading (device_id, prop, ts, value, text) VALUES (?, ?, ?, ?, ?)", rows)
-        return raw.total_changes - before
+    docs, loaded = st.docs, pending.loaded
+    newest: dict[int, int] = {}
+    fast: list[tuple[int, int, str]] = []
+    slow: list[tuple[int, int, dict[str, Any]]] = []
+    new = 0
+    for (did, ts), vals in wide.items():
+        top = newest.get(did)
+        if top is None:
+            doc = docs.get(did)
+            if doc is None:
+                doc = loaded.get(did) or {}
+            top = newest[did] = max((t for t, _ in doc.values()), default=-1)
+        if ts > top:
+            fast.append((did, ts, orjson.dumps(vals).decode()))
+            new += len(vals)
+        else:
+            slow.append((did, ts, vals))
+    pg = conn.dialect.name == "postgresql"
     raw = conn.connection.dbapi_connection
-    if len(rows) >= COPY_MIN_ROWS:  # big batches: COPY into a per-connection staging table, then one INSERT
+    if fast and not pg:
+        conn.exec_driver_sql("INSERT INTO iot_reading (device_id, ts, vals) VALUES (?, ?, ?) ON CONFLICT (device_id, ts) "
+                             "DO UPDATE SET vals = json_patch(excluded.vals, iot_reading.vals)", fast)
+    elif fast and len(fast) >= COPY_MIN_MSGS:  # big batches: COPY into a per-connection staging table
         with raw.cursor() as cur:
-            if not conn.connection.info.get("iot_stage"):
-                cur.execute("CREATE TEMP TABLE IF NOT EXISTS iot_reading_stage (device_id integer, prop varchar(40), "
-                            "ts bigint, value double precision, text varchar(200)) ON COMMIT DELETE ROWS")
-                conn.connection.info["iot_stage"] = True
-            with cur.copy("COPY iot_reading_stage (device_id, prop, ts, value, text) FROM STDIN") as cp:
-                for r in rows:
+            if not conn.connection.info.get("iot_stage_w"):
+                cur.execute("CREATE TEMP TABLE IF NOT EXISTS iot_reading_stage_w (device_id integer, ts bigint, "
+                            "vals jsonb) ON COMMIT DELETE ROWS")
+                conn.connection.info["iot_stage_w"] = True
+            with cur.copy("COPY iot_reading_stage_w (device_id, ts, vals) FROM STDIN") as cp:
+                for r in fast:
                     cp.write_row(r)
-            cur.execute("INSERT INTO iot_reading (device_id, prop, ts, value, text) SELECT device_id, prop, ts, "
-                        "value, text FROM iot_reading_stage ON CONFLICT DO NOTHING")
-            n = cur.rowcount
-            cur.execute("TRUNCATE iot_reading_stage")
-            return n
-    # smaller batches: five arrays in one INSERT ... SELECT unnest(...) (one round trip, one plan)
-    cols = list(zip(*rows, strict=True))
-    with raw.cursor() as cur:
-        cur.execute("INSERT INTO iot_reading (device_id, prop, ts, value, text) "
-                    "SELECT * FROM unnest(%s::int[], %s::varchar[], %s::bigint[], %s::float8[], %s::varchar[]) "
-                    "ON CONFLICT DO NOTHING", [list(c) for c in cols])
-        return cur.rowcount
+            cur.execute("INSERT INTO iot_reading (device_id, ts, vals) SELECT device_id, ts, vals FROM "
+                        "iot_reading_stage_w ON CONFLICT (device_id, ts) DO UPDATE SET vals = excluded.vals || "
+                        "iot_reading.vals")
+            cur.execute("TRUNCATE iot_reading_stage_w")
+    elif fast:  # smaller batches: three arrays in one INSERT ... SELECT unnest(...) (one round trip, one plan)
+        cols = list(zip(*fast, strict=True))
+        with raw.cursor() as cur:
+            cur.execute("INSERT INTO iot_reading (device_id, ts, vals) SELECT * FROM unnest(%s::int[], %s::bigint[], "
+                        "%s::jsonb[]) ON CONFLICT (device_id, ts) DO UPDATE SET vals = excluded.vals || "
+                        "iot_reading.vals", [list(c) for c in cols])
+    ph = "%s" if pg else "?"
+    for did, ts, vals in slow:
+        stored = conn.exec_driver_sql(f"SELECT vals FROM iot_reading WHERE device_id = {ph} AND ts = {ph}",
+                                      (did, ts)).scalar()
+        if stored is None:
+            conn.exec_driver_sql(f"INSERT INTO iot_reading (device_id, ts, vals) VALUES ({ph}, {ph}, {ph})",
+                                 (did, ts, orjson.dumps(vals).decode()))
+            new += len(vals)
+            continue
+        if isinstance(stored, str | bytes):
+            stored = orjson.loads(stored)
+        add = {k: v for k, v in vals.items() if k not in stored}
+        if add:
+            conn.exec_driver_sql(f"UPDATE iot_reading SET vals = {ph} WHERE device_id = {ph} AND ts = {ph}",
+                                 (orjson.dumps(stored | add).decode(), did, ts))
+            new += len(add)
+    return new
 
 
 # --- rules ------------------------------------------------------------------------------------------------------
@@ -1072,22 +1122,39 @@ def _clear_alarm(session: Session, pending: _Pending, alarm_id: int, key: tuple[
     pending.cleared.append(key)
 
 
-def _load_docs(session: Session, st: _State, rows: list[tuple], pending: _Pending) -> None:
-    """Newest stored value per property of devices first seen since start, read BEFORE this batch is written."""
+LOAD_ROWS = 16  # newest messages read for a device's latest values; older properties come from its checkpoint
+
+
+def _load_docs(session: Session, st: _State, wide: dict[tuple[int, int], dict[str, Any]], pending: _Pending) -> None:
+    """Newest stored value per property of devices first seen since start, read BEFORE this batch is written:
+    the newest LOAD_ROWS messages (so the newest timestamp is exact), then the device row's checkpoint for
+    properties not among them."""
     docs = st.docs
-    need = list({r[0] for r in rows if r[0] not in docs})
-    if need:  # exact newest value per property from the readings (the device row's copy may lag, see FLUSH_MS)
-        conn = session.connection()
-        ph = "%s" if conn.dialect.name == "postgresql" else "?"
-        sql = (f"SELECT ts, value, text FROM iot_reading WHERE device_id = {ph} AND prop = {ph} "
-               "ORDER BY ts DESC LIMIT 1")
-        for did in need:
-            doc: dict[str, tuple[int, Any]] = {}
-            for p in st.by_id[did].model.props:
-                row = conn.exec_driver_sql(sql, (did, p.key)).first()
-                if row is not None:
-                    doc[p.key] = (row[0], row[1] if row[2] is None else row[2])
-            pending.loaded[did] = doc
+    need = list({did for did, _ts in wide if did not in docs})
+    if not need:
+        return
+    conn = session.connection()
+    ph = "%s" if conn.dialect.name == "postgresql" else "?"
+    sql = f"SELECT ts, vals FROM iot_reading WHERE device_id = {ph} ORDER BY ts DESC LIMIT {LOAD_ROWS}"
+    for did in need:
+        doc: dict[str, tuple[int, Any]] = {}
+        nprops = len(st.by_id[did].model.props)
+        n = 0
+        for ts, vals in conn.exec_driver_sql(sql, (did,)).all():
+            n += 1
+            if isinstance(vals, str | bytes):
+                vals = orjson.loads(vals)
+            for k, v in vals.items():
+                if k not in doc:
+                    doc[k] = (ts, v)
+        if n == LOAD_ROWS and len(doc) < nprops:
+            cp = conn.exec_driver_sql(f"SELECT latest FROM iot_device WHERE id = {ph}", (did,)).scalar()
+            if isinstance(cp, str | bytes):
+                cp = orjson.loads(cp)
+            for k, tv in (cp or {}).items():
+                if k not in doc and isinstance(tv, list) and len(tv) == 2:
+                    doc[k] = (int(tv[0]), tv[1])
+        pending.loaded[did] = doc
 
 
 def _latest_and_rules(session: Session, st: _State, rows: list[tuple], pending: _Pending, now: dt.datetime) -> None:
@@ -1491,6 +1558,17 @@ def device_latest(session: Session, *, code: str, principal: Principal) -> dict[
     return {"device": dev.code, "values": out}
 
 
+def _num(session: Session, prop: str, *, checked: bool = True) -> Any:
+    """SQL for the numeric value of one property in `iot_reading.vals` (NULL when the message lacks it).
+    `checked=False` when the property is known to be numeric; otherwise non-numbers give NULL too."""
+    if not checked:
+        return Reading.vals[prop].as_float()
+    if session.get_bind().dialect.name == "postgresql":
+        return case((func.jsonb_typeof(Reading.vals[prop]) == "number", Reading.vals[prop].as_float()))
+    path = f'$."{prop}"'
+    return case((func.json_type(Reading.vals, path).in_(("real", "integer")), func.json_extract(Reading.vals, path)))
+
+
 def readings(session: Session, *, code: str, prop: str, principal: Principal, since: dt.datetime | None = None,
              until: dt.datetime | None = None, interval_s: int | None = None, limit: int = 1000) -> dict[str, Any]:
     """Raw readings of one property in a time range, or avg/min/max/count per interval when `interval_s` is given."""
@@ -1502,21 +1580,42 @@ def readings(session: Session, *, code: str, prop: str, principal: Principal, si
     until = until or utcnow()
     since = since or until - dt.timedelta(hours=24)
     lo, hi = _ms(since), _ms(until)
-    base = (Reading.device_id == dev.id, Reading.prop == prop, Reading.ts >= lo, Reading.ts < hi)
+    numeric = model.prop(prop).type in ("number", "bool")
+    num = _num(session, prop, checked=False)
+    base = (Reading.device_id == dev.id, Reading.ts >= lo, Reading.ts < hi)
     if interval_s:
         if interval_s < 1:
             raise Invalid("聚合间隔需大于 0 秒", "interval_s must be > 0",
                           errors=[{"field": "interval_s", "message": "> 0"}])
+        if not numeric:
+            raise Invalid(f"{prop} 不是数值属性，无法按间隔聚合", f"{prop} is not numeric; it cannot be downsampled",
+                          errors=[{"field": "interval_s", "message": "numeric properties only"}])
         step = interval_s * 1000
         bucket = (Reading.ts - Reading.ts % step).label("bucket")
-        q = (select(bucket, func.avg(Reading.value), func.min(Reading.value), func.max(Reading.value),
-                    func.count()).where(*base).group_by(bucket).order_by(bucket).limit(limit))
+        q = (select(bucket, func.avg(num), func.min(num), func.max(num), func.count(num))
+             .where(*base, num.is_not(None)).group_by(bucket).order_by(bucket).limit(limit))
         points = [{"ts": _from_ms(int(b)), "avg": avg, "min": mn, "max": mx, "count": n}
                   for b, avg, mn, mx, n in session.execute(q)]
         return {"device": dev.code, "property": prop, "interval_s": interval_s, "points": points}
-    q = select(Reading.ts, Reading.value, Reading.text).where(*base).order_by(Reading.ts).limit(limit)
-    points = [{"ts": _from_ms(ts), "value": _value_out(model, prop, v, t)} for ts, v, t in session.execute(q)]
+    val = num if numeric else Reading.vals[prop].as_string()
+    q = select(Reading.ts, val).where(*base, val.is_not(None)).order_by(Reading.ts).limit(limit)
+    points = [{"ts": _from_ms(ts), "value": _value_out(model, prop, v if numeric else None, None if numeric else v)}
+              for ts, v in session.execute(q)]
     return {"device": dev.code, "property": prop, "points": points}
+
+
+def count_readings(session: Session, *, device_id: int | None = None, prop: str | None = None) -> int:
+    """How many readings (property values) are stored, optionally of one device and/or one property."""
+    each = "jsonb_each" if session.get_bind().dialect.name == "postgresql" else "json_each"
+    where, params = [], {}
+    if device_id is not None:
+        where.append("r.device_id = :d")
+        params["d"] = device_id
+    if prop is not None:
+        where.append("e.key = :p")
+        params["p"] = prop
+    sql = f"SELECT count(*) FROM iot_reading r, {each}(r.vals) e" + (" WHERE " + " AND ".join(where) if where else "")
+    return int(session.execute(text(sql), params).scalar() or 0)
 
 
 def grid_latest(session: Session, *, grid_code: str, principal: Principal) -> list[dict[str, Any]]:
@@ -1551,10 +1650,11 @@ def aggregate(session: Session, *, prop: str, principal: Principal, level: str =
                       errors=[{"field": "level", "message": "grid|community|town"}])
     until = until or utcnow()
     since = since or until - dt.timedelta(hours=1)
-    q = (select(col.label("area"), func.avg(Reading.value), func.min(Reading.value), func.max(Reading.value),
-                func.count(), func.count(func.distinct(Device.id)))
-         .select_from(Device).join(Reading, and_(Reading.device_id == Device.id, Reading.prop == prop))
-         .where(Reading.ts >= _ms(since), Reading.ts < _ms(until)).group_by(col).order_by(col))
+    num = _num(session, prop)
+    q = (select(col.label("area"), func.avg(num), func.min(num), func.max(num), func.count(num),
+                func.count(func.distinct(Device.id)))
+         .select_from(Device).join(Reading, Reading.device_id == Device.id)
+         .where(Reading.ts >= _ms(since), Reading.ts < _ms(until), num.is_not(None)).group_by(col).order_by(col))
     if model:
         q = q.where(Device.model_code == model)
     q = _scope(q, principal, Device.org_id)
