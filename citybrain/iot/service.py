@@ -976,22 +976,42 @@ def _write_readings(session: Session, st: _State, pending: _Pending, wide: dict[
             cur.execute("INSERT INTO iot_reading (device_id, ts, vals) SELECT * FROM unnest(%s::int[], %s::bigint[], "
                         "%s::jsonb[]) ON CONFLICT (device_id, ts) DO UPDATE SET vals = excluded.vals || "
                         "iot_reading.vals", [list(c) for c in cols])
-    ph = "%s" if pg else "?"
-    for did, ts, vals in slow:
-        stored = conn.exec_driver_sql(f"SELECT vals FROM iot_reading WHERE device_id = {ph} AND ts = {ph}",
-                                      (did, ts)).scalar()
-        if stored is None:
-            conn.exec_driver_sql(f"INSERT INTO iot_reading (device_id, ts, vals) VALUES ({ph}, {ph}, {ph})",
-                                 (did, ts, orjson.dumps(vals).decode()))
-            new += len(vals)
-            continue
-        if isinstance(stored, str | bytes):
-            stored = orjson.loads(stored)
-        add = {k: v for k, v in vals.items() if k not in stored}
-        if add:
-            conn.exec_driver_sql(f"UPDATE iot_reading SET vals = {ph} WHERE device_id = {ph} AND ts = {ph}",
-                                 (orjson.dumps(stored | add).decode(), did, ts))
-            new += len(add)
+    if slow:
+        new += _merge_late(conn, pg, slow)
+    return new
+
+
+def _merge_late(conn: Any, pg: bool, slow: list[tuple[int, int, dict[str, Any]]]) -> int:
+    """Late or repeated messages: read the stored rows of those (device, ts) keys in one query, add only the
+    properties not stored yet (the stored value wins); return how many readings were new."""
+    new = 0
+    for k in range(0, len(slow), 400):
+        chunk = slow[k:k + 400]
+        if pg:
+            got = conn.exec_driver_sql(
+                "SELECT r.device_id, r.ts, r.vals FROM iot_reading r JOIN unnest(%s::int[], %s::bigint[]) AS k(d, t) "
+                "ON r.device_id = k.d AND r.ts = k.t", ([c[0] for c in chunk], [c[1] for c in chunk])).all()
+        else:
+            got = conn.exec_driver_sql(
+                "SELECT device_id, ts, vals FROM iot_reading WHERE (device_id, ts) IN (VALUES "
+                + ", ".join("(?, ?)" for _ in chunk) + ")", tuple(x for c in chunk for x in c[:2])).all()
+        stored = {(d, t): (orjson.loads(v) if isinstance(v, str | bytes) else v) for d, t, v in got}
+        inserts, updates = [], []
+        for did, ts, vals in chunk:
+            old = stored.get((did, ts))
+            if old is None:
+                inserts.append((did, ts, orjson.dumps(vals).decode()))
+                new += len(vals)
+                continue
+            add = {p: v for p, v in vals.items() if p not in old}
+            if add:
+                updates.append((orjson.dumps(old | add).decode(), did, ts))
+                new += len(add)
+        ph = "%s" if pg else "?"
+        if inserts:
+            conn.exec_driver_sql(f"INSERT INTO iot_reading (device_id, ts, vals) VALUES ({ph}, {ph}, {ph})", inserts)
+        if updates:
+            conn.exec_driver_sql(f"UPDATE iot_reading SET vals = {ph} WHERE device_id = {ph} AND ts = {ph}", updates)
     return new
 
 
