@@ -133,11 +133,15 @@ class _State:
     rules: dict[tuple[str, str], list[RuleInfo]] | None = None  # (model_code, prop) -> rules
     device_rules: dict[tuple[int, str], list[RuleInfo]] = field(default_factory=dict)
     nodata_rules: list[RuleInfo] = field(default_factory=list)
+    model_rules: dict[str, dict[str, list[RuleInfo]]] = field(default_factory=dict)  # model -> prop -> rules
+    dev_rules: dict[int, dict[str, list[RuleInfo]]] = field(default_factory=dict)  # device -> prop -> rules
+    nodata_props: dict[str, set[str]] = field(default_factory=dict)  # model -> props watched by no-data rules
     open_alarms: dict[tuple[int, int], int] | None = None  # (rule_id, device_id) -> alarm id
     since: dict[tuple[int, int], int] | None = None  # duration rules: condition holds since (ms)
     docs: dict[int, dict[str, tuple[int, Any]]] = field(default_factory=dict)  # device -> prop -> (ts, value)
     rate_ref: dict[tuple[int, int], tuple[int, float]] = field(default_factory=dict)  # rate rules' reference
     flushed: dict[int, int] = field(default_factory=dict)  # device -> when its row was last written (ms)
+    newest: dict[int, int] = field(default_factory=dict)  # device -> newest stored message ts (exact, see docs)
     keys: dict[str, tuple[Principal, float]] = field(default_factory=dict)  # gateway key cache
 
 
@@ -222,6 +226,16 @@ def _load_rules(session: Session, st: _State) -> None:
         else:
             rules[(info.model_code, info.prop)].append(info)
     st.rules, st.device_rules, st.nodata_rules = dict(rules), dict(device_rules), nodata
+    model_rules: dict[str, dict[str, list[RuleInfo]]] = defaultdict(dict)
+    for (m, prop), rl in rules.items():
+        model_rules[m][prop] = rl
+    dev_rules: dict[int, dict[str, list[RuleInfo]]] = defaultdict(dict)
+    for (did, prop), rl in device_rules.items():
+        dev_rules[did][prop] = rl
+    nodata_props: dict[str, set[str]] = defaultdict(set)
+    for r in nodata:
+        nodata_props[r.model_code].add(r.prop)
+    st.model_rules, st.dev_rules, st.nodata_props = dict(model_rules), dict(dev_rules), dict(nodata_props)
 
 
 def _load_alarm_state(session: Session, st: _State) -> None:
@@ -688,6 +702,20 @@ class IngestResult:
 MAX_REPORTED_REJECTIONS = 100
 
 
+@dataclass
+class Part:
+    """One request's or message batch's readings; ingested with others in one transaction (group commit)."""
+
+    items: Any
+    source: str = "http"
+    sender: Principal | None = None
+    device: DevInfo | None = None
+    item_scopes: list[frozenset[int] | None] | None = None
+    item_senders: list[str | None] | None = None
+    result: IngestResult = field(default_factory=IngestResult)
+    refuse: BaseException | None = None  # answer with this error after storing (a disabled device's dead letters)
+
+
 def ingest(session: Session, *, items: Any, source: str = "http", sender: Principal | None = None,
            device: DevInfo | None = None, item_scopes: list[frozenset[int] | None] | None = None,
            item_senders: list[str | None] | None = None) -> IngestResult:
@@ -699,33 +727,56 @@ def ingest(session: Session, *, items: Any, source: str = "http", sender: Princi
     many senders pass `item_scopes` (the organisation scope per item, None = unrestricted; the caller has
     authenticated each item's sender) and `item_senders` (labels for dead letters).
     """
+    part = Part(items, source, sender, device, item_scopes, item_senders)
+    ingest_parts(session, [part])
+    return part.result
+
+
+def ingest_parts(session: Session, parts: list[Part]) -> None:
+    """Ingest several requests' readings in ONE transaction (group commit); each part gets its own result
+    (accepted, duplicates, rejections, alarms of its readings). Commits before returning; on an error nothing
+    of any part is stored."""
     st = _state(session)
     with st.lock:
         try:
-            return _ingest_locked(session, st, items, source, sender, device, item_scopes, item_senders)
+            _ingest_locked(session, st, parts)
         except BaseException:
             session.rollback()
             raise
 
 
-def _ingest_locked(session: Session, st: _State, items: Any, source: str, sender: Principal | None,
-                   self_dev: DevInfo | None, item_scopes: list | None = None,
-                   item_senders: list | None = None) -> IngestResult:
+def _ingest_locked(session: Session, st: _State, parts: list[Part]) -> None:
     registry = _registry(session, st)
     _load_rules(session, st)
     _load_alarm_state(session, st)
-    res = IngestResult()
     now = utcnow()
     now_ms = _ms(now)
     max_ms = now_ms + FUTURE_TOLERANCE_MS
     min_ms = now_ms - get_settings().telemetry_retention_days * 86_400_000
-    scope = None if sender is None else sender.org_scope
-    sender_label = (sender.label if sender else f"device:{self_dev.code}" if self_dev else None)
     wide: dict[tuple[int, int], dict[str, Any]] = {}  # (device id, ts) -> {prop: value}: one row per message
-    in_batch_dups = 0
+    multi = len(parts) > 1
+    owner: dict[tuple[int, int], int] = {}  # several parts: which part a row (and its properties) came from
+    extra_owner: dict[tuple[int, int, str], int] = {}
     dead: list[dict[str, Any]] = []
     seen: dict[int, list[int]] = {}  # device id -> [accepted, rejected]
+    ts_cache: dict[Any, int | None] = {}
+    for pi, part in enumerate(parts):
+        _validate(part, pi, registry, now, max_ms, min_ms, wide, multi, owner, extra_owner, dead, seen, ts_cache)
+    _store_and_evaluate(session, st, parts, now, wide, multi, owner, extra_owner, dead, seen)
+
+
+def _validate(part: Part, pi: int, registry: dict[str, DevInfo], now: dt.datetime, max_ms: int, min_ms: int,
+              wide: dict[tuple[int, int], dict[str, Any]], multi: bool, owner: dict[tuple[int, int], int],
+              extra_owner: dict[tuple[int, int, str], int], dead: list[dict[str, Any]], seen: dict[int, list[int]],
+              ts_cache: dict[Any, int | None]) -> None:
+    """Check one part's readings against the device models; accepted ones go into `wide`, rejected into `dead`."""
+    items, source, sender, self_dev = part.items, part.source, part.sender, part.device
+    item_scopes, item_senders = part.item_scopes, part.item_senders
+    res = part.result
+    scope = None if sender is None else sender.org_scope
+    sender_label = (sender.label if sender else f"device:{self_dev.code}" if self_dev else None)
     rejections = res.rejections
+    dead_before = len(dead)
 
     def reject(idx: int, code: Any, dev_id: int | None, prop: Any, ts: Any, value: Any, reason: str,
                detail: str | None = None) -> None:
@@ -777,7 +828,12 @@ def _ingest_locked(session: Session, st: _State, items: Any, source: str, sender
                 reject(idx, code, info.id, prop, item.get("ts"), v, "device_disabled")
             continue
         raw_ts = item.get("ts")
-        ts = _parse_ts(raw_ts)
+        if raw_ts.__class__ is str:  # a batch's readings usually share their timestamp text
+            ts = ts_cache.get(raw_ts, -1)
+            if ts == -1:
+                ts = ts_cache[raw_ts] = _parse_ts(raw_ts)
+        else:
+            ts = _parse_ts(raw_ts)
         if ts is None:
             for prop, v in values.items():
                 reject(idx, code, info.id, prop, raw_ts, v, "bad_timestamp", "ISO 8601 or epoch seconds/ms")
@@ -788,26 +844,26 @@ def _ingest_locked(session: Session, st: _State, items: Any, source: str, sender
                 reject(idx, code, info.id, prop, raw_ts, v, reason)
             continue
         model = info.model
-        cnt = seen.get(info.id)
-        if cnt is None:
-            cnt = seen[info.id] = [0, 0]
         dev_id = info.id
+        if dev_id not in seen:
+            seen[dev_id] = [0, 0]
+        by_key = model.by_key  # type: ignore[attr-defined]
         acc: dict[str, Any] = {}
         for prop, v in values.items():
-            p = model.prop(prop)
+            p = by_key.get(prop)
             if p is None:
                 reject(idx, code, dev_id, prop, raw_ts, v, "unknown_property", f"{model.code} has no {prop!r}")
                 continue
             ptype = p.type
             if ptype == "number":
                 if v.__class__ is float or v.__class__ is int:
-                    if v != v or v in (math.inf, -math.inf):
+                    if p.lo <= v <= p.hi:  # finite bounds: also refuses NaN and infinities
+                        acc[prop] = v if v.__class__ is float else float(v)
+                    elif v != v or v in (math.inf, -math.inf):
                         reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "not a finite number")
-                        continue
-                    if (p.min is not None and v < p.min) or (p.max is not None and v > p.max):
+                    else:
                         reject(idx, code, dev_id, prop, raw_ts, v, "out_of_range", f"{p.min}..{p.max} {p.unit}")
-                        continue
-                    acc[prop] = float(v)
+                    continue
                 else:
                     reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "expected a number")
                     continue
@@ -829,32 +885,44 @@ def _ingest_locked(session: Session, st: _State, items: Any, source: str, sender
                 else:
                     reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "expected a string (<= 200 chars)")
                     continue
-            cnt[0] += 1
         if acc:
-            w = wide.get((dev_id, ts))
+            res.accepted += len(acc)
+            key = (dev_id, ts)
+            w = wide.get(key)
             if w is None:
-                wide[(dev_id, ts)] = acc
+                wide[key] = acc
+                if multi:
+                    owner[key] = pi
             else:  # the same device and timestamp twice in one batch: merge, the first value of a property wins
                 for prop, v in acc.items():
                     if prop in w:
-                        in_batch_dups += 1
+                        res.duplicates += 1
                     else:
                         w[prop] = v
+                        if multi:
+                            extra_owner[(dev_id, ts, prop)] = pi
+    res.rejected = len(dead) - dead_before
 
-    # one tuple per reading for the rules and latest values
-    rows = [(did, prop, ts, v, None) if v.__class__ is float else (did, prop, ts, None, v)
-            for (did, ts), vals in wide.items() for prop, v in vals.items()]
-    res.accepted = len(rows) + in_batch_dups
-    res.rejected = len(dead)
+
+def _store_and_evaluate(session: Session, st: _State, parts: list[Part], now: dt.datetime,
+                        wide: dict[tuple[int, int], dict[str, Any]], multi: bool, owner: dict[tuple[int, int], int],
+                        extra_owner: dict[tuple[int, int, str], int], dead: list[dict[str, Any]],
+                        seen: dict[int, list[int]]) -> None:
+    """Write the readings and dead letters, update latest values, evaluate the rules, commit, apply state."""
+
+    def own(did: int, ts: int, prop: str) -> int:
+        return extra_owner.get((did, ts, prop), owner[(did, ts)])
+
     pending = _Pending()
-    if rows:
+    if wide:
         _load_docs(session, st, wide, pending)
-        res.duplicates = in_batch_dups + len(rows) - _write_readings(session, st, pending, wide)
+        for did, ts, prop in _write_readings(session, st, pending, wide):  # already stored: duplicates
+            parts[own(did, ts, prop) if multi else 0].result.duplicates += 1
     if dead:
         session.execute(insert(DeadLetter), dead)
     # device bookkeeping: last seen, counters, offline -> online
-    if rows:
-        _latest_and_rules(session, st, rows, pending, now)
+    if wide:
+        _latest_and_rules(session, st, wide, pending, now, [p.result for p in parts], own if multi else None)
     came_online: list[DevInfo] = []
     if seen:
         for did in seen:
@@ -868,9 +936,7 @@ def _ingest_locked(session: Session, st: _State, items: Any, source: str, sender
                             .values(status="online", status_changed_at=now))
             _publish_status(session, [(i.code, "online", i.org_id) for i in came_online], now)
     day = cst_day(now)
-    _bump_daily(session, day, res.accepted - res.duplicates, res.rejected)
-    res.alarms_raised = len(pending.raised)
-    res.alarms_cleared = len(pending.cleared)
+    _bump_daily(session, day, sum(p.result.accepted - p.result.duplicates for p in parts), len(dead))
     if came_online:
         audit.record(session, action="iot.device.online", target_type="iot_device",
                      target_id=came_online[0].code if len(came_online) == 1 else f"{len(came_online)} devices",
@@ -881,7 +947,6 @@ def _ingest_locked(session: Session, st: _State, items: Any, source: str, sender
     for info in came_online:
         info.status = "online"
     pending.apply(st)
-    return res
 
 
 def _touch_devices(session: Session, st: _State, seen: dict[int, list[int]], now: dt.datetime,
@@ -927,31 +992,37 @@ def _bump_daily(session: Session, day: str, accepted: int, rejected: int) -> Non
         "rejected = iot_daily_count.rejected + excluded.rejected", (day, accepted, rejected))
 
 
-def _write_readings(session: Session, st: _State, pending: _Pending, wide: dict[tuple[int, int], dict[str, Any]]) -> int:
-    """Store one row per (device, ts) message; return how many readings (properties) were new.
+def _write_readings(session: Session, st: _State, pending: _Pending,
+                    wide: dict[tuple[int, int], dict[str, Any]]) -> list[tuple[int, int, str]]:
+    """Store one row per (device, ts) message; return the readings (device, ts, prop) that were already stored.
 
     A message newer than everything stored for its device (the in-memory latest values are exact, loaded from
     the readings on a device's first report) cannot exist yet: those rows go in one executemany / COPY. Older
     (late or repeated) messages are merged property by property with the stored row, the stored value wins.
     The fast path still merges on conflict, so storage stays right even if that assumption were broken."""
     conn = session.connection()
-    docs, loaded = st.docs, pending.loaded
-    newest: dict[int, int] = {}
+    known, pnewest = st.newest, pending.newest
+    tops: dict[int, int] = {}
+    batch_max: dict[int, int] = {}
     fast: list[tuple[int, int, str]] = []
     slow: list[tuple[int, int, dict[str, Any]]] = []
-    new = 0
+    dumps = orjson.dumps
     for (did, ts), vals in wide.items():
-        top = newest.get(did)
+        top = tops.get(did)
         if top is None:
-            doc = docs.get(did)
-            if doc is None:
-                doc = loaded.get(did) or {}
-            top = newest[did] = max((t for t, _ in doc.values()), default=-1)
+            top = known.get(did)
+            if top is None:
+                top = pnewest.get(did, -1)
+            tops[did] = top
         if ts > top:
-            fast.append((did, ts, orjson.dumps(vals).decode()))
-            new += len(vals)
+            fast.append((did, ts, dumps(vals).decode()))
         else:
             slow.append((did, ts, vals))
+        if ts > batch_max.get(did, -1):
+            batch_max[did] = ts
+    for did, ts in batch_max.items():
+        if ts > tops[did]:
+            pnewest[did] = ts
     pg = conn.dialect.name == "postgresql"
     raw = conn.connection.dbapi_connection
     if fast and not pg:
@@ -976,15 +1047,13 @@ def _write_readings(session: Session, st: _State, pending: _Pending, wide: dict[
             cur.execute("INSERT INTO iot_reading (device_id, ts, vals) SELECT * FROM unnest(%s::int[], %s::bigint[], "
                         "%s::jsonb[]) ON CONFLICT (device_id, ts) DO UPDATE SET vals = excluded.vals || "
                         "iot_reading.vals", [list(c) for c in cols])
-    if slow:
-        new += _merge_late(conn, pg, slow)
-    return new
+    return _merge_late(conn, pg, slow) if slow else []
 
 
 def _merge_late(conn: Any, pg: bool, slow: list[tuple[int, int, dict[str, Any]]]) -> int:
     """Late or repeated messages: read the stored rows of those (device, ts) keys in one query, add only the
-    properties not stored yet (the stored value wins); return how many readings were new."""
-    new = 0
+    properties not stored yet (the stored value wins); return the readings that were already stored."""
+    dups: list[tuple[int, int, str]] = []
     for k in range(0, len(slow), 400):
         chunk = slow[k:k + 400]
         if pg:
@@ -1001,18 +1070,17 @@ def _merge_late(conn: Any, pg: bool, slow: list[tuple[int, int, dict[str, Any]]]
             old = stored.get((did, ts))
             if old is None:
                 inserts.append((did, ts, orjson.dumps(vals).decode()))
-                new += len(vals)
                 continue
             add = {p: v for p, v in vals.items() if p not in old}
+            dups.extend((did, ts, p) for p in vals if p in old)
             if add:
                 updates.append((orjson.dumps(old | add).decode(), did, ts))
-                new += len(add)
         ph = "%s" if pg else "?"
         if inserts:
             conn.exec_driver_sql(f"INSERT INTO iot_reading (device_id, ts, vals) VALUES ({ph}, {ph}, {ph})", inserts)
         if updates:
             conn.exec_driver_sql(f"UPDATE iot_reading SET vals = {ph} WHERE device_id = {ph} AND ts = {ph}", updates)
-    return new
+    return dups
 
 
 # --- rules ------------------------------------------------------------------------------------------------------
@@ -1029,6 +1097,10 @@ class _Pending:
     bumps: dict[int, tuple[int, float | None]] = field(default_factory=dict)  # alarm id -> (count+, last value)
     rate_ref: dict[tuple[int, int], tuple[int, float]] = field(default_factory=dict)
     flushed: dict[int, int] = field(default_factory=dict)
+    newest: dict[int, int] = field(default_factory=dict)
+    cur: tuple | None = None  # the reading being evaluated, and which readings raised / cleared alarms
+    raised_by: list[tuple] = field(default_factory=list)
+    cleared_by: list[tuple] = field(default_factory=list)
 
     def apply(self, st: _State) -> None:
         assert st.open_alarms is not None and st.since is not None
@@ -1044,6 +1116,7 @@ class _Pending:
                 st.since[key] = since
         st.docs.update(self.loaded)
         st.docs.update(self.docs)
+        st.newest.update(self.newest)
         st.rate_ref.update(self.rate_ref)
         st.flushed.update(self.flushed)
 
@@ -1124,6 +1197,8 @@ def _raise_alarm(session: Session, pending: _Pending, r: RuleInfo, info: DevInfo
     key = (r.id, info.id)
     pending.open_now[key] = a.id
     pending.raised.append((key, a.id))
+    if pending.cur is not None:
+        pending.raised_by.append(pending.cur)
 
 
 def _clear_alarm(session: Session, pending: _Pending, alarm_id: int, key: tuple[int, int], v: float | None,
@@ -1140,6 +1215,8 @@ def _clear_alarm(session: Session, pending: _Pending, alarm_id: int, key: tuple[
                  before={"status": before}, after={"status": "cleared", "value": v, "by": by}, note=note,
                  actor=context.SYSTEM if by == "system:auto" else None)
     pending.cleared.append(key)
+    if pending.cur is not None:
+        pending.cleared_by.append(pending.cur)
 
 
 LOAD_ROWS = 16  # newest messages read for a device's latest values; older properties come from its checkpoint
@@ -1160,7 +1237,10 @@ def _load_docs(session: Session, st: _State, wide: dict[tuple[int, int], dict[st
         doc: dict[str, tuple[int, Any]] = {}
         nprops = len(st.by_id[did].model.props)
         n = 0
+        pending.newest[did] = -1
         for ts, vals in conn.exec_driver_sql(sql, (did,)).all():
+            if n == 0:
+                pending.newest[did] = ts
             n += 1
             if isinstance(vals, str | bytes):
                 vals = orjson.loads(vals)
@@ -1177,85 +1257,101 @@ def _load_docs(session: Session, st: _State, wide: dict[tuple[int, int], dict[st
         pending.loaded[did] = doc
 
 
-def _latest_and_rules(session: Session, st: _State, rows: list[tuple], pending: _Pending, now: dt.datetime) -> None:
+def _latest_and_rules(session: Session, st: _State, wide: dict[tuple[int, int], dict[str, Any]], pending: _Pending,
+                      now: dt.datetime, results: list[IngestResult], own: Any = None) -> None:
+    """Newest values per device and property, and the rules, message by message in time order (per device).
+    Alarms raised and cleared are counted on the result of the part a reading came from (`own`: several parts)."""
     docs = st.docs
-    # the stored latest values of devices not seen since start (rate rules and late-data detection)
-    rows_sorted = rows if all(rows[i][2] <= rows[i + 1][2] for i in range(len(rows) - 1)) else \
-        sorted(rows, key=lambda r: r[2])
-    rules, device_rules = st.rules or {}, st.device_rules
+    items = list(wide.items())
+    if any(items[i][0][1] > items[i + 1][0][1] for i in range(len(items) - 1)):
+        items.sort(key=lambda kv: kv[0][1])  # stable: a device's messages in time order
+    model_rules, dev_rules, nodata_props = st.model_rules, st.dev_rules, st.nodata_props
     open_alarms = st.open_alarms or {}
     since_map = st.since or {}
     by_id = st.by_id
     pdocs, loaded = pending.docs, pending.loaded
-    nodata_props = {(r.model_code, r.prop) for r in st.nodata_rules}
-    for row in rows_sorted:
-        did, prop, ts, v = row[0], row[1], row[2], row[3]
+    for (did, ts), vals in items:
         doc = pdocs.get(did)
         if doc is None:
             base = docs.get(did)
             doc = pdocs[did] = dict(base if base is not None else loaded.get(did) or {})
-        prev = doc.get(prop)
-        if prev is not None and ts <= prev[0]:
-            continue  # late or repeated reading: stored, not evaluated
-        doc[prop] = (ts, v if v is not None else row[4])
-        if v is None:
-            continue
-        key = (did, prop)
         info = by_id[did]
-        rlist = rules.get((info.model.code, prop))
-        drl = device_rules.get(key) if device_rules else None
-        if drl:
-            rlist = (rlist or []) + drl
-        if nodata_props and (info.model.code, prop) in nodata_props:
-            for r in st.nodata_rules:
-                if r.model_code == info.model.code and r.prop == prop and (r.device_id in (None, did)):
-                    akey = (r.id, did)
-                    aid = pending.open_now[akey] if akey in pending.open_now else open_alarms.get(akey)
-                    if aid:
-                        _clear_alarm(session, pending, aid, akey, v, now)
-        if not rlist:
-            continue
-        for r in rlist:
-            akey = (r.id, did)
-            aid = pending.open_now[akey] if akey in pending.open_now else open_alarms.get(akey)
-            if r.kind == "rate":  # change per minute, measured over at least RATE_WINDOW_MS
-                ref = pending.rate_ref.get(akey) or st.rate_ref.get(akey)
-                if ref is None:
-                    ref = (prev[0], prev[1]) if prev is not None and isinstance(prev[1], float) else (ts, v)
-                    pending.rate_ref[akey] = ref
-                if ts - ref[0] < RATE_WINDOW_MS:
-                    continue
-                x = (v - ref[1]) / ((ts - ref[0]) / 60000.0)
-                pending.rate_ref[akey] = (ts, v)
-            else:
-                x = v
-            hit = _cond(r, x)
-            if r.kind == "duration":
-                s = pending.since[akey] if akey in pending.since else since_map.get(akey)
-                if hit:
-                    if s is None:
-                        s = ts
-                        pending.since[akey] = ts
-                        _save_since(session, r.id, did, ts)
-                    if aid is None and ts - s >= r.duration_ms:
+        mcode = info.model.code
+        mrules = model_rules.get(mcode)
+        drules = dev_rules.get(did) if dev_rules else None
+        ndp = nodata_props.get(mcode) if nodata_props else None
+        for prop, v in vals.items():
+            prev = doc.get(prop)
+            if prev is not None and ts <= prev[0]:
+                continue  # late or repeated reading: stored, not evaluated
+            doc[prop] = (ts, v)
+            if v.__class__ is not float:
+                continue
+            rlist = mrules.get(prop) if mrules is not None else None
+            if drules is not None:
+                drl = drules.get(prop)
+                if drl:
+                    rlist = (rlist or []) + drl
+            if ndp is not None and prop in ndp:
+                pending.cur = (did, prop, ts)
+                for r in st.nodata_rules:
+                    if r.model_code == mcode and r.prop == prop and (r.device_id in (None, did)):
+                        akey = (r.id, did)
+                        aid = pending.open_now[akey] if akey in pending.open_now else open_alarms.get(akey)
+                        if aid:
+                            _clear_alarm(session, pending, aid, akey, v, now)
+            if not rlist:
+                continue
+            pending.cur = (did, prop, ts)
+            for r in rlist:
+                akey = (r.id, did)
+                aid = pending.open_now[akey] if akey in pending.open_now else open_alarms.get(akey)
+                if r.kind == "rate":  # change per minute, measured over at least RATE_WINDOW_MS
+                    ref = pending.rate_ref.get(akey) or st.rate_ref.get(akey)
+                    if ref is None:
+                        ref = (prev[0], prev[1]) if prev is not None and isinstance(prev[1], float) else (ts, v)
+                        pending.rate_ref[akey] = ref
+                    if ts - ref[0] < RATE_WINDOW_MS:
+                        continue
+                    x = (v - ref[1]) / ((ts - ref[0]) / 60000.0)
+                    pending.rate_ref[akey] = (ts, v)
+                else:
+                    x = v
+                hit = _cond(r, x)
+                if r.kind == "duration":
+                    s = pending.since[akey] if akey in pending.since else since_map.get(akey)
+                    if hit:
+                        if s is None:
+                            s = ts
+                            pending.since[akey] = ts
+                            _save_since(session, r.id, did, ts)
+                        if aid is None and ts - s >= r.duration_ms:
+                            _raise_alarm(session, pending, r, info, x, ts, now)
+                        elif aid is not None:
+                            _bump(pending, aid, x)
+                        continue
+                    if s is not None:
+                        pending.since[akey] = None
+                        _save_since(session, r.id, did, None)
+                elif hit:
+                    if aid is None:
                         _raise_alarm(session, pending, r, info, x, ts, now)
-                    elif aid is not None:
+                    else:
                         _bump(pending, aid, x)
                     continue
-                if s is not None:
-                    pending.since[akey] = None
-                    _save_since(session, r.id, did, None)
-            elif hit:
-                if aid is None:
-                    _raise_alarm(session, pending, r, info, x, ts, now)
-                else:
-                    _bump(pending, aid, x)
-                continue
-            if aid is not None and _normal(r, x):
-                _clear_alarm(session, pending, aid, akey, x, now)
+                if aid is not None and _normal(r, x):
+                    _clear_alarm(session, pending, aid, akey, x, now)
     for aid, (n, lv) in pending.bumps.items():
         session.execute(update(Alarm).where(Alarm.id == aid, Alarm.status != "cleared")
                         .values(count=Alarm.count + n, last_value=lv))
+    if own is None:
+        results[0].alarms_raised += len(pending.raised)
+        results[0].alarms_cleared += len(pending.cleared)
+        return
+    for r in pending.raised_by:
+        results[own(r[0], r[2], r[1])].alarms_raised += 1
+    for r in pending.cleared_by:
+        results[own(r[0], r[2], r[1])].alarms_cleared += 1
 
 
 def _bump(pending: _Pending, aid: int, v: float) -> None:
