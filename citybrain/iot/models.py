@@ -13,13 +13,12 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Boolean, Float, Index, Integer, String, Text, UniqueConstraint
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from citybrain.db import Base, JSONType, UTCDateTime, utcnow
 
 BigInt = BigInteger().with_variant(Integer, "sqlite")
-ValsType = JSON().with_variant(JSONB(), "postgresql")  # SQLite: JSON text
+ValsType = JSON()  # SQLite: JSON text; PostgreSQL: json (cheaper to write than jsonb; merged as jsonb)
 
 
 class Device(Base):

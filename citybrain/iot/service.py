@@ -41,11 +41,16 @@ from citybrain.iot.models import Alarm, DailyCount, DeadLetter, Device, Reading,
 
 log = logging.getLogger("citybrain.iot")
 
+try:
+    from psycopg.errors import UniqueViolation
+except ImportError:  # a SQLite-only installation (psycopg is the `postgres` extra)
+    class UniqueViolation(Exception):  # type: ignore[no-redef]
+        """Never raised without PostgreSQL."""
+
 CST = dt.timezone(dt.timedelta(hours=8))
 FUTURE_TOLERANCE_MS = 300_000  # a reading may be at most 5 minutes ahead of the server clock
 MAX_BATCH_READINGS = 50_000
 RATE_WINDOW_MS = 60_000  # rate-of-change rules compare readings at least a minute apart
-COPY_MIN_MSGS = 500  # PostgreSQL: batches from this many messages (rows) are written with COPY
 FLUSH_MS = 10_000  # a device row's last_seen_at/latest are rewritten at most this often (memory is first)
 CODE_RE = re.compile(r"^[0-9A-Za-z_-]{4,40}$")
 STATUSES = ("online", "offline", "disabled")
@@ -150,7 +155,7 @@ _states_lock = threading.Lock()
 
 
 def _state(session: Session) -> _State:
-    url = session.get_bind().url.render_as_string(hide_password=True)
+    url = session.get_bind().engine.url.render_as_string(hide_password=True)
     with _states_lock:
         st = _states.get(url)
         if st is None:
@@ -739,13 +744,20 @@ def ingest_parts(session: Session, parts: list[Part]) -> None:
     st = _state(session)
     with st.lock:
         try:
-            _ingest_locked(session, st, parts)
+            try:
+                _ingest_locked(session, st, parts, safe=False)
+            except UniqueViolation:  # PostgreSQL COPY met a stored row after all: again, merging on conflict
+                log.warning("telemetry COPY met stored rows; writing the batch with ON CONFLICT instead")
+                session.rollback()
+                for part in parts:
+                    part.result = IngestResult()
+                _ingest_locked(session, st, parts, safe=True)
         except BaseException:
             session.rollback()
             raise
 
 
-def _ingest_locked(session: Session, st: _State, parts: list[Part]) -> None:
+def _ingest_locked(session: Session, st: _State, parts: list[Part], safe: bool) -> None:
     registry = _registry(session, st)
     _load_rules(session, st)
     _load_alarm_state(session, st)
@@ -762,7 +774,7 @@ def _ingest_locked(session: Session, st: _State, parts: list[Part]) -> None:
     ts_cache: dict[Any, int | None] = {}
     for pi, part in enumerate(parts):
         _validate(part, pi, registry, now, max_ms, min_ms, wide, multi, owner, extra_owner, dead, seen, ts_cache)
-    _store_and_evaluate(session, st, parts, now, wide, multi, owner, extra_owner, dead, seen)
+    _store_and_evaluate(session, st, parts, now, wide, multi, owner, extra_owner, dead, seen, safe)
 
 
 def _validate(part: Part, pi: int, registry: dict[str, DevInfo], now: dt.datetime, max_ms: int, min_ms: int,
@@ -907,7 +919,7 @@ def _validate(part: Part, pi: int, registry: dict[str, DevInfo], now: dt.datetim
 def _store_and_evaluate(session: Session, st: _State, parts: list[Part], now: dt.datetime,
                         wide: dict[tuple[int, int], dict[str, Any]], multi: bool, owner: dict[tuple[int, int], int],
                         extra_owner: dict[tuple[int, int, str], int], dead: list[dict[str, Any]],
-                        seen: dict[int, list[int]]) -> None:
+                        seen: dict[int, list[int]], safe: bool) -> None:
     """Write the readings and dead letters, update latest values, evaluate the rules, commit, apply state."""
 
     def own(did: int, ts: int, prop: str) -> int:
@@ -916,7 +928,7 @@ def _store_and_evaluate(session: Session, st: _State, parts: list[Part], now: dt
     pending = _Pending()
     if wide:
         _load_docs(session, st, wide, pending)
-        for did, ts, prop in _write_readings(session, st, pending, wide):  # already stored: duplicates
+        for did, ts, prop in _write_readings(session, st, pending, wide, safe):  # already stored: duplicates
             parts[own(did, ts, prop) if multi else 0].result.duplicates += 1
     if dead:
         session.execute(insert(DeadLetter), dead)
@@ -992,14 +1004,15 @@ def _bump_daily(session: Session, day: str, accepted: int, rejected: int) -> Non
         "rejected = iot_daily_count.rejected + excluded.rejected", (day, accepted, rejected))
 
 
-def _write_readings(session: Session, st: _State, pending: _Pending,
-                    wide: dict[tuple[int, int], dict[str, Any]]) -> list[tuple[int, int, str]]:
+def _write_readings(session: Session, st: _State, pending: _Pending, wide: dict[tuple[int, int], dict[str, Any]],
+                    safe: bool = False) -> list[tuple[int, int, str]]:
     """Store one row per (device, ts) message; return the readings (device, ts, prop) that were already stored.
 
     A message newer than everything stored for its device (the in-memory latest values are exact, loaded from
-    the readings on a device's first report) cannot exist yet: those rows go in one executemany / COPY. Older
-    (late or repeated) messages are merged property by property with the stored row, the stored value wins.
-    The fast path still merges on conflict, so storage stays right even if that assumption were broken."""
+    the readings on a device's first report) cannot exist yet: those rows go in one executemany (SQLite, still
+    merging on conflict) or one COPY straight into the partitioned table (PostgreSQL; should a row exist after
+    all, the unique violation makes `ingest_parts` redo the batch with `safe`, merging on conflict). Older (late
+    or repeated) messages are merged property by property with the stored row, the stored value wins."""
     conn = session.connection()
     known, pnewest = st.newest, pending.newest
     tops: dict[int, int] = {}
@@ -1028,25 +1041,16 @@ def _write_readings(session: Session, st: _State, pending: _Pending,
     if fast and not pg:
         conn.exec_driver_sql("INSERT INTO iot_reading (device_id, ts, vals) VALUES (?, ?, ?) ON CONFLICT (device_id, ts) "
                              "DO UPDATE SET vals = json_patch(excluded.vals, iot_reading.vals)", fast)
-    elif fast and len(fast) >= COPY_MIN_MSGS:  # big batches: COPY into a per-connection staging table
-        with raw.cursor() as cur:
-            if not conn.connection.info.get("iot_stage_w"):
-                cur.execute("CREATE TEMP TABLE IF NOT EXISTS iot_reading_stage_w (device_id integer, ts bigint, "
-                            "vals jsonb) ON COMMIT DELETE ROWS")
-                conn.connection.info["iot_stage_w"] = True
-            with cur.copy("COPY iot_reading_stage_w (device_id, ts, vals) FROM STDIN") as cp:
-                for r in fast:
-                    cp.write_row(r)
-            cur.execute("INSERT INTO iot_reading (device_id, ts, vals) SELECT device_id, ts, vals FROM "
-                        "iot_reading_stage_w ON CONFLICT (device_id, ts) DO UPDATE SET vals = excluded.vals || "
-                        "iot_reading.vals")
-            cur.execute("TRUNCATE iot_reading_stage_w")
-    elif fast:  # smaller batches: three arrays in one INSERT ... SELECT unnest(...) (one round trip, one plan)
+    elif fast and not safe:  # COPY straight into the partitioned table: one round trip, no per-row planning
+        with raw.cursor() as cur, cur.copy("COPY iot_reading (device_id, ts, vals) FROM STDIN") as cp:
+            for r in fast:
+                cp.write_row(r)
+    elif fast:  # the safe path: three arrays in one INSERT ... SELECT unnest(...) merging on conflict
         cols = list(zip(*fast, strict=True))
         with raw.cursor() as cur:
             cur.execute("INSERT INTO iot_reading (device_id, ts, vals) SELECT * FROM unnest(%s::int[], %s::bigint[], "
-                        "%s::jsonb[]) ON CONFLICT (device_id, ts) DO UPDATE SET vals = excluded.vals || "
-                        "iot_reading.vals", [list(c) for c in cols])
+                        "%s::json[]) ON CONFLICT (device_id, ts) DO UPDATE SET "
+                        "vals = (excluded.vals::jsonb || iot_reading.vals::jsonb)::json", [list(c) for c in cols])
     return _merge_late(conn, pg, slow) if slow else []
 
 
@@ -1680,7 +1684,7 @@ def _num(session: Session, prop: str, *, checked: bool = True) -> Any:
     if not checked:
         return Reading.vals[prop].as_float()
     if session.get_bind().dialect.name == "postgresql":
-        return case((func.jsonb_typeof(Reading.vals[prop]) == "number", Reading.vals[prop].as_float()))
+        return case((func.json_typeof(Reading.vals[prop]) == "number", Reading.vals[prop].as_float()))
     path = f'$."{prop}"'
     return case((func.json_type(Reading.vals, path).in_(("real", "integer")), func.json_extract(Reading.vals, path)))
 
@@ -1722,7 +1726,7 @@ def readings(session: Session, *, code: str, prop: str, principal: Principal, si
 
 def count_readings(session: Session, *, device_id: int | None = None, prop: str | None = None) -> int:
     """How many readings (property values) are stored, optionally of one device and/or one property."""
-    each = "jsonb_each" if session.get_bind().dialect.name == "postgresql" else "json_each"
+    each = "json_each"  # SQLite and PostgreSQL alike
     where, params = [], {}
     if device_id is not None:
         where.append("r.device_id = :d")

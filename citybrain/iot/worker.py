@@ -42,6 +42,7 @@ class IngestWorker:
         self.thread: threading.Thread | None = None
         self.groups = 0
         self.requests = 0
+        self.conn: Any = None  # the ingest thread's own connection (no pool checkout and ping per group)
 
     def submit(self, prepare: Prepare, done: Done, size: int) -> None:
         """Queue a request: `prepare(session)` authenticates and parses it into a Part (or raises);
@@ -60,6 +61,7 @@ class IngestWorker:
                 with self.lock:
                     if self.q.empty():
                         self.thread = None
+                        self._close()
                         return
                 continue
             jobs = [first]
@@ -75,12 +77,27 @@ class IngestWorker:
                 self._process(jobs)
             except BaseException as exc:  # never leave a request unanswered
                 log.exception("telemetry group failed")
+                self._close()
                 for _prepare, done, _size in jobs:
                     _safe(done, None, exc)
 
+    def _close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:
+                log.warning("could not close the ingest connection", exc_info=True)
+            self.conn = None
+
+    def _session(self) -> Session:
+        if self.conn is None or self.conn.closed or self.conn.invalidated:
+            self._close()
+            self.conn = self.db.write_engine.connect()
+        return self.db.write_factory(bind=self.conn)
+
     def _process(self, jobs: list[tuple[Prepare, Done, int]]) -> None:
         ready: list[tuple[Done, service.Part]] = []
-        with self.db.write() as s:
+        with self._session() as s:
             for prepare, done, _size in jobs:
                 try:
                     part = prepare(s)

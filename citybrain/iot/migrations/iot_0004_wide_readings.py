@@ -42,7 +42,7 @@ def upgrade() -> None:
         op.execute("ALTER TABLE iot_reading_old RENAME CONSTRAINT pk_iot_reading TO pk_iot_reading_old")
         for name in _pg_partitions(bind, "iot_reading_old"):
             op.execute(f"ALTER TABLE {name} RENAME TO {name.replace('iot_reading_', 'iot_reading_old_', 1)}")
-        op.execute("CREATE TABLE iot_reading (device_id integer NOT NULL, ts bigint NOT NULL, vals jsonb NOT NULL, "
+        op.execute("CREATE TABLE iot_reading (device_id integer NOT NULL, ts bigint NOT NULL, vals json NOT NULL, "
                    "CONSTRAINT pk_iot_reading PRIMARY KEY (device_id, ts)) PARTITION BY RANGE (ts)")
         op.execute("CREATE TABLE iot_reading_default PARTITION OF iot_reading DEFAULT")
         lo, hi = bind.execute(sa.text("SELECT min(ts), max(ts) FROM iot_reading_old")).first()
@@ -54,8 +54,8 @@ def upgrade() -> None:
             op.execute(f"CREATE TABLE iot_reading_{m:%Y%m} PARTITION OF iot_reading "
                        f"FOR VALUES FROM ({_ms(m)}) TO ({_ms(nxt)})")
             m = nxt
-        op.execute("INSERT INTO iot_reading (device_id, ts, vals) SELECT device_id, ts, jsonb_object_agg(prop, "
-                   "CASE WHEN text IS NOT NULL THEN to_jsonb(text) ELSE to_jsonb(value) END) "
+        op.execute("INSERT INTO iot_reading (device_id, ts, vals) SELECT device_id, ts, json_object_agg(prop, "
+                   "CASE WHEN text IS NOT NULL THEN to_json(text) ELSE to_json(value) END) "
                    "FROM iot_reading_old WHERE value IS NOT NULL OR text IS NOT NULL GROUP BY device_id, ts")
         op.execute("DROP TABLE iot_reading_old")
     else:
@@ -84,9 +84,9 @@ def downgrade() -> None:
                    "CONSTRAINT pk_iot_reading PRIMARY KEY (device_id, prop, ts)) PARTITION BY RANGE (ts)")
         op.execute("CREATE TABLE iot_reading_default PARTITION OF iot_reading DEFAULT")
         op.execute("INSERT INTO iot_reading (device_id, prop, ts, value, text) SELECT w.device_id, e.key, w.ts, "
-                   "CASE WHEN jsonb_typeof(e.value) = 'number' THEN (e.value #>> '{}')::float8 END, "
-                   "CASE WHEN jsonb_typeof(e.value) = 'string' THEN e.value #>> '{}' END "
-                   "FROM iot_reading_wide w, jsonb_each(w.vals) e")
+                   "CASE WHEN json_typeof(e.value) = 'number' THEN (e.value #>> '{}')::float8 END, "
+                   "CASE WHEN json_typeof(e.value) = 'string' THEN e.value #>> '{}' END "
+                   "FROM iot_reading_wide w, json_each(w.vals) e")
         op.execute("DROP TABLE iot_reading_wide")
     else:
         op.rename_table('iot_reading', 'iot_reading_wide')
