@@ -206,7 +206,7 @@ class Subscriber:
                         if not b & 0x80:
                             break
                     queue.append(Msg(topic, bytes(buf[j + plen:end]), qos, mid, gen))
-                    if len(queue) >= batch_max:
+                    if len(queue) >= batch_max and not wake.is_set():
                         wake.set()
                 elif first >> 4 == 14:  # DISCONNECT from the broker
                     raise ConnectionError("the broker closed the session")
