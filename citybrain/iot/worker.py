@@ -25,7 +25,7 @@ from citybrain.iot import service
 
 log = logging.getLogger("citybrain.iot")
 
-GROUP_MAX_BYTES = 4 * 1024 * 1024  # at most this much request body per transaction (~60,000 readings)
+GROUP_MAX_BYTES = 1024 * 1024  # at most this much request body per transaction (~15,000 readings)
 IDLE_EXIT_S = 30.0  # the thread ends after this long without work (a new request starts it again)
 
 Prepare = Callable[[Session], service.Part]
