@@ -255,3 +255,28 @@ def test_large_batch_with_repeats(client, db, register, gateway, frozen):
     r = client.post("/api/v1/iot/telemetry", json={"readings": items[:600]}, headers={"X-API-Key": key})
     assert r.json()["duplicates"] == 2400 and r.json()["stored"] == 0
     assert _stored(db, code) == 2800
+
+
+def test_a_row_written_behind_the_servers_back_is_merged_not_lost(client, db, register, send, frozen):
+    """The fast path assumes no stored row is newer than the server knows; if one is (another writer), the
+    batch is still stored completely: merged on conflict (SQLite) or redone with ON CONFLICT (PostgreSQL)."""
+    from sqlalchemy import text
+
+    from citybrain import context
+
+    code, secret = register("air", "生态环境")
+    assert send(code, secret, {"pm25": 10.0}, ts=frozen - dt.timedelta(minutes=5)).json()["stored"] == 1
+    ts = frozen - dt.timedelta(minutes=1)
+    ms = int(ts.timestamp() * 1000)
+    with db.write() as s:
+        did = s.scalar(select(Device.id).where(Device.code == code))
+        s.execute(text("INSERT INTO iot_reading (device_id, ts, vals) VALUES (:d, :t, :v)"),
+                  {"d": did, "t": ms, "v": '{"pm10": 77.0}'})
+        s.commit()
+    r = send(code, secret, {"pm25": 20.0, "pm10": 1.0}, ts=ts)
+    assert r.status_code == 200 and r.json()["accepted"] == 2
+    with db.read() as s:
+        assert service.count_readings(s, device_id=did) == 3
+        pts = service.readings(s, code=code, prop="pm10", principal=context.SYSTEM,
+                               since=frozen - dt.timedelta(hours=1), until=frozen)["points"]
+        assert [p["value"] for p in pts] == [77.0]  # the stored value wins
