@@ -42,7 +42,7 @@ class IngestWorker:
         self.thread: threading.Thread | None = None
         self.groups = 0
         self.requests = 0
-        self.conn: Any = None  # the ingest thread's own connection (no pool checkout and ping per group)
+        self.conn: Any = None  # PostgreSQL: the ingest thread's own connection (no pool ping per group)
 
     def submit(self, prepare: Prepare, done: Done, size: int) -> None:
         """Queue a request: `prepare(session)` authenticates and parses it into a Part (or raises);
@@ -90,6 +90,8 @@ class IngestWorker:
             self.conn = None
 
     def _session(self) -> Session:
+        if self.db.is_sqlite:  # nothing to save there (no ping); the pool's connections as everywhere else
+            return self.db.write_factory()
         if self.conn is None or self.conn.closed or self.conn.invalidated:
             self._close()
             self.conn = self.db.write_engine.connect()
