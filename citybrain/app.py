@@ -256,6 +256,8 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
     for _name, mod in modules.parts("api"):
         for router in getattr(mod, "routers", None) or [mod.router]:
             app.include_router(router)
+        for mw in getattr(mod, "middleware", ()):  # a module's pure ASGI fast paths (e.g. iot telemetry)
+            app.add_middleware(mw)
     return app
 
 

@@ -250,32 +250,89 @@ class AlarmProbe:
         self.stop.set()
 
 
-def raw_ceiling(bodies: list[bytes], devices: list[str], tmp: Path) -> float:
-    """Rows/s of a raw sqlite3 executemany of the same rows (same batches) into a table of the same shape."""
-    path = tmp / "raw.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("CREATE TABLE r (device_id INTEGER NOT NULL, prop VARCHAR(40) NOT NULL, ts BIGINT NOT NULL, "
-                 "value FLOAT, text VARCHAR(200), PRIMARY KEY (device_id, prop, ts)) WITHOUT ROWID")
+def _raw_rows(bodies: list[bytes], devices: list[str]) -> list[list[tuple[int, int, dict[str, Any]]]]:
     ids = {c: i + 1 for i, c in enumerate(devices)}
     batches = []
     for body in bodies:
-        rows = []
-        for item in orjson.loads(body)["readings"]:
-            ts = int(dt.datetime.fromisoformat(item["ts"]).timestamp() * 1000)
-            for k, v in item["values"].items():
-                rows.append((ids[item["device"]], k, ts, v, None))
-        batches.append(rows)
+        batches.append([(ids[item["device"]], int(dt.datetime.fromisoformat(item["ts"]).timestamp() * 1000),
+                         item["values"]) for item in orjson.loads(body)["readings"]])
+    return batches
+
+
+def _raw_db(tmp: Path, name: str, ddl: str) -> sqlite3.Connection:
+    path = tmp / name
+    path.unlink(missing_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA cache_size=-65536")  # as the server's connections
+    conn.execute(ddl)
+    return conn
+
+
+def raw_ceiling(bodies: list[bytes], devices: list[str], tmp: Path) -> float:
+    """Readings/s of a raw sqlite3 executemany of the same readings, ONE ROW EACH (device_id, prop, ts), in the
+    same 500-reading batches with a commit each: the issue's ceiling (the layout before iot_0004)."""
+    batches = _raw_rows(bodies, devices)
+    conn = _raw_db(tmp, "raw.db", "CREATE TABLE r (device_id INTEGER NOT NULL, prop VARCHAR(40) NOT NULL, "
+                   "ts BIGINT NOT NULL, value FLOAT, text VARCHAR(200), PRIMARY KEY (device_id, prop, ts)) "
+                   "WITHOUT ROWID")
     n = 0
     t0 = time.perf_counter()
-    for rows in batches:
+    for msgs in batches:
+        rows = [(d, k, ts, v, None) for d, ts, vals in msgs for k, v in vals.items()]
         conn.execute("BEGIN")
         conn.executemany("INSERT OR IGNORE INTO r VALUES (?, ?, ?, ?, ?)", rows)
         conn.execute("COMMIT")
         n += len(rows)
     secs = time.perf_counter() - t0
     conn.close()
+    return n / secs
+
+
+def raw_layout_ceiling(bodies: list[bytes], devices: list[str], tmp: Path) -> float:
+    """Readings/s of a raw sqlite3 executemany into the server's own layout (one row per device message,
+    (device_id, ts) key, the values as a JSON object serialised in the loop, the same upsert), same batches."""
+    batches = _raw_rows(bodies, devices)
+    conn = _raw_db(tmp, "raw-layout.db", "CREATE TABLE r (device_id INTEGER NOT NULL, ts BIGINT NOT NULL, "
+                   "vals JSON NOT NULL, PRIMARY KEY (device_id, ts)) WITHOUT ROWID")
+    n = 0
+    t0 = time.perf_counter()
+    for msgs in batches:
+        rows = [(d, ts, orjson.dumps(vals).decode()) for d, ts, vals in msgs]
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO r VALUES (?, ?, ?) ON CONFLICT (device_id, ts) DO UPDATE "
+                         "SET vals = json_patch(excluded.vals, r.vals)", rows)
+        conn.execute("COMMIT")
+        n += sum(len(vals) for _d, _ts, vals in msgs)
+    secs = time.perf_counter() - t0
+    conn.close()
+    return n / secs
+
+
+def pg_raw_copy(url: str, bodies: list[bytes], devices: list[str]) -> float:
+    """Readings/s of a raw psycopg COPY of the same readings in the same batches (a commit each) into a
+    table of the server's PostgreSQL layout (partitioned by ts, (device_id, ts) key, json values)."""
+    import psycopg
+
+    batches = _raw_rows(bodies, devices)
+    with psycopg.connect(url) as conn:
+        conn.execute("CREATE TABLE bench_raw (device_id integer NOT NULL, ts bigint NOT NULL, vals json NOT NULL, "
+                      "PRIMARY KEY (device_id, ts)) PARTITION BY RANGE (ts)")
+        conn.execute("CREATE TABLE bench_raw_default PARTITION OF bench_raw DEFAULT")
+        conn.commit()
+        n = 0
+        t0 = time.perf_counter()
+        with conn.cursor() as cur:
+            for msgs in batches:
+                with cur.copy("COPY bench_raw (device_id, ts, vals) FROM STDIN") as cp:
+                    for d, ts, vals in msgs:
+                        cp.write_row((d, ts, orjson.dumps(vals).decode()))
+                conn.commit()
+                n += sum(len(vals) for _d, _ts, vals in msgs)
+        secs = time.perf_counter() - t0
+        conn.execute("DROP TABLE bench_raw")
+        conn.commit()
     return n / secs
 
 
@@ -325,12 +382,13 @@ def bench_ingest(quick: bool = False) -> dict[str, Any]:
     logging.disable(logging.WARNING)
     port = next((p for p in range(PORT, 8139) if _free(p)), PORT)
     n_devices = 2000 if quick else 10000
-    rounds = 20 if quick else 60
+    rounds = 40 if quick else 60
     keep = os.environ.get("CITYBRAIN_BENCH_KEEP")  # a folder to keep the data and server logs in
     with tempfile.TemporaryDirectory(prefix="cb-bench-iot-") as t:
         tmp = Path(keep) if keep else Path(t)
         run = _http_run(tmp / "sqlite", n_devices, rounds, 3, None, port)
         ceiling = raw_ceiling(run["bodies"], run["devices"], tmp)
+        layout = raw_layout_ceiling(run["bodies"], run["devices"], tmp)
         out: dict[str, Any] = {
             "readings_per_s": round(run["rate"]),
             "ceiling_ratio": round(run["rate"] / ceiling, 3),
@@ -338,7 +396,9 @@ def bench_ingest(quick: bool = False) -> dict[str, Any]:
             "alarm_p50_ms": round(statistics.median(run["alarm_lat"]) * 1000, 1) if run["alarm_lat"] else None,
             "alarm_samples": len(run["alarm_lat"]),
             "alarm_stream": run["endpoint"],
-            "raw_executemany_rows_per_s": round(ceiling),
+            "raw_executemany_rows_per_s": round(ceiling),  # same readings, one row each (narrow)
+            "raw_layout_readings_per_s": round(layout),  # same readings in the server's layout (row per message)
+            "layout_ceiling_ratio": round(run["rate"] / layout, 3),
             "readings": run["readings"],
             "seconds": round(run["seconds"], 2),
             "batch": BATCH,
@@ -366,6 +426,9 @@ def _extras(tmp: Path, port: int) -> dict[str, Any]:
             run = _http_run(tmp / "pg", 10000, 20, 3, url, port)
             out["pg_readings_per_s"] = round(run["rate"])
             out["pg_alarm_p99_ms"] = _p99(run["alarm_lat"])
+            raw = pg_raw_copy(url, run["bodies"], run["devices"])
+            out["pg_raw_copy_readings_per_s"] = round(raw)  # same readings, same layout, COPY + commit per batch
+            out["pg_ceiling_ratio"] = round(run["rate"] / raw, 3)
         finally:
             with psycopg.connect(pg, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

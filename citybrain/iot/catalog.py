@@ -8,6 +8,7 @@ class a case opened from the model's alarms is suggested to use (the cases modul
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,10 @@ class Prop:
     min: float | None = None
     max: float | None = None
     values: tuple[str, ...] = ()  # enum values
+
+    def __post_init__(self) -> None:  # finite bounds for the ingestion check (lo <= v <= hi also refuses NaN/inf)
+        object.__setattr__(self, "lo", -sys.float_info.max if self.min is None else self.min)
+        object.__setattr__(self, "hi", sys.float_info.max if self.max is None else self.max)
 
     def as_dict(self) -> dict[str, Any]:
         return {"key": self.key, "name": self.name, "name_en": self.name_en, "unit": self.unit, "type": self.type,
@@ -59,8 +64,11 @@ class DeviceModel:
     events: tuple[tuple[str, str, str], ...] = ()  # (key, zh, en)
     rules: tuple[DefaultRule, ...] = field(default=())
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_key", {p.key: p for p in self.props})
+
     def prop(self, key: str) -> Prop | None:
-        return next((p for p in self.props if p.key == key), None)
+        return self.by_key.get(key)  # type: ignore[attr-defined]
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -1,7 +1,10 @@
 """IoT tables: devices, readings (time series), latest values, dead letters, rules, rule state and alarms.
 
-Readings are keyed (device_id, prop, ts) with `ts` in epoch milliseconds: appends and time-range scans per
-device walk one B-tree (SQLite WITHOUT ROWID), and the key makes a repeated reading idempotent.
+Readings are stored one row per device message: (device_id, ts) with `ts` in epoch milliseconds and `vals` =
+the properties reported at that moment as a JSON object (`{"pm25": 35.0, "pm10": 60.0}`; numbers and bools as
+numbers, enums and strings as strings). An air station's 4 properties are one row, not four. Appends and
+time-range scans per device walk one B-tree (SQLite WITHOUT ROWID), and the key plus a merge on conflict (the
+stored value of a property wins) makes a repeated reading idempotent per property.
 """
 
 from __future__ import annotations
@@ -9,12 +12,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Float, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from citybrain.db import Base, JSONType, UTCDateTime, utcnow
 
 BigInt = BigInteger().with_variant(Integer, "sqlite")
+ValsType = JSON()  # SQLite: JSON text; PostgreSQL: json (cheaper to write than jsonb; merged as jsonb)
 
 
 class Device(Base):
@@ -48,16 +52,14 @@ class Device(Base):
 
 
 class Reading(Base):
-    """One value of one property of one device at one time (ts in epoch ms)."""
+    """The properties one device reported at one time (ts in epoch ms): `vals` = {prop: number | string}."""
 
     __tablename__ = "iot_reading"
     __table_args__ = {"sqlite_with_rowid": False}
 
     device_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    prop: Mapped[str] = mapped_column(String(40), primary_key=True)
     ts: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    value: Mapped[float | None] = mapped_column(Float, nullable=True)
-    text: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    vals: Mapped[dict[str, Any]] = mapped_column(ValsType)
 
 
 class DeadLetter(Base):

@@ -17,8 +17,11 @@ A message with bad credentials is kept as a dead letter (reason `unauthenticated
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime as dt
 import logging
+import socket
+import struct
 import threading
 import time
 import uuid
@@ -27,8 +30,6 @@ from urllib.parse import parse_qs, urlparse
 
 import orjson
 import paho.mqtt.client as paho
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from sqlalchemy import insert
 
 from citybrain.db import Database, utcnow
@@ -51,60 +52,190 @@ def parse_url(url: str) -> tuple[str, int, str, str | None]:
     return u.hostname or "127.0.0.1", u.port or 1883, prefix, cid
 
 
+class Msg:
+    """A received PUBLISH."""
+
+    __slots__ = ("topic", "payload", "qos", "mid", "gen")
+
+    def __init__(self, topic: str, payload: bytes, qos: int, mid: int, gen: int):
+        self.topic, self.payload, self.qos, self.mid, self.gen = topic, payload, qos, mid, gen
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n % 128, n // 128
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _str(s: str) -> bytes:
+    raw = s.encode()
+    return struct.pack("!H", len(raw)) + raw
+
+
 class Subscriber:
-    """The server's MQTT subscriber: batches messages into `service.ingest` and acknowledges after commit."""
+    """The server's MQTT subscriber: batches messages into `service.ingest` and acknowledges after commit.
+
+    A lean MQTT 5 client of its own (a socket, a reader thread, PUBLISH parsed without decoding properties):
+    a general-purpose client spent most of its time building property objects for every message. It
+    connects with clean start off, session expiry and Receive Maximum, subscribes at QoS 1, answers PUBACK
+    only after the batch committed (all of a batch's PUBACKs in one write), pings, and reconnects with backoff
+    (messages not acknowledged on a lost connection are delivered again by the broker: idempotent)."""
 
     def __init__(self, db: Database, url: str, *, prefix: str | None = None, client_id: str | None = None,
-                 batch_max: int = 5000, linger_s: float = 0.02):
+                 batch_max: int = 5000, linger_s: float = 0.02, keepalive: int = 30):
         self.db = db
         self.host, self.port, url_prefix, url_cid = parse_url(url)
         self.prefix = (prefix or url_prefix).strip("/")
         self.client_id = client_id or url_cid or "citybrain-iot-ingest"
-        self.batch_max, self.linger_s = batch_max, linger_s
-        self.queue: collections.deque[Any] = collections.deque()
+        self.batch_max, self.linger_s, self.keepalive = batch_max, linger_s, keepalive
+        self.queue: collections.deque[Msg] = collections.deque()
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.connected = threading.Event()
         self.processed = 0
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv5,
-                                  manual_ack=True)
-        self.client.max_inflight_messages_set(1000)
-        self.client.max_queued_messages_set(0)
-        self.client.on_connect = self._on_connect
-        self.client.on_message = self._on_message
+        self.sock: socket.socket | None = None
+        self.gen = 0  # connection generation: PUBACKs go only to the connection that delivered the message
+        self.send_lock = threading.Lock()
+        self.last_send = 0.0
+        self.reader = threading.Thread(target=self._read_loop, name="citybrain-iot-mqtt-read", daemon=True)
         self.worker = threading.Thread(target=self._work, name="citybrain-iot-mqtt", daemon=True)
 
     def start(self, timeout: float = 10.0) -> None:
-        """Connect, subscribe and start the ingest worker."""
-        props = Properties(PacketTypes.CONNECT)
-        props.ReceiveMaximum = RECEIVE_MAXIMUM  # unacknowledged messages the broker may send us at once
-        props.SessionExpiryInterval = SESSION_EXPIRY_S  # keep the subscription and queued messages while down
-        self.client.connect(self.host, self.port, keepalive=30, clean_start=False, properties=props)
-        self.client.loop_start()
+        """Connect, subscribe and start the reader and the ingest worker."""
+        self._connect(timeout)
+        self.reader.start()
         self.worker.start()
-        if not self.connected.wait(timeout):
-            raise ConnectionError(f"no CONNACK from the MQTT broker at {self.host}:{self.port}")
 
     def stop(self) -> None:
         """Process what is queued, then disconnect."""
         self.stopping.set()
         self.wake.set()
         self.worker.join(timeout=10)
-        self.client.disconnect()
-        self.client.loop_stop()
+        sock = self.sock
+        if sock is not None:
+            with contextlib.suppress(OSError), self.send_lock:
+                sock.sendall(b"\xe0\x00")  # DISCONNECT (normal): the session stays on the broker
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self.reader.join(timeout=5)
 
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any = None) -> None:
-        if getattr(reason, "is_failure", False):
-            log.error("MQTT connection refused: %s", reason)
-            return
-        client.subscribe([(f"{self.prefix}/devices/+/telemetry", 1), (f"{self.prefix}/gateways/+/telemetry", 1)])
+    close = stop
+
+    def _connect(self, timeout: float) -> None:
+        sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        props = (b"\x11" + struct.pack("!I", SESSION_EXPIRY_S)  # keep subscription and queue while we are down
+                 + b"\x21" + struct.pack("!H", RECEIVE_MAXIMUM))  # unacknowledged messages the broker may send
+        var = _str("MQTT") + bytes([5, 0x00]) + struct.pack("!H", self.keepalive) + _varint(len(props)) + props
+        body = var + _str(self.client_id)
+        sock.sendall(b"\x10" + _varint(len(body)) + body)
+        kind, pkt, rest = _read_packet(sock, b"")
+        if kind >> 4 != 2 or len(pkt) < 2 or pkt[1] >= 0x80:
+            sock.close()
+            raise ConnectionError(f"MQTT connection refused by {self.host}:{self.port} (reason {pkt[1:2].hex()})")
+        topics = [f"{self.prefix}/devices/+/telemetry", f"{self.prefix}/gateways/+/telemetry"]
+        sub = struct.pack("!H", 1) + b"\x00" + b"".join(_str(t) + b"\x01" for t in topics)
+        sock.sendall(b"\x82" + _varint(len(sub)) + sub)
+        sock.settimeout(self.keepalive / 4)
+        self.last_send = time.monotonic()
+        with self.send_lock:
+            self.gen += 1
+            self.sock = sock
+        self._pending = rest
         self.connected.set()
         log.info("MQTT subscribed at %s:%s under %s/", self.host, self.port, self.prefix)
 
-    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
-        self.queue.append(msg)
-        if len(self.queue) >= self.batch_max:
-            self.wake.set()
+    def _read_loop(self) -> None:
+        backoff = 0.5
+        while not self.stopping.is_set():
+            try:
+                self._read(self.sock, self.gen)  # type: ignore[arg-type]
+            except (OSError, ConnectionError, ValueError) as exc:
+                if self.stopping.is_set():
+                    return
+                log.warning("MQTT connection lost (%s); reconnecting", exc)
+            self.connected.clear()
+            while not self.stopping.is_set():
+                time.sleep(backoff)
+                try:
+                    self._connect(10.0)
+                    backoff = 0.5
+                    break
+                except OSError as exc:
+                    backoff = min(30.0, backoff * 2)
+                    log.warning("MQTT broker at %s:%s not reachable (%s)", self.host, self.port, exc)
+
+    def _read(self, sock: socket.socket, gen: int) -> None:
+        buf = bytearray(self._pending)
+        queue, wake, batch_max = self.queue, self.wake, self.batch_max
+        while True:
+            pos, n = 0, len(buf)
+            while n - pos >= 2:  # parse every complete packet in the buffer
+                first = buf[pos]
+                length, shift, i, complete = 0, 0, pos + 1, False
+                while i < n:
+                    b = buf[i]
+                    length |= (b & 0x7F) << shift
+                    shift += 7
+                    i += 1
+                    if not b & 0x80:
+                        complete = True
+                        break
+                if not complete or i + length > n:
+                    break
+                end = i + length
+                if first >> 4 == 3:  # PUBLISH
+                    qos = (first >> 1) & 3
+                    tlen = (buf[i] << 8) | buf[i + 1]
+                    j = i + 2 + tlen
+                    topic = buf[i + 2:j].decode()
+                    mid = 0
+                    if qos:
+                        mid = (buf[j] << 8) | buf[j + 1]
+                        j += 2
+                    plen, mult = 0, 1
+                    while True:  # properties: skipped
+                        b = buf[j]
+                        plen += (b & 0x7F) * mult
+                        mult *= 128
+                        j += 1
+                        if not b & 0x80:
+                            break
+                    queue.append(Msg(topic, bytes(buf[j + plen:end]), qos, mid, gen))
+                    if len(queue) >= batch_max and not wake.is_set():
+                        wake.set()
+                elif first >> 4 == 14:  # DISCONNECT from the broker
+                    raise ConnectionError("the broker closed the session")
+                pos = end
+            if pos:
+                del buf[:pos]
+            now = time.monotonic()
+            if now - self.last_send > self.keepalive / 2:  # keep the session alive also under QoS 0 traffic
+                with self.send_lock:
+                    sock.sendall(b"\xc0\x00")  # PINGREQ
+                    self.last_send = now
+            try:
+                data = sock.recv(1 << 18)
+            except TimeoutError:
+                continue
+            if not data:
+                raise ConnectionError("connection closed")
+            buf += data
+
+    def _ack(self, batch: list[Msg]) -> None:
+        with self.send_lock:
+            sock, gen = self.sock, self.gen
+            acks = b"".join(b"\x40\x02" + struct.pack("!H", m.mid) for m in batch if m.qos and m.gen == gen)
+            if acks and sock is not None:
+                try:
+                    sock.sendall(acks)
+                    self.last_send = time.monotonic()
+                except OSError as exc:  # the broker delivers them again after the reconnect
+                    log.warning("MQTT PUBACKs not sent (%s)", exc)
 
     def _work(self) -> None:
         while True:
@@ -126,9 +257,7 @@ class Subscriber:
                     time.sleep(min(5.0, 0.2 * 2 ** attempt))
             else:
                 continue  # unacknowledged: the broker delivers them again after a reconnect
-            for msg in batch:
-                if msg.qos > 0:
-                    self.client.ack(msg.mid, msg.qos)
+            self._ack(batch)
             self.processed += len(batch)
 
     def process(self, batch: list[Any]) -> service.IngestResult | None:
@@ -195,6 +324,27 @@ class Subscriber:
             if items:
                 return service.ingest(s, items=items, source="mqtt", item_scopes=scopes, item_senders=senders)
         return None
+
+
+def _read_packet(sock: socket.socket, pending: bytes) -> tuple[int, bytes, bytes]:
+    """One whole packet (first byte, body) read from the socket, and the bytes after it."""
+    buf = bytearray(pending)
+    while True:
+        if len(buf) >= 2:
+            length, mult, i = 0, 1, 1
+            while i < len(buf):
+                b = buf[i]
+                length += (b & 0x7F) * mult
+                mult *= 128
+                i += 1
+                if not b & 0x80:
+                    if len(buf) >= i + length:
+                        return buf[0], bytes(buf[i:i + length]), bytes(buf[i + length:])
+                    break
+        data = sock.recv(4096)
+        if not data:
+            raise ConnectionError("connection closed during the handshake")
+        buf += data
 
 
 def _dead(code: str | None, raw: bytes, reason: str, detail: str, topic: str, now: dt.datetime) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, delete, func, insert, or_, select, text, update
+from sqlalchemy import case, delete, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from citybrain import bus, context, demo_district
@@ -41,12 +41,17 @@ from citybrain.iot.models import Alarm, DailyCount, DeadLetter, Device, Reading,
 
 log = logging.getLogger("citybrain.iot")
 
+try:
+    from psycopg.errors import UniqueViolation
+except ImportError:  # a SQLite-only installation (psycopg is the `postgres` extra)
+    class UniqueViolation(Exception):  # type: ignore[no-redef]
+        """Never raised without PostgreSQL."""
+
 CST = dt.timezone(dt.timedelta(hours=8))
 FUTURE_TOLERANCE_MS = 300_000  # a reading may be at most 5 minutes ahead of the server clock
 MAX_BATCH_READINGS = 50_000
-RATE_WINDOW_MS = 60_000
-COPY_MIN_ROWS = 2_000
-FLUSH_MS = 10_000  # a device row's last_seen_at/latest are rewritten at most this often (memory is first)  # PostgreSQL: batches from this size are written with COPY  # rate-of-change rules compare readings at least a minute apart
+RATE_WINDOW_MS = 60_000  # rate-of-change rules compare readings at least a minute apart
+FLUSH_MS = 10_000  # a device row's last_seen_at/latest are rewritten at most this often (memory is first)
 CODE_RE = re.compile(r"^[0-9A-Za-z_-]{4,40}$")
 STATUSES = ("online", "offline", "disabled")
 RULE_KINDS = ("threshold", "duration", "rate", "nodata")
@@ -133,11 +138,15 @@ class _State:
     rules: dict[tuple[str, str], list[RuleInfo]] | None = None  # (model_code, prop) -> rules
     device_rules: dict[tuple[int, str], list[RuleInfo]] = field(default_factory=dict)
     nodata_rules: list[RuleInfo] = field(default_factory=list)
+    model_rules: dict[str, dict[str, list[RuleInfo]]] = field(default_factory=dict)  # model -> prop -> rules
+    dev_rules: dict[int, dict[str, list[RuleInfo]]] = field(default_factory=dict)  # device -> prop -> rules
+    nodata_props: dict[str, set[str]] = field(default_factory=dict)  # model -> props watched by no-data rules
     open_alarms: dict[tuple[int, int], int] | None = None  # (rule_id, device_id) -> alarm id
     since: dict[tuple[int, int], int] | None = None  # duration rules: condition holds since (ms)
     docs: dict[int, dict[str, tuple[int, Any]]] = field(default_factory=dict)  # device -> prop -> (ts, value)
     rate_ref: dict[tuple[int, int], tuple[int, float]] = field(default_factory=dict)  # rate rules' reference
     flushed: dict[int, int] = field(default_factory=dict)  # device -> when its row was last written (ms)
+    newest: dict[int, int] = field(default_factory=dict)  # device -> newest stored message ts (exact, see docs)
     keys: dict[str, tuple[Principal, float]] = field(default_factory=dict)  # gateway key cache
 
 
@@ -146,7 +155,7 @@ _states_lock = threading.Lock()
 
 
 def _state(session: Session) -> _State:
-    url = session.get_bind().url.render_as_string(hide_password=True)
+    url = session.get_bind().engine.url.render_as_string(hide_password=True)
     with _states_lock:
         st = _states.get(url)
         if st is None:
@@ -222,6 +231,16 @@ def _load_rules(session: Session, st: _State) -> None:
         else:
             rules[(info.model_code, info.prop)].append(info)
     st.rules, st.device_rules, st.nodata_rules = dict(rules), dict(device_rules), nodata
+    model_rules: dict[str, dict[str, list[RuleInfo]]] = defaultdict(dict)
+    for (m, prop), rl in rules.items():
+        model_rules[m][prop] = rl
+    dev_rules: dict[int, dict[str, list[RuleInfo]]] = defaultdict(dict)
+    for (did, prop), rl in device_rules.items():
+        dev_rules[did][prop] = rl
+    nodata_props: dict[str, set[str]] = defaultdict(set)
+    for r in nodata:
+        nodata_props[r.model_code].add(r.prop)
+    st.model_rules, st.dev_rules, st.nodata_props = dict(model_rules), dict(dev_rules), dict(nodata_props)
 
 
 def _load_alarm_state(session: Session, st: _State) -> None:
@@ -688,6 +707,20 @@ class IngestResult:
 MAX_REPORTED_REJECTIONS = 100
 
 
+@dataclass
+class Part:
+    """One request's or message batch's readings; ingested with others in one transaction (group commit)."""
+
+    items: Any
+    source: str = "http"
+    sender: Principal | None = None
+    device: DevInfo | None = None
+    item_scopes: list[frozenset[int] | None] | None = None
+    item_senders: list[str | None] | None = None
+    result: IngestResult = field(default_factory=IngestResult)
+    refuse: BaseException | None = None  # answer with this error after storing (a disabled device's dead letters)
+
+
 def ingest(session: Session, *, items: Any, source: str = "http", sender: Principal | None = None,
            device: DevInfo | None = None, item_scopes: list[frozenset[int] | None] | None = None,
            item_senders: list[str | None] | None = None) -> IngestResult:
@@ -699,32 +732,63 @@ def ingest(session: Session, *, items: Any, source: str = "http", sender: Princi
     many senders pass `item_scopes` (the organisation scope per item, None = unrestricted; the caller has
     authenticated each item's sender) and `item_senders` (labels for dead letters).
     """
+    part = Part(items, source, sender, device, item_scopes, item_senders)
+    ingest_parts(session, [part])
+    return part.result
+
+
+def ingest_parts(session: Session, parts: list[Part]) -> None:
+    """Ingest several requests' readings in ONE transaction (group commit); each part gets its own result
+    (accepted, duplicates, rejections, alarms of its readings). Commits before returning; on an error nothing
+    of any part is stored."""
     st = _state(session)
     with st.lock:
         try:
-            return _ingest_locked(session, st, items, source, sender, device, item_scopes, item_senders)
+            try:
+                _ingest_locked(session, st, parts, safe=False)
+            except UniqueViolation:  # PostgreSQL COPY met a stored row after all: again, merging on conflict
+                log.warning("telemetry COPY met stored rows; writing the batch with ON CONFLICT instead")
+                session.rollback()
+                for part in parts:
+                    part.result = IngestResult()
+                _ingest_locked(session, st, parts, safe=True)
         except BaseException:
             session.rollback()
             raise
 
 
-def _ingest_locked(session: Session, st: _State, items: Any, source: str, sender: Principal | None,
-                   self_dev: DevInfo | None, item_scopes: list | None = None,
-                   item_senders: list | None = None) -> IngestResult:
+def _ingest_locked(session: Session, st: _State, parts: list[Part], safe: bool) -> None:
     registry = _registry(session, st)
     _load_rules(session, st)
     _load_alarm_state(session, st)
-    res = IngestResult()
     now = utcnow()
     now_ms = _ms(now)
     max_ms = now_ms + FUTURE_TOLERANCE_MS
     min_ms = now_ms - get_settings().telemetry_retention_days * 86_400_000
-    scope = None if sender is None else sender.org_scope
-    sender_label = (sender.label if sender else f"device:{self_dev.code}" if self_dev else None)
-    rows: list[tuple[int, str, int, float | None, str | None]] = []
+    wide: dict[tuple[int, int], dict[str, Any]] = {}  # (device id, ts) -> {prop: value}: one row per message
+    multi = len(parts) > 1
+    owner: dict[tuple[int, int], int] = {}  # several parts: which part a row (and its properties) came from
+    extra_owner: dict[tuple[int, int, str], int] = {}
     dead: list[dict[str, Any]] = []
     seen: dict[int, list[int]] = {}  # device id -> [accepted, rejected]
+    ts_cache: dict[Any, int | None] = {}
+    for pi, part in enumerate(parts):
+        _validate(part, pi, registry, now, max_ms, min_ms, wide, multi, owner, extra_owner, dead, seen, ts_cache)
+    _store_and_evaluate(session, st, parts, now, wide, multi, owner, extra_owner, dead, seen, safe)
+
+
+def _validate(part: Part, pi: int, registry: dict[str, DevInfo], now: dt.datetime, max_ms: int, min_ms: int,
+              wide: dict[tuple[int, int], dict[str, Any]], multi: bool, owner: dict[tuple[int, int], int],
+              extra_owner: dict[tuple[int, int, str], int], dead: list[dict[str, Any]], seen: dict[int, list[int]],
+              ts_cache: dict[Any, int | None]) -> None:
+    """Check one part's readings against the device models; accepted ones go into `wide`, rejected into `dead`."""
+    items, source, sender, self_dev = part.items, part.source, part.sender, part.device
+    item_scopes, item_senders = part.item_scopes, part.item_senders
+    res = part.result
+    scope = None if sender is None else sender.org_scope
+    sender_label = (sender.label if sender else f"device:{self_dev.code}" if self_dev else None)
     rejections = res.rejections
+    dead_before = len(dead)
 
     def reject(idx: int, code: Any, dev_id: int | None, prop: Any, ts: Any, value: Any, reason: str,
                detail: str | None = None) -> None:
@@ -776,7 +840,12 @@ def _ingest_locked(session: Session, st: _State, items: Any, source: str, sender
                 reject(idx, code, info.id, prop, item.get("ts"), v, "device_disabled")
             continue
         raw_ts = item.get("ts")
-        ts = _parse_ts(raw_ts)
+        if raw_ts.__class__ is str:  # a batch's readings usually share their timestamp text
+            ts = ts_cache.get(raw_ts, -1)
+            if ts == -1:
+                ts = ts_cache[raw_ts] = _parse_ts(raw_ts)
+        else:
+            ts = _parse_ts(raw_ts)
         if ts is None:
             for prop, v in values.items():
                 reject(idx, code, info.id, prop, raw_ts, v, "bad_timestamp", "ISO 8601 or epoch seconds/ms")
@@ -787,59 +856,85 @@ def _ingest_locked(session: Session, st: _State, items: Any, source: str, sender
                 reject(idx, code, info.id, prop, raw_ts, v, reason)
             continue
         model = info.model
-        cnt = seen.get(info.id)
-        if cnt is None:
-            cnt = seen[info.id] = [0, 0]
         dev_id = info.id
+        if dev_id not in seen:
+            seen[dev_id] = [0, 0]
+        by_key = model.by_key  # type: ignore[attr-defined]
+        acc: dict[str, Any] = {}
         for prop, v in values.items():
-            p = model.prop(prop)
+            p = by_key.get(prop)
             if p is None:
                 reject(idx, code, dev_id, prop, raw_ts, v, "unknown_property", f"{model.code} has no {prop!r}")
                 continue
             ptype = p.type
             if ptype == "number":
                 if v.__class__ is float or v.__class__ is int:
-                    if v != v or v in (math.inf, -math.inf):
+                    if p.lo <= v <= p.hi:  # finite bounds: also refuses NaN and infinities
+                        acc[prop] = v if v.__class__ is float else float(v)
+                    elif v != v or v in (math.inf, -math.inf):
                         reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "not a finite number")
-                        continue
-                    if (p.min is not None and v < p.min) or (p.max is not None and v > p.max):
+                    else:
                         reject(idx, code, dev_id, prop, raw_ts, v, "out_of_range", f"{p.min}..{p.max} {p.unit}")
-                        continue
-                    rows.append((dev_id, prop, ts, float(v), None))
+                    continue
                 else:
                     reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "expected a number")
                     continue
             elif ptype == "bool":
                 if v is True or v is False or (v.__class__ is int and v in (0, 1)):
-                    rows.append((dev_id, prop, ts, 1.0 if v else 0.0, None))
+                    acc[prop] = 1.0 if v else 0.0
                 else:
                     reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "expected true/false")
                     continue
             elif ptype == "enum":
                 if isinstance(v, str) and v in p.values:
-                    rows.append((dev_id, prop, ts, None, v))
+                    acc[prop] = v
                 else:
                     reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", f"one of {', '.join(p.values)}")
                     continue
             else:
                 if isinstance(v, str) and len(v) <= 200 and "\x00" not in v:
-                    rows.append((dev_id, prop, ts, None, v))
+                    acc[prop] = v
                 else:
                     reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "expected a string (<= 200 chars)")
                     continue
-            cnt[0] += 1
+        if acc:
+            res.accepted += len(acc)
+            key = (dev_id, ts)
+            w = wide.get(key)
+            if w is None:
+                wide[key] = acc
+                if multi:
+                    owner[key] = pi
+            else:  # the same device and timestamp twice in one batch: merge, the first value of a property wins
+                for prop, v in acc.items():
+                    if prop in w:
+                        res.duplicates += 1
+                    else:
+                        w[prop] = v
+                        if multi:
+                            extra_owner[(dev_id, ts, prop)] = pi
+    res.rejected = len(dead) - dead_before
 
-    res.accepted = len(rows)
-    res.rejected = len(dead)
+
+def _store_and_evaluate(session: Session, st: _State, parts: list[Part], now: dt.datetime,
+                        wide: dict[tuple[int, int], dict[str, Any]], multi: bool, owner: dict[tuple[int, int], int],
+                        extra_owner: dict[tuple[int, int, str], int], dead: list[dict[str, Any]],
+                        seen: dict[int, list[int]], safe: bool) -> None:
+    """Write the readings and dead letters, update latest values, evaluate the rules, commit, apply state."""
+
+    def own(did: int, ts: int, prop: str) -> int:
+        return extra_owner.get((did, ts, prop), owner[(did, ts)])
+
     pending = _Pending()
-    if rows:
-        _load_docs(session, st, rows, pending)
-        res.duplicates = len(rows) - _write_readings(session, rows)
+    if wide:
+        _load_docs(session, st, wide, pending)
+        for did, ts, prop in _write_readings(session, st, pending, wide, safe):  # already stored: duplicates
+            parts[own(did, ts, prop) if multi else 0].result.duplicates += 1
     if dead:
         session.execute(insert(DeadLetter), dead)
     # device bookkeeping: last seen, counters, offline -> online
-    if rows:
-        _latest_and_rules(session, st, rows, pending, now)
+    if wide:
+        _latest_and_rules(session, st, wide, pending, now, [p.result for p in parts], own if multi else None)
     came_online: list[DevInfo] = []
     if seen:
         for did in seen:
@@ -853,9 +948,7 @@ def _ingest_locked(session: Session, st: _State, items: Any, source: str, sender
                             .values(status="online", status_changed_at=now))
             _publish_status(session, [(i.code, "online", i.org_id) for i in came_online], now)
     day = cst_day(now)
-    _bump_daily(session, day, res.accepted - res.duplicates, res.rejected)
-    res.alarms_raised = len(pending.raised)
-    res.alarms_cleared = len(pending.cleared)
+    _bump_daily(session, day, sum(p.result.accepted - p.result.duplicates for p in parts), len(dead))
     if came_online:
         audit.record(session, action="iot.device.online", target_type="iot_device",
                      target_id=came_online[0].code if len(came_online) == 1 else f"{len(came_online)} devices",
@@ -866,7 +959,6 @@ def _ingest_locked(session: Session, st: _State, items: Any, source: str, sender
     for info in came_online:
         info.status = "online"
     pending.apply(st)
-    return res
 
 
 def _touch_devices(session: Session, st: _State, seen: dict[int, list[int]], now: dt.datetime,
@@ -912,37 +1004,87 @@ def _bump_daily(session: Session, day: str, accepted: int, rejected: int) -> Non
         "rejected = iot_daily_count.rejected + excluded.rejected", (day, accepted, rejected))
 
 
-def _write_readings(session: Session, rows: list[tuple]) -> int:
-    """Insert readings, ignoring ones already stored; return how many were new."""
+def _write_readings(session: Session, st: _State, pending: _Pending, wide: dict[tuple[int, int], dict[str, Any]],
+                    safe: bool = False) -> list[tuple[int, int, str]]:
+    """Store one row per (device, ts) message; return the readings (device, ts, prop) that were already stored.
+
+    A message newer than everything stored for its device (the in-memory latest values are exact, loaded from
+    the readings on a device's first report) cannot exist yet: those rows go in one executemany (SQLite, still
+    merging on conflict) or one COPY straight into the partitioned table (PostgreSQL; should a row exist after
+    all, the unique violation makes `ingest_parts` redo the batch with `safe`, merging on conflict). Older (late
+    or repeated) messages are merged property by property with the stored row, the stored value wins."""
     conn = session.connection()
-    if conn.dialect.name == "sqlite":
-        raw = conn.connection.dbapi_connection
-        before = raw.total_changes
-        conn.exec_driver_sql(
-            "INSERT OR IGNORE INTO iot_reading (device_id, prop, ts, value, text) VALUES (?, ?, ?, ?, ?)", rows)
-        return raw.total_changes - before
+    known, pnewest = st.newest, pending.newest
+    tops: dict[int, int] = {}
+    batch_max: dict[int, int] = {}
+    fast: list[tuple[int, int, str]] = []
+    slow: list[tuple[int, int, dict[str, Any]]] = []
+    dumps = orjson.dumps
+    for (did, ts), vals in wide.items():
+        top = tops.get(did)
+        if top is None:
+            top = known.get(did)
+            if top is None:
+                top = pnewest.get(did, -1)
+            tops[did] = top
+        if ts > top:
+            fast.append((did, ts, dumps(vals).decode()))
+        else:
+            slow.append((did, ts, vals))
+        if ts > batch_max.get(did, -1):
+            batch_max[did] = ts
+    for did, ts in batch_max.items():
+        if ts > tops[did]:
+            pnewest[did] = ts
+    pg = conn.dialect.name == "postgresql"
     raw = conn.connection.dbapi_connection
-    if len(rows) >= COPY_MIN_ROWS:  # big batches: COPY into a per-connection staging table, then one INSERT
+    if fast and not pg:
+        conn.exec_driver_sql("INSERT INTO iot_reading (device_id, ts, vals) VALUES (?, ?, ?) ON CONFLICT (device_id, ts) "
+                             "DO UPDATE SET vals = json_patch(excluded.vals, iot_reading.vals)", fast)
+    elif fast and not safe:  # COPY straight into the partitioned table: one round trip, no per-row planning
+        with raw.cursor() as cur, cur.copy("COPY iot_reading (device_id, ts, vals) FROM STDIN") as cp:
+            for r in fast:
+                cp.write_row(r)
+    elif fast:  # the safe path: three arrays in one INSERT ... SELECT unnest(...) merging on conflict
+        cols = list(zip(*fast, strict=True))
         with raw.cursor() as cur:
-            if not conn.connection.info.get("iot_stage"):
-                cur.execute("CREATE TEMP TABLE IF NOT EXISTS iot_reading_stage (device_id integer, prop varchar(40), "
-                            "ts bigint, value double precision, text varchar(200)) ON COMMIT DELETE ROWS")
-                conn.connection.info["iot_stage"] = True
-            with cur.copy("COPY iot_reading_stage (device_id, prop, ts, value, text) FROM STDIN") as cp:
-                for r in rows:
-                    cp.write_row(r)
-            cur.execute("INSERT INTO iot_reading (device_id, prop, ts, value, text) SELECT device_id, prop, ts, "
-                        "value, text FROM iot_reading_stage ON CONFLICT DO NOTHING")
-            n = cur.rowcount
-            cur.execute("TRUNCATE iot_reading_stage")
-            return n
-    # smaller batches: five arrays in one INSERT ... SELECT unnest(...) (one round trip, one plan)
-    cols = list(zip(*rows, strict=True))
-    with raw.cursor() as cur:
-        cur.execute("INSERT INTO iot_reading (device_id, prop, ts, value, text) "
-                    "SELECT * FROM unnest(%s::int[], %s::varchar[], %s::bigint[], %s::float8[], %s::varchar[]) "
-                    "ON CONFLICT DO NOTHING", [list(c) for c in cols])
-        return cur.rowcount
+            cur.execute("INSERT INTO iot_reading (device_id, ts, vals) SELECT * FROM unnest(%s::int[], %s::bigint[], "
+                        "%s::json[]) ON CONFLICT (device_id, ts) DO UPDATE SET "
+                        "vals = (excluded.vals::jsonb || iot_reading.vals::jsonb)::json", [list(c) for c in cols])
+    return _merge_late(conn, pg, slow) if slow else []
+
+
+def _merge_late(conn: Any, pg: bool, slow: list[tuple[int, int, dict[str, Any]]]) -> int:
+    """Late or repeated messages: read the stored rows of those (device, ts) keys in one query, add only the
+    properties not stored yet (the stored value wins); return the readings that were already stored."""
+    dups: list[tuple[int, int, str]] = []
+    for k in range(0, len(slow), 400):
+        chunk = slow[k:k + 400]
+        if pg:
+            got = conn.exec_driver_sql(
+                "SELECT r.device_id, r.ts, r.vals FROM iot_reading r JOIN unnest(%s::int[], %s::bigint[]) AS k(d, t) "
+                "ON r.device_id = k.d AND r.ts = k.t", ([c[0] for c in chunk], [c[1] for c in chunk])).all()
+        else:
+            got = conn.exec_driver_sql(
+                "SELECT device_id, ts, vals FROM iot_reading WHERE (device_id, ts) IN (VALUES "
+                + ", ".join("(?, ?)" for _ in chunk) + ")", tuple(x for c in chunk for x in c[:2])).all()
+        stored = {(d, t): (orjson.loads(v) if isinstance(v, str | bytes) else v) for d, t, v in got}
+        inserts, updates = [], []
+        for did, ts, vals in chunk:
+            old = stored.get((did, ts))
+            if old is None:
+                inserts.append((did, ts, orjson.dumps(vals).decode()))
+                continue
+            add = {p: v for p, v in vals.items() if p not in old}
+            dups.extend((did, ts, p) for p in vals if p in old)
+            if add:
+                updates.append((orjson.dumps(old | add).decode(), did, ts))
+        ph = "%s" if pg else "?"
+        if inserts:
+            conn.exec_driver_sql(f"INSERT INTO iot_reading (device_id, ts, vals) VALUES ({ph}, {ph}, {ph})", inserts)
+        if updates:
+            conn.exec_driver_sql(f"UPDATE iot_reading SET vals = {ph} WHERE device_id = {ph} AND ts = {ph}", updates)
+    return dups
 
 
 # --- rules ------------------------------------------------------------------------------------------------------
@@ -959,6 +1101,10 @@ class _Pending:
     bumps: dict[int, tuple[int, float | None]] = field(default_factory=dict)  # alarm id -> (count+, last value)
     rate_ref: dict[tuple[int, int], tuple[int, float]] = field(default_factory=dict)
     flushed: dict[int, int] = field(default_factory=dict)
+    newest: dict[int, int] = field(default_factory=dict)
+    cur: tuple | None = None  # the reading being evaluated, and which readings raised / cleared alarms
+    raised_by: list[tuple] = field(default_factory=list)
+    cleared_by: list[tuple] = field(default_factory=list)
 
     def apply(self, st: _State) -> None:
         assert st.open_alarms is not None and st.since is not None
@@ -974,6 +1120,7 @@ class _Pending:
                 st.since[key] = since
         st.docs.update(self.loaded)
         st.docs.update(self.docs)
+        st.newest.update(self.newest)
         st.rate_ref.update(self.rate_ref)
         st.flushed.update(self.flushed)
 
@@ -1054,6 +1201,8 @@ def _raise_alarm(session: Session, pending: _Pending, r: RuleInfo, info: DevInfo
     key = (r.id, info.id)
     pending.open_now[key] = a.id
     pending.raised.append((key, a.id))
+    if pending.cur is not None:
+        pending.raised_by.append(pending.cur)
 
 
 def _clear_alarm(session: Session, pending: _Pending, alarm_id: int, key: tuple[int, int], v: float | None,
@@ -1070,105 +1219,143 @@ def _clear_alarm(session: Session, pending: _Pending, alarm_id: int, key: tuple[
                  before={"status": before}, after={"status": "cleared", "value": v, "by": by}, note=note,
                  actor=context.SYSTEM if by == "system:auto" else None)
     pending.cleared.append(key)
+    if pending.cur is not None:
+        pending.cleared_by.append(pending.cur)
 
 
-def _load_docs(session: Session, st: _State, rows: list[tuple], pending: _Pending) -> None:
-    """Newest stored value per property of devices first seen since start, read BEFORE this batch is written."""
+LOAD_ROWS = 16  # newest messages read for a device's latest values; older properties come from its checkpoint
+
+
+def _load_docs(session: Session, st: _State, wide: dict[tuple[int, int], dict[str, Any]], pending: _Pending) -> None:
+    """Newest stored value per property of devices first seen since start, read BEFORE this batch is written:
+    the newest LOAD_ROWS messages (so the newest timestamp is exact), then the device row's checkpoint for
+    properties not among them."""
     docs = st.docs
-    need = list({r[0] for r in rows if r[0] not in docs})
-    if need:  # exact newest value per property from the readings (the device row's copy may lag, see FLUSH_MS)
-        conn = session.connection()
-        ph = "%s" if conn.dialect.name == "postgresql" else "?"
-        sql = (f"SELECT ts, value, text FROM iot_reading WHERE device_id = {ph} AND prop = {ph} "
-               "ORDER BY ts DESC LIMIT 1")
-        for did in need:
-            doc: dict[str, tuple[int, Any]] = {}
-            for p in st.by_id[did].model.props:
-                row = conn.exec_driver_sql(sql, (did, p.key)).first()
-                if row is not None:
-                    doc[p.key] = (row[0], row[1] if row[2] is None else row[2])
-            pending.loaded[did] = doc
+    need = list({did for did, _ts in wide if did not in docs})
+    if not need:
+        return
+    conn = session.connection()
+    ph = "%s" if conn.dialect.name == "postgresql" else "?"
+    sql = f"SELECT ts, vals FROM iot_reading WHERE device_id = {ph} ORDER BY ts DESC LIMIT {LOAD_ROWS}"
+    for did in need:
+        doc: dict[str, tuple[int, Any]] = {}
+        nprops = len(st.by_id[did].model.props)
+        n = 0
+        pending.newest[did] = -1
+        for ts, vals in conn.exec_driver_sql(sql, (did,)).all():
+            if n == 0:
+                pending.newest[did] = ts
+            n += 1
+            if isinstance(vals, str | bytes):
+                vals = orjson.loads(vals)
+            for k, v in vals.items():
+                if k not in doc:
+                    doc[k] = (ts, v)
+        if n == LOAD_ROWS and len(doc) < nprops:
+            cp = conn.exec_driver_sql(f"SELECT latest FROM iot_device WHERE id = {ph}", (did,)).scalar()
+            if isinstance(cp, str | bytes):
+                cp = orjson.loads(cp)
+            for k, tv in (cp or {}).items():
+                if k not in doc and isinstance(tv, list) and len(tv) == 2:
+                    doc[k] = (int(tv[0]), tv[1])
+        pending.loaded[did] = doc
 
 
-def _latest_and_rules(session: Session, st: _State, rows: list[tuple], pending: _Pending, now: dt.datetime) -> None:
+def _latest_and_rules(session: Session, st: _State, wide: dict[tuple[int, int], dict[str, Any]], pending: _Pending,
+                      now: dt.datetime, results: list[IngestResult], own: Any = None) -> None:
+    """Newest values per device and property, and the rules, message by message in time order (per device).
+    Alarms raised and cleared are counted on the result of the part a reading came from (`own`: several parts)."""
     docs = st.docs
-    # the stored latest values of devices not seen since start (rate rules and late-data detection)
-    rows_sorted = rows if all(rows[i][2] <= rows[i + 1][2] for i in range(len(rows) - 1)) else \
-        sorted(rows, key=lambda r: r[2])
-    rules, device_rules = st.rules or {}, st.device_rules
+    items = list(wide.items())
+    if any(items[i][0][1] > items[i + 1][0][1] for i in range(len(items) - 1)):
+        items.sort(key=lambda kv: kv[0][1])  # stable: a device's messages in time order
+    model_rules, dev_rules, nodata_props = st.model_rules, st.dev_rules, st.nodata_props
     open_alarms = st.open_alarms or {}
     since_map = st.since or {}
     by_id = st.by_id
     pdocs, loaded = pending.docs, pending.loaded
-    nodata_props = {(r.model_code, r.prop) for r in st.nodata_rules}
-    for row in rows_sorted:
-        did, prop, ts, v = row[0], row[1], row[2], row[3]
+    for (did, ts), vals in items:
         doc = pdocs.get(did)
         if doc is None:
             base = docs.get(did)
             doc = pdocs[did] = dict(base if base is not None else loaded.get(did) or {})
-        prev = doc.get(prop)
-        if prev is not None and ts <= prev[0]:
-            continue  # late or repeated reading: stored, not evaluated
-        doc[prop] = (ts, v if v is not None else row[4])
-        if v is None:
-            continue
-        key = (did, prop)
         info = by_id[did]
-        rlist = rules.get((info.model.code, prop))
-        drl = device_rules.get(key) if device_rules else None
-        if drl:
-            rlist = (rlist or []) + drl
-        if nodata_props and (info.model.code, prop) in nodata_props:
-            for r in st.nodata_rules:
-                if r.model_code == info.model.code and r.prop == prop and (r.device_id in (None, did)):
-                    akey = (r.id, did)
-                    aid = pending.open_now[akey] if akey in pending.open_now else open_alarms.get(akey)
-                    if aid:
-                        _clear_alarm(session, pending, aid, akey, v, now)
-        if not rlist:
-            continue
-        for r in rlist:
-            akey = (r.id, did)
-            aid = pending.open_now[akey] if akey in pending.open_now else open_alarms.get(akey)
-            if r.kind == "rate":  # change per minute, measured over at least RATE_WINDOW_MS
-                ref = pending.rate_ref.get(akey) or st.rate_ref.get(akey)
-                if ref is None:
-                    ref = (prev[0], prev[1]) if prev is not None and isinstance(prev[1], float) else (ts, v)
-                    pending.rate_ref[akey] = ref
-                if ts - ref[0] < RATE_WINDOW_MS:
-                    continue
-                x = (v - ref[1]) / ((ts - ref[0]) / 60000.0)
-                pending.rate_ref[akey] = (ts, v)
-            else:
-                x = v
-            hit = _cond(r, x)
-            if r.kind == "duration":
-                s = pending.since[akey] if akey in pending.since else since_map.get(akey)
-                if hit:
-                    if s is None:
-                        s = ts
-                        pending.since[akey] = ts
-                        _save_since(session, r.id, did, ts)
-                    if aid is None and ts - s >= r.duration_ms:
+        mcode = info.model.code
+        mrules = model_rules.get(mcode)
+        drules = dev_rules.get(did) if dev_rules else None
+        ndp = nodata_props.get(mcode) if nodata_props else None
+        for prop, v in vals.items():
+            prev = doc.get(prop)
+            if prev is not None and ts <= prev[0]:
+                continue  # late or repeated reading: stored, not evaluated
+            doc[prop] = (ts, v)
+            if v.__class__ is not float:
+                continue
+            rlist = mrules.get(prop) if mrules is not None else None
+            if drules is not None:
+                drl = drules.get(prop)
+                if drl:
+                    rlist = (rlist or []) + drl
+            if ndp is not None and prop in ndp:
+                pending.cur = (did, prop, ts)
+                for r in st.nodata_rules:
+                    if r.model_code == mcode and r.prop == prop and (r.device_id in (None, did)):
+                        akey = (r.id, did)
+                        aid = pending.open_now[akey] if akey in pending.open_now else open_alarms.get(akey)
+                        if aid:
+                            _clear_alarm(session, pending, aid, akey, v, now)
+            if not rlist:
+                continue
+            pending.cur = (did, prop, ts)
+            for r in rlist:
+                akey = (r.id, did)
+                aid = pending.open_now[akey] if akey in pending.open_now else open_alarms.get(akey)
+                if r.kind == "rate":  # change per minute, measured over at least RATE_WINDOW_MS
+                    ref = pending.rate_ref.get(akey) or st.rate_ref.get(akey)
+                    if ref is None:
+                        ref = (prev[0], prev[1]) if prev is not None and isinstance(prev[1], float) else (ts, v)
+                        pending.rate_ref[akey] = ref
+                    if ts - ref[0] < RATE_WINDOW_MS:
+                        continue
+                    x = (v - ref[1]) / ((ts - ref[0]) / 60000.0)
+                    pending.rate_ref[akey] = (ts, v)
+                else:
+                    x = v
+                hit = _cond(r, x)
+                if r.kind == "duration":
+                    s = pending.since[akey] if akey in pending.since else since_map.get(akey)
+                    if hit:
+                        if s is None:
+                            s = ts
+                            pending.since[akey] = ts
+                            _save_since(session, r.id, did, ts)
+                        if aid is None and ts - s >= r.duration_ms:
+                            _raise_alarm(session, pending, r, info, x, ts, now)
+                        elif aid is not None:
+                            _bump(pending, aid, x)
+                        continue
+                    if s is not None:
+                        pending.since[akey] = None
+                        _save_since(session, r.id, did, None)
+                elif hit:
+                    if aid is None:
                         _raise_alarm(session, pending, r, info, x, ts, now)
-                    elif aid is not None:
+                    else:
                         _bump(pending, aid, x)
                     continue
-                if s is not None:
-                    pending.since[akey] = None
-                    _save_since(session, r.id, did, None)
-            elif hit:
-                if aid is None:
-                    _raise_alarm(session, pending, r, info, x, ts, now)
-                else:
-                    _bump(pending, aid, x)
-                continue
-            if aid is not None and _normal(r, x):
-                _clear_alarm(session, pending, aid, akey, x, now)
+                if aid is not None and _normal(r, x):
+                    _clear_alarm(session, pending, aid, akey, x, now)
     for aid, (n, lv) in pending.bumps.items():
         session.execute(update(Alarm).where(Alarm.id == aid, Alarm.status != "cleared")
                         .values(count=Alarm.count + n, last_value=lv))
+    if own is None:
+        results[0].alarms_raised += len(pending.raised)
+        results[0].alarms_cleared += len(pending.cleared)
+        return
+    for r in pending.raised_by:
+        results[own(r[0], r[2], r[1])].alarms_raised += 1
+    for r in pending.cleared_by:
+        results[own(r[0], r[2], r[1])].alarms_cleared += 1
 
 
 def _bump(pending: _Pending, aid: int, v: float) -> None:
@@ -1491,6 +1678,17 @@ def device_latest(session: Session, *, code: str, principal: Principal) -> dict[
     return {"device": dev.code, "values": out}
 
 
+def _num(session: Session, prop: str, *, checked: bool = True) -> Any:
+    """SQL for the numeric value of one property in `iot_reading.vals` (NULL when the message lacks it).
+    `checked=False` when the property is known to be numeric; otherwise non-numbers give NULL too."""
+    if not checked:
+        return Reading.vals[prop].as_float()
+    if session.get_bind().dialect.name == "postgresql":
+        return case((func.json_typeof(Reading.vals[prop]) == "number", Reading.vals[prop].as_float()))
+    path = f'$."{prop}"'
+    return case((func.json_type(Reading.vals, path).in_(("real", "integer")), func.json_extract(Reading.vals, path)))
+
+
 def readings(session: Session, *, code: str, prop: str, principal: Principal, since: dt.datetime | None = None,
              until: dt.datetime | None = None, interval_s: int | None = None, limit: int = 1000) -> dict[str, Any]:
     """Raw readings of one property in a time range, or avg/min/max/count per interval when `interval_s` is given."""
@@ -1502,21 +1700,42 @@ def readings(session: Session, *, code: str, prop: str, principal: Principal, si
     until = until or utcnow()
     since = since or until - dt.timedelta(hours=24)
     lo, hi = _ms(since), _ms(until)
-    base = (Reading.device_id == dev.id, Reading.prop == prop, Reading.ts >= lo, Reading.ts < hi)
+    numeric = model.prop(prop).type in ("number", "bool")
+    num = _num(session, prop, checked=False)
+    base = (Reading.device_id == dev.id, Reading.ts >= lo, Reading.ts < hi)
     if interval_s:
         if interval_s < 1:
             raise Invalid("聚合间隔需大于 0 秒", "interval_s must be > 0",
                           errors=[{"field": "interval_s", "message": "> 0"}])
+        if not numeric:
+            raise Invalid(f"{prop} 不是数值属性，无法按间隔聚合", f"{prop} is not numeric; it cannot be downsampled",
+                          errors=[{"field": "interval_s", "message": "numeric properties only"}])
         step = interval_s * 1000
         bucket = (Reading.ts - Reading.ts % step).label("bucket")
-        q = (select(bucket, func.avg(Reading.value), func.min(Reading.value), func.max(Reading.value),
-                    func.count()).where(*base).group_by(bucket).order_by(bucket).limit(limit))
+        q = (select(bucket, func.avg(num), func.min(num), func.max(num), func.count(num))
+             .where(*base, num.is_not(None)).group_by(bucket).order_by(bucket).limit(limit))
         points = [{"ts": _from_ms(int(b)), "avg": avg, "min": mn, "max": mx, "count": n}
                   for b, avg, mn, mx, n in session.execute(q)]
         return {"device": dev.code, "property": prop, "interval_s": interval_s, "points": points}
-    q = select(Reading.ts, Reading.value, Reading.text).where(*base).order_by(Reading.ts).limit(limit)
-    points = [{"ts": _from_ms(ts), "value": _value_out(model, prop, v, t)} for ts, v, t in session.execute(q)]
+    val = num if numeric else Reading.vals[prop].as_string()
+    q = select(Reading.ts, val).where(*base, val.is_not(None)).order_by(Reading.ts).limit(limit)
+    points = [{"ts": _from_ms(ts), "value": _value_out(model, prop, v if numeric else None, None if numeric else v)}
+              for ts, v in session.execute(q)]
     return {"device": dev.code, "property": prop, "points": points}
+
+
+def count_readings(session: Session, *, device_id: int | None = None, prop: str | None = None) -> int:
+    """How many readings (property values) are stored, optionally of one device and/or one property."""
+    each = "json_each"  # SQLite and PostgreSQL alike
+    where, params = [], {}
+    if device_id is not None:
+        where.append("r.device_id = :d")
+        params["d"] = device_id
+    if prop is not None:
+        where.append("e.key = :p")
+        params["p"] = prop
+    sql = f"SELECT count(*) FROM iot_reading r, {each}(r.vals) e" + (" WHERE " + " AND ".join(where) if where else "")
+    return int(session.execute(text(sql), params).scalar() or 0)
 
 
 def grid_latest(session: Session, *, grid_code: str, principal: Principal) -> list[dict[str, Any]]:
@@ -1551,10 +1770,11 @@ def aggregate(session: Session, *, prop: str, principal: Principal, level: str =
                       errors=[{"field": "level", "message": "grid|community|town"}])
     until = until or utcnow()
     since = since or until - dt.timedelta(hours=1)
-    q = (select(col.label("area"), func.avg(Reading.value), func.min(Reading.value), func.max(Reading.value),
-                func.count(), func.count(func.distinct(Device.id)))
-         .select_from(Device).join(Reading, and_(Reading.device_id == Device.id, Reading.prop == prop))
-         .where(Reading.ts >= _ms(since), Reading.ts < _ms(until)).group_by(col).order_by(col))
+    num = _num(session, prop)
+    q = (select(col.label("area"), func.avg(num), func.min(num), func.max(num), func.count(num),
+                func.count(func.distinct(Device.id)))
+         .select_from(Device).join(Reading, Reading.device_id == Device.id)
+         .where(Reading.ts >= _ms(since), Reading.ts < _ms(until), num.is_not(None)).group_by(col).order_by(col))
     if model:
         q = q.where(Device.model_code == model)
     q = _scope(q, principal, Device.org_id)

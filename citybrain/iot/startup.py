@@ -41,7 +41,7 @@ def _start_mqtt(db: Database) -> None:
     except Exception as exc:
         log.warning("MQTT broker at %s not reachable (%s); retrying", url, exc)
         with contextlib.suppress(Exception):
-            sub.client.loop_stop()
+            sub.stop()
 
 
 def _loop() -> None:

@@ -7,6 +7,7 @@ import datetime as dt
 from sqlalchemy import func, select
 
 from citybrain import clock
+from citybrain.iot import service
 from citybrain.iot.models import DeadLetter, Device, Reading
 
 
@@ -21,7 +22,7 @@ def _dead(db, **where):
 def _stored(db, code):
     with db.read() as s:
         did = s.scalar(select(Device.id).where(Device.code == code))
-        return s.scalar(select(func.count()).select_from(Reading).where(Reading.device_id == did))
+        return service.count_readings(s, device_id=did)
 
 
 def test_each_rejection_reason_is_dead_lettered_and_counted(client, db, register, gateway, frozen, as_role):
@@ -107,6 +108,37 @@ def test_repeated_reading_is_idempotent(client, db, register, send, frozen):
     ms = int((frozen - dt.timedelta(seconds=30)).timestamp() * 1000)
     assert send(code, secret, {"laeq": 55.5}, ts=ms).json()["duplicates"] == 1
     assert _stored(db, code) == 1
+
+
+def test_repeats_are_idempotent_per_property_within_one_message_row(client, db, register, send, frozen):
+    """One row per (device, ts) message: a later message for the same instant adds only the new properties,
+    and a property already stored keeps its first value (also when repeated inside one batch)."""
+    code, secret = register("air", "生态环境")
+    ts = (frozen - dt.timedelta(seconds=60)).isoformat()
+    assert send(code, secret, {"pm25": 35.0}, ts=ts).json()["stored"] == 1
+    later = (frozen - dt.timedelta(seconds=10)).isoformat()
+    assert send(code, secret, {"pm25": 40.0, "no2": 9.0}, ts=later).json()["stored"] == 2
+    # late message for the first instant: pm25 again (different value) plus pm10 and o3
+    r = send(code, secret, {"pm25": 99.0, "pm10": 60.0, "o3": 70.0}, ts=ts).json()
+    assert r["accepted"] == 3 and r["duplicates"] == 1 and r["stored"] == 2
+    body = {"device": code, "readings": [{"ts": later, "values": {"o3": 1.0}}, {"ts": later, "values": {"o3": 2.0}}]}
+    r = client.post("/api/v1/iot/telemetry", json=body, headers={"X-Device-Code": code, "X-Device-Secret": secret})
+    assert r.json()["accepted"] == 2 and r.json()["duplicates"] == 1 and r.json()["stored"] == 1
+    assert _stored(db, code) == 6
+    with db.read() as s:
+        did = s.scalar(select(Device.id).where(Device.code == code))
+        assert s.scalar(select(func.count()).select_from(Reading).where(Reading.device_id == did)) == 2  # 2 rows
+        assert service.count_readings(s, device_id=did, prop="pm25") == 2
+    from citybrain import context
+
+    reader = context.SYSTEM
+    with db.read() as s:
+        pts = service.readings(s, code=code, prop="pm25", principal=reader, since=frozen - dt.timedelta(hours=1),
+                               until=frozen)["points"]
+        assert [p["value"] for p in pts] == [35.0, 40.0]  # the first stored value kept
+        o3 = service.readings(s, code=code, prop="o3", principal=reader, since=frozen - dt.timedelta(hours=1),
+                              until=frozen)["points"]
+        assert [p["value"] for p in o3] == [70.0, 1.0]
 
 
 def test_wrong_secret_is_401_and_disabled_device_is_403(client, db, register, send, frozen, as_role):
@@ -223,3 +255,28 @@ def test_large_batch_with_repeats(client, db, register, gateway, frozen):
     r = client.post("/api/v1/iot/telemetry", json={"readings": items[:600]}, headers={"X-API-Key": key})
     assert r.json()["duplicates"] == 2400 and r.json()["stored"] == 0
     assert _stored(db, code) == 2800
+
+
+def test_a_row_written_behind_the_servers_back_is_merged_not_lost(client, db, register, send, frozen):
+    """The fast path assumes no stored row is newer than the server knows; if one is (another writer), the
+    batch is still stored completely: merged on conflict (SQLite) or redone with ON CONFLICT (PostgreSQL)."""
+    from sqlalchemy import text
+
+    from citybrain import context
+
+    code, secret = register("air", "生态环境")
+    assert send(code, secret, {"pm25": 10.0}, ts=frozen - dt.timedelta(minutes=5)).json()["stored"] == 1
+    ts = frozen - dt.timedelta(minutes=1)
+    ms = int(ts.timestamp() * 1000)
+    with db.write() as s:
+        did = s.scalar(select(Device.id).where(Device.code == code))
+        s.execute(text("INSERT INTO iot_reading (device_id, ts, vals) VALUES (:d, :t, :v)"),
+                  {"d": did, "t": ms, "v": '{"pm10": 77.0}'})
+        s.commit()
+    r = send(code, secret, {"pm25": 20.0, "pm10": 1.0}, ts=ts)
+    assert r.status_code == 200 and r.json()["accepted"] == 2
+    with db.read() as s:
+        assert service.count_readings(s, device_id=did) == 3
+        pts = service.readings(s, code=code, prop="pm10", principal=context.SYSTEM,
+                               since=frozen - dt.timedelta(hours=1), until=frozen)["points"]
+        assert [p["value"] for p in pts] == [77.0]  # the stored value wins
