@@ -544,27 +544,10 @@ def cases_geojson(session: Session, *, principal: Principal, bbox: BBox | None =
 
 
 def _clusters(session: Session, stmt, bbox: BBox) -> dict[str, Any]:
-    """The cases `stmt` selects, counted per cell of the visible area (about 48 × 32 cells)."""
-    from sqlalchemy import Integer, cast
+    """The cases `stmt` selects, counted per cell of the visible area (geo's shared clustering)."""
+    from citybrain.geo import service as geo
 
-    x1, y1, x2, y2 = bbox
-    cell = max((x2 - x1) / 48, (y2 - y1) / 32, 1e-6)
-    sqlite = session.get_bind().dialect.name == "sqlite"  # its CAST truncates (>= 0 here); elsewhere floor first
-
-    def index(expr):
-        return cast(expr if sqlite else func.floor(expr), Integer)
-
-    ix = index((Case.lon - x1) / cell).label("ix")
-    iy = index((Case.lat - y1) / cell).label("iy")
-    q = stmt.with_only_columns(ix, iy, func.count().label("n"), func.avg(Case.lon).label("lon"),
-                               func.avg(Case.lat).label("lat")).group_by(ix, iy)
-    feats, total = [], 0
-    for r in session.execute(q):
-        total += r.n
-        feats.append({"type": "Feature", "id": f"c{r.ix}_{r.iy}",
-                      "geometry": {"type": "Point", "coordinates": [round(r.lon, 6), round(r.lat, 6)]},
-                      "properties": {"cluster": True, "count": r.n}})
-    return {"type": "FeatureCollection", "features": feats, "clustered": True, "total": total}
+    return geo.cluster_points(session, stmt, lon=Case.lon, lat=Case.lat, bbox=bbox)
 
 
 def hotspots_geojson(session: Session, *, principal: Principal, bbox: BBox | None = None, days: int = 7,

@@ -222,6 +222,41 @@ def parse_bbox(value: str | Sequence[float] | None) -> tuple[float, float, float
     return (min(a, c), min(b, d), max(a, c), max(b, d))
 
 
+def cluster_points(session: Session, stmt: Any, *, lon: Any, lat: Any, bbox: Sequence[float],
+                   sums: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The points `stmt` selects, counted per cell of the visible area (about 48 x 32 cells) as a GeoJSON layer.
+
+    One feature per non-empty cell at the mean position of its points, with `cluster: true`, `count` and one
+    property per entry of `sums` (a column expression summed per cell, e.g. `case((status == 'online', 1), else_=0)`);
+    the collection carries `clustered: true` and `total`. Map layers answer with this when the view holds more points
+    than the page can draw.
+    """
+    from sqlalchemy import Integer, cast, func
+
+    x1, y1, x2, y2 = (float(v) for v in bbox)
+    cell = max((x2 - x1) / 48, (y2 - y1) / 32, 1e-6)
+    sqlite = session.get_bind().dialect.name == "sqlite"  # its CAST truncates (>= 0 here); elsewhere floor first
+
+    def index(expr: Any) -> Any:
+        return cast(expr if sqlite else func.floor(expr), Integer)
+
+    ix = index((lon - x1) / cell).label("ix")
+    iy = index((lat - y1) / cell).label("iy")
+    extra = [func.sum(expr).label(name) for name, expr in (sums or {}).items()]
+    q = stmt.with_only_columns(ix, iy, func.count().label("n"), func.avg(lon).label("lon"), func.avg(lat).label("lat"),
+                               *extra).group_by(ix, iy)
+    feats, total = [], 0
+    for r in session.execute(q):
+        total += r.n
+        props = {"cluster": True, "count": r.n}
+        for name in sums or {}:
+            props[name] = int(getattr(r, name) or 0)
+        feats.append({"type": "Feature", "id": f"c{r.ix}_{r.iy}",
+                      "geometry": {"type": "Point", "coordinates": [round(r.lon, 6), round(r.lat, 6)]},
+                      "properties": props})
+    return {"type": "FeatureCollection", "features": feats, "clustered": True, "total": total}
+
+
 def grids_geojson(session: Session, *, bbox: Sequence[float] | str | None = None,
                   community_code: str | None = None, limit: int | None = None) -> dict:
     """Grids as a GeoJSON FeatureCollection, optionally only those meeting a bbox or in one community."""

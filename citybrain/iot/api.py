@@ -262,8 +262,11 @@ def devices(db: ReadDB, who: Principal = Depends(require("iot.read")), model: st
 
 @router.get("/devices.geojson", summary="设备地图图层 Devices as GeoJSON")
 def devices_geojson(db: ReadDB, who: Principal = Depends(require("iot.read")), bbox: str | None = None,
-                    status: str | None = None, model: str | None = None) -> dict[str, Any]:
-    return service.devices_geojson(db, principal=who, bbox=bbox, status=status, model=model)
+                    status: str | None = None, model: str | None = None,
+                    max_points: int | None = Query(None, ge=1, le=20000, description=(
+                        "above this many devices in bbox, answer counted cells (cluster, count, online, offline, "
+                        "disabled)"))) -> dict[str, Any]:
+    return service.devices_geojson(db, principal=who, bbox=bbox, status=status, model=model, max_points=max_points)
 
 
 @router.post("/devices", status_code=201, summary="登记设备 Register a device (secret shown once)")

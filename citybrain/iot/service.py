@@ -1892,8 +1892,10 @@ def ioc_summary(session: Session, *, principal: Principal) -> dict[str, Any]:
 
 
 def devices_geojson(session: Session, *, principal: Principal, bbox: str | None = None,
-                    status: str | None = None, model: str | None = None, limit: int = 20000) -> dict[str, Any]:
-    """Devices as a GeoJSON FeatureCollection (with the worst open alarm severity) for the map."""
+                    status: str | None = None, model: str | None = None, limit: int = 20000,
+                    max_points: int | None = None) -> dict[str, Any]:
+    """Devices as a GeoJSON FeatureCollection (with the worst open alarm severity) for the map; with `max_points`
+    and more devices than that in the visible area, counted cells instead (`online`, `offline`, `disabled`)."""
     q = _scope(select(Device.code, Device.name, Device.model_code, Device.status, Device.lon, Device.lat,
                       Device.grid_code, Device.last_seen_at, Device.id), principal, Device.org_id)
     q = q.where(Device.lon.is_not(None))
@@ -1904,6 +1906,16 @@ def devices_geojson(session: Session, *, principal: Principal, bbox: str | None 
     box = _bbox(bbox)
     if box:
         q = q.where(Device.lon.between(box[0], box[2]), Device.lat.between(box[1], box[3]))
+        if max_points:
+            many = session.scalar(select(func.count()).select_from(
+                q.with_only_columns(Device.id).limit(max_points + 1).subquery()))
+            if (many or 0) > max_points:
+                from sqlalchemy import case as when
+
+                from citybrain.geo import service as geo
+
+                return geo.cluster_points(session, q, lon=Device.lon, lat=Device.lat, bbox=box, sums={
+                    s: when((Device.status == s, 1), else_=0) for s in ("online", "offline", "disabled")})
     worst = dict(session.execute(select(Alarm.device_id, func.max(Alarm.severity)).where(Alarm.status != "cleared")
                                  .group_by(Alarm.device_id)).all())
     feats = []

@@ -172,7 +172,7 @@ def _layers(base: str, token: str, n: int) -> dict[str, Any]:
               "cases_7d": ("/api/v1/cases.geojson", {**page, "since": week_ago}),
               "cases_all_points": ("/api/v1/cases.geojson", {"status": "open"}),  # no clusters: every point
               "hotspots": ("/api/v1/cases/hotspots.geojson", {}),
-              "devices": ("/api/v1/iot/devices.geojson", {}),
+              "devices": ("/api/v1/iot/devices.geojson", {"max_points": MAX_POINTS}),
               "alarms": ("/api/v1/iot/alarms.geojson", {"status": "active"}),
               "grids": ("/api/v1/geo/grids", {})}
     out: dict[str, Any] = {}

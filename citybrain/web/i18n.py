@@ -173,7 +173,6 @@ TEXT: dict[str, tuple[str, str]] = {
     "map.open": ("在办（未结案）", "Open (not closed)"),
     "map.hotspots": ("热点", "Hotspots"),
     "map.hotspot_count": ("案件数", "Cases"),
-    "map.zoom_in": ("放大后显示", "zoom in to show"),
     "map.hotspot_from": ("起", "From"),
     "map.hotspot_to": ("止", "To"),
     "map.days": ("时间范围", "Period"),

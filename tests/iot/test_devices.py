@@ -157,3 +157,24 @@ def test_models_listed(client, as_role):
     assert codes == {"water_level", "manhole", "hydrant", "air", "noise", "lamp", "parking", "gas", "tunnel", "tilt"}
     air = next(m for m in models if m["code"] == "air")
     assert {p["key"] for p in air["properties"]} == {"pm25", "pm10", "o3", "no2"}
+
+
+def test_device_layer_answers_counted_cells_above_max_points(client, register, send, as_role):
+    """A district view with more devices than the page draws gets counted cells with their status mix."""
+    a, sa = register("gas", "应急管理", lon=113.5601, lat=22.7901)
+    b, sb = register("gas", "应急管理", lon=113.5602, lat=22.7902)
+    register("gas", "应急管理", lon=113.47, lat=22.71)  # never reported: offline
+    assert send(a, sa, {"lel": 1, "battery": 80}).status_code == 200
+    assert send(b, sb, {"lel": 1, "battery": 80}).status_code == 200
+    h = as_role("operator")
+    box = "113.3,22.5,113.7,22.9"
+    points = client.get("/api/v1/iot/devices.geojson", headers=h, params={"bbox": box, "max_points": 3}).json()
+    assert "clustered" not in points and len(points["features"]) == 3
+    cells = client.get("/api/v1/iot/devices.geojson", headers=h, params={"bbox": box, "max_points": 2}).json()
+    assert cells["clustered"] is True and cells["total"] == 3
+    by_count = sorted((f["properties"]["count"], f["properties"]["online"], f["properties"]["offline"])
+                      for f in cells["features"])
+    assert by_count == [(1, 0, 1), (2, 2, 0)]
+    assert all(f["properties"]["cluster"] for f in cells["features"])
+    assert client.get("/api/v1/iot/devices.geojson", headers=h, params={"bbox": box, "max_points": 0}
+                      ).status_code == 422

@@ -154,16 +154,6 @@
     function load() {
       if (!state.enabled) return;
       var my = ++seq;
-      var minZoom = typeof opts.minZoom === "function" ? opts.minZoom() : opts.minZoom;
-      if (minZoom && map.getZoom() < minZoom) {  // drawn only from this zoom on
-        layer.clearLayers();
-        state.count = 0;
-        state.connected = true;
-        state.hidden = true;
-        if (opts.onload) opts.onload(state);
-        return;
-      }
-      state.hidden = false;
       var q = Object.assign({}, typeof opts.query === "function" ? opts.query() : (opts.query || {}));
       if (opts.bbox !== false) q.bbox = CB.bbox(map);
       CB.api("GET", opts.url, {query: q, noRedirect: true}).then(function (fc) {

@@ -141,9 +141,6 @@
     CB.api("GET", "/api/v1/ioc/summary").then(function (s) {
       renderCases(s.cases);
       renderIot(s.iot, s.data);
-      var first = deviceTotal === null;
-      deviceTotal = (s.iot && s.iot.devices_total) || 0;
-      if (first) layers.devices.setEnabled(true);
       document.getElementById("ioc-updated").textContent = CB.fmtTime(s.generated_at);
       markReady("summary");
     }).catch(CB.fail).then(function () { loading = false; });
@@ -153,13 +150,9 @@
   var map = CB.map("ioc-map", {zoom: 12});
   var pending = {district: 1, towns: 1, devices: 1, cases: 1, alarms: 1, hotspots: 1};
   var counts = {};
-  // With many devices (more than MANY_DEVICES in the summary) they are drawn from street level (zoom 14) on: at
-  // district zoom 10,000 device points would be one blur and megabytes; the online-rate and alarm indicators
-  // summarise them, and active alarms are always drawn. The layer starts once the summary says how many there are.
-  var MANY_DEVICES = 2000, deviceTotal = null;
-  var layers = CB.standardLayers(map, {dark: true, hotspots: true, devices: false,
-    devicesMinZoom: function () { return deviceTotal > MANY_DEVICES ? 14 : 0; }, onchange: function (name, st) {
-    counts[name] = st.connected === false ? null : (st.hidden ? "zoom" : st.count);
+  // With more devices or open cases in view than the page draws, the server answers counted cells (clusters).
+  var layers = CB.standardLayers(map, {dark: true, hotspots: true, onchange: function (name, st) {
+    counts[name] = st.connected === false ? null : st.count;
     delete pending[name];
     if (!Object.keys(pending).length) markReady("map");
     legend();
@@ -169,8 +162,8 @@
     box.innerHTML = "";
     [["cases", "#3f8efc"], ["alarms", "#d7263d"], ["devices", "#2a9d8f"], ["hotspots", "#ff4d4f"]].forEach(function (x) {
       var n = counts[x[0]];
-      var label = n === null ? CB.tr("common.not_connected") : (n === undefined ? "…" : (n === "zoom" ? CB.tr("map.zoom_in") : n));
-      box.appendChild(CB.el("span", {"data-layer": x[0], "data-count": n === null || n === undefined || n === "zoom" ? "" : String(n)},
+      var label = n === null ? CB.tr("common.not_connected") : (n === undefined ? "…" : n);
+      box.appendChild(CB.el("span", {"data-layer": x[0], "data-count": n === null || n === undefined ? "" : String(n)},
         CB.el("i", {style: "background:" + x[1]}), CB.tr("map." + x[0]) + " " + label));
     });
   }

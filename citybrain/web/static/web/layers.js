@@ -15,16 +15,24 @@
   }
   /* More open cases in view than MAX_POINTS: the server answers counted cells; a click zooms in. */
   var MAX_POINTS = 1500;
-  function caseOrCluster(f, latlng) {
-    var p = CB.props(f);
-    if (!p.cluster) return point(caseColor, 6)(f, latlng);
-    var m = L.circleMarker(latlng, {radius: Math.min(6 + 3 * Math.log(p.count + 1), 22), color: "#fff", weight: 1,
-      fillColor: "#3f8efc", fillOpacity: .75});
-    m.bindTooltip(String(p.count), {direction: "center", className: "cluster-n"});
-    m.on("click", function () { m._map.setView(latlng, m._map.getZoom() + 2); });
-    return m;
+  /* A point, or (a counted cell from the server) a circle sized by its count that zooms in when clicked. */
+  function pointOrCluster(one, clusterColor) {
+    return function (f, latlng) {
+      var p = CB.props(f);
+      if (!p.cluster) return one(f, latlng);
+      var m = L.circleMarker(latlng, {radius: Math.min(6 + 3 * Math.log(p.count + 1), 22), color: "#fff", weight: 1,
+        fillColor: clusterColor(p), fillOpacity: .75});
+      m.bindTooltip(String(p.count), {direction: "center", className: "cluster-n"});
+      m.on("click", function () { m._map.setView(latlng, m._map.getZoom() + 2); });
+      return m;
+    };
   }
   function deviceColor(f) { return CB.statusColor[CB.props(f).status] || "#8d99ae"; }
+  var caseOrCluster = pointOrCluster(point(caseColor, 6), function () { return "#3f8efc"; });
+  /* Device cells: the online colour when every device in it is online, the offline colour otherwise. */
+  var deviceOrCluster = pointOrCluster(point(deviceColor, 4), function (p) {
+    return CB.statusColor[(p.offline || 0) > 0 ? "offline" : "online"] || "#2a9d8f";
+  });
   function alarmColor(f) { return CB.sevColor[CB.props(f).severity] || "#d7263d"; }
 
   function casePopup(f) {
@@ -79,7 +87,7 @@
 
   /**
    * Add the standard layers to a map. opts.filters() returns {category, dept, days, overdue, status};
-   * opts.devicesMinZoom draws devices only from that zoom on (the IOC: its indicators summarise them before);
+   * open cases and devices come as counted cells when the view holds more than MAX_POINTS of them;
    * opts.onchange(name, state) is told each layer's feature count. Returns {name: state}.
    */
   CB.standardLayers = function (map, opts) {
@@ -110,9 +118,10 @@
         onEachFeature: function (f, l) { l.bindPopup(function () { return areaPopup(f); }); }},
       onload: changed("grids")});
     out.devices = CB.geoLayer(map, {url: "/api/v1/iot/devices.geojson", enabled: opts.devices !== false, defer: defer,
-      minZoom: opts.devicesMinZoom,
-      query: function () { var f = filters(); return {status: f.deviceStatus}; },
-      style: {pointToLayer: point(deviceColor, 4), onEachFeature: function (f, l) { l.bindPopup(function () { return devicePopup(f); }); }},
+      query: function () { var f = filters(); return {status: f.deviceStatus, max_points: MAX_POINTS}; },
+      style: {pointToLayer: deviceOrCluster, onEachFeature: function (f, l) {
+        if (!CB.props(f).cluster) l.bindPopup(function () { return devicePopup(f); });
+      }},
       onload: changed("devices")});
     out.cases = CB.geoLayer(map, {url: "/api/v1/cases.geojson", enabled: opts.cases !== false, defer: defer,
       query: function () {
