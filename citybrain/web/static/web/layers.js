@@ -16,12 +16,13 @@
   /* More open cases in view than MAX_POINTS: the server answers counted cells; a click zooms in. */
   var MAX_POINTS = 1500;
   /* A point, or (a counted cell from the server) a circle sized by its count that zooms in when clicked. */
-  function pointOrCluster(one, clusterColor) {
+  function pointOrCluster(one, clusterColor, small) {
     return function (f, latlng) {
       var p = CB.props(f);
       if (!p.cluster) return one(f, latlng);
-      var m = L.circleMarker(latlng, {radius: Math.min(6 + 3 * Math.log(p.count + 1), 22), color: "#fff", weight: 1,
-        fillColor: clusterColor(p), fillOpacity: .75});
+      var size = small ? Math.min(3 + 1.5 * Math.log(p.count + 1), 10) : Math.min(6 + 3 * Math.log(p.count + 1), 22);
+      var m = L.circleMarker(latlng, {radius: size, color: "#fff", weight: small ? .5 : 1,
+        fillColor: clusterColor(p), fillOpacity: small ? .55 : .75});
       m.bindTooltip(String(p.count), {direction: "center", className: "cluster-n"});
       m.on("click", function () { m._map.setView(latlng, m._map.getZoom() + 2); });
       return m;
@@ -32,7 +33,7 @@
   /* Device cells: the online colour when every device in it is online, the offline colour otherwise. */
   var deviceOrCluster = pointOrCluster(point(deviceColor, 4), function (p) {
     return CB.statusColor[(p.offline || 0) > 0 ? "offline" : "online"] || "#2a9d8f";
-  });
+  }, true);  // small: the devices are the background the cases and alarms stand out on
   function alarmColor(f) { return CB.sevColor[CB.props(f).severity] || "#d7263d"; }
 
   function casePopup(f) {
