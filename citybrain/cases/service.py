@@ -1578,31 +1578,13 @@ def ioc_summary(session: Session, *, principal: Principal) -> dict[str, Any]:
 
 
 def cases_geojson(session: Session, *, principal: Principal, bbox: tuple[float, float, float, float] | None = None,
-                  status: list[str] | None = None, overdue: bool | None = None, limit: int = 5000) -> dict[str, Any]:
-    """Cases with a position as a GeoJSON FeatureCollection for the map."""
-    stmt = select(Case.id, Case.ticket, Case.title, Case.status, Case.category_code, Case.category_name,
-                  Case.source, Case.overdue, Case.urgent, Case.supervision_level, Case.dept_org_id, Case.grid_code,
-                  Case.reported_at, Case.deadline_at, Case.lon, Case.lat).where(Case.lon.is_not(None))
-    scope = _scope_clause(principal)
-    if scope is not None:
-        stmt = stmt.where(scope)
-    if bbox:
-        x1, y1, x2, y2 = bbox
-        stmt = stmt.where(Case.lon >= x1, Case.lon <= x2, Case.lat >= y1, Case.lat <= y2)
-    if status:
-        stmt = stmt.where(Case.status.in_(status))
-    if overdue is not None:
-        stmt = stmt.where(Case.overdue.is_(overdue))
-    rows = session.execute(stmt.order_by(Case.reported_at.desc()).limit(limit)).all()
-    feats = [{"type": "Feature", "id": r.id, "geometry": {"type": "Point", "coordinates": [r.lon, r.lat]},
-              "properties": {"id": r.id, "ticket": r.ticket, "title": r.title, "status": r.status,
-                             "status_name": wf.status_label(r.status), "category_code": r.category_code,
-                             "category_name": r.category_name, "source": r.source, "overdue": r.overdue,
-                             "urgent": r.urgent, "supervision_level": r.supervision_level,
-                             "dept_org_id": r.dept_org_id, "grid_code": r.grid_code,
-                             "reported_at": r.reported_at.isoformat(),
-                             "deadline_at": r.deadline_at.isoformat() if r.deadline_at else None}} for r in rows]
-    return {"type": "FeatureCollection", "features": feats}
+                  status: list[str] | None = None, overdue: bool | None = None, limit: int = 5000,
+                  **filters: Any) -> dict[str, Any]:
+    """Cases with a position as a GeoJSON FeatureCollection for the map (filters: see `analytics.cases_geojson`)."""
+    from citybrain.cases import analytics
+
+    return analytics.cases_geojson(session, principal=principal, bbox=bbox, status=status, overdue=overdue,
+                                   limit=limit, **filters)
 
 
 def hotspot_list(session: Session, *, principal: Principal, days: int = 7) -> list[dict[str, Any]]:

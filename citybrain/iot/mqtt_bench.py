@@ -29,18 +29,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from citybrain.iot import bench
-from citybrain.iot.mqtt import RECEIVE_MAXIMUM, Subscriber
+from citybrain.iot.mqtt import RECEIVE_MAXIMUM, Subscriber, _varint
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n % 128, n // 128
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def _packet(kind: int, body: bytes) -> bytes:
