@@ -530,7 +530,9 @@ def cases_geojson(session: Session, *, principal: Principal, bbox: BBox | None =
         many = session.scalar(select(func.count()).select_from(
             stmt.with_only_columns(Case.id).limit(max_points + 1).subquery()))
         if many > max_points:
-            return _clusters(session, stmt, bbox)
+            from citybrain.geo import service as geo
+
+            return geo.cluster_points(session, stmt, lon=Case.lon, lat=Case.lat, bbox=bbox)
     rows = session.execute(stmt.order_by(Case.reported_at.desc()).limit(limit)).all()
     feats = [{"type": "Feature", "id": r.id, "geometry": {"type": "Point", "coordinates": [r.lon, r.lat]},
               "properties": {"id": r.id, "ticket": r.ticket, "title": r.title, "status": r.status,
@@ -541,13 +543,6 @@ def cases_geojson(session: Session, *, principal: Principal, bbox: BBox | None =
                              "reported_at": r.reported_at.isoformat(),
                              "deadline_at": r.deadline_at.isoformat() if r.deadline_at else None}} for r in rows]
     return {"type": "FeatureCollection", "features": feats}
-
-
-def _clusters(session: Session, stmt, bbox: BBox) -> dict[str, Any]:
-    """The cases `stmt` selects, counted per cell of the visible area (geo's shared clustering)."""
-    from citybrain.geo import service as geo
-
-    return geo.cluster_points(session, stmt, lon=Case.lon, lat=Case.lat, bbox=bbox)
 
 
 def hotspots_geojson(session: Session, *, principal: Principal, bbox: BBox | None = None, days: int = 7,

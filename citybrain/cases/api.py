@@ -168,17 +168,9 @@ def assigned_cases(request: Request, db: ReadDB, who: Principal = Depends(requir
 
 
 def _bbox(bbox: str | None) -> tuple[float, float, float, float] | None:
-    if not bbox:
-        return None
-    try:
-        parts = [float(x) for x in bbox.split(",")]
-        if len(parts) != 4 or parts[0] > parts[2] or parts[1] > parts[3]:
-            raise ValueError
-    except ValueError as exc:
-        raise Invalid("bbox 格式应为 最小经度,最小纬度,最大经度,最大纬度",
-                      "bbox must be minLon,minLat,maxLon,maxLat",
-                      errors=[{"field": "bbox", "message": "four numbers, min before max"}]) from exc
-    return parts[0], parts[1], parts[2], parts[3]
+    from citybrain.geo import service as geo
+
+    return geo.parse_bbox(bbox)
 
 
 def _geojson(doc: dict) -> Response:

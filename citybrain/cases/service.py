@@ -1,7 +1,7 @@
 """Cases service (一网统管 事件中心): reference data, responsibility matrix, intake from every channel,
 the workflow, deadlines and supervision, notifications, citizen tracking and rating, IoT alarms.
 
-Other modules use: `report`, `act`, `get_case`, `list_cases`, `ioc_summary`, `cases_geojson`,
+Other modules use: `report`, `act`, `get_case`, `list_cases`, `resolve_for_case`, `ioc_summary`,
 `evaluate` (see `citybrain.cases.evaluation`), `sweep`, `notifications`.
 """
 
@@ -871,7 +871,7 @@ def report_batch(session: Session, *, principal: Principal, items: list[dict[str
             case.status, case.filed_at = "filed", now
             steps.append(("file", "reported", "filed", "按规则自动立案"))
             dept, unit, how = (item["dept_org_id"], None, "given") if item.get("dept_org_id") else \
-                (_resolve_for(session, case) if rules["auto_dispatch"] else (None, None, "manual"))
+                (resolve_for_case(session, case) if rules["auto_dispatch"] else (None, None, "manual"))
             if dept is None:
                 case.queue = "manual"
             else:
@@ -954,7 +954,7 @@ def _file(session: Session, case: Case, principal: Principal, *, comment: str | 
     if not rules["auto_dispatch"]:
         case.queue = "manual"
         return
-    dept, unit, how = _resolve_for(session, case)
+    dept, unit, how = resolve_for_case(session, case)
     if dept is None:
         case.queue = "manual"
         _notify(session, case=case, kind="manual_queue", org_id=command_center_org_id(session),
@@ -965,7 +965,8 @@ def _file(session: Session, case: Case, principal: Principal, *, comment: str | 
               unit_org_id=unit, how=how)
 
 
-def _resolve_for(session: Session, case: Case) -> tuple[int | None, int | None, str]:
+def resolve_for_case(session: Session, case: Case) -> tuple[int | None, int | None, str]:
+    """The (department, unit, how) the responsibility matrix gives a case: what dispatch uses and suggests."""
     cat = find_category(session, code=case.category_code, kind=case.category_kind,
                         dictionary=case.dictionary_code) if case.category_code else None
     areas = [a for a in (case.grid_code, case.community_code, case.town_code,
@@ -1126,7 +1127,7 @@ def _h_dispatch(session, case, principal, a, **kw):
     dept, unit = kw.get("dept_org_id"), kw.get("unit_org_id")
     how = "manual"
     if dept is None:
-        dept, unit, how = _resolve_for(session, case)
+        dept, unit, how = resolve_for_case(session, case)
         if dept is None:
             raise Invalid("权责清单中没有匹配的责任单位，请指定派遣部门", "No responsible department matched; choose one",
                           errors=[{"field": "dept_org_id", "message": "required"}])
@@ -1529,7 +1530,7 @@ def on_alarm_raised(session: Session, *, payload: dict[str, Any]) -> Case | None
             case.limit_value, case.limit_unit, case.urgent = float(iotc["limit_urgent_hours"]), "hours", True
         else:
             case.limit_value, case.limit_unit = float(iotc["limit_work_days"]), "work_days"
-    matrix_dept = _resolve_for(session, case)[0]
+    matrix_dept = resolve_for_case(session, case)[0]
     _file(session, case, SYSTEM, comment="物联告警自动立案",
           dept_org_id=dept if matrix_dept is None and dept is not None else None)
     session.commit()
@@ -1575,16 +1576,6 @@ def ioc_summary(session: Session, *, principal: Principal) -> dict[str, Any]:
     from citybrain.cases import analytics
 
     return analytics.ioc_summary(session, principal=principal)
-
-
-def cases_geojson(session: Session, *, principal: Principal, bbox: tuple[float, float, float, float] | None = None,
-                  status: list[str] | None = None, overdue: bool | None = None, limit: int = 5000,
-                  **filters: Any) -> dict[str, Any]:
-    """Cases with a position as a GeoJSON FeatureCollection for the map (filters: see `analytics.cases_geojson`)."""
-    from citybrain.cases import analytics
-
-    return analytics.cases_geojson(session, principal=principal, bbox=bbox, status=status, overdue=overdue,
-                                   limit=limit, **filters)
 
 
 def hotspot_list(session: Session, *, principal: Principal, days: int = 7) -> list[dict[str, Any]]:

@@ -801,19 +801,25 @@ def _request(session: Session, request_id: int) -> ShareRequest:
     return req
 
 
+def _decision_reason(status: str, approve: bool, reason: str | None, *, what_en: str, code: str,
+                     refusal_zh: str) -> str:
+    """A pending request or application may be decided once; a refusal needs a reason (returned stripped)."""
+    if status != "pending":
+        raise Conflict(f"该申请已处理（{status}）", f"The {what_en} is already {status}", code=code)
+    reason = (reason or "").strip()
+    if not approve and not reason:
+        raise Invalid(refusal_zh, "A refusal needs a reason", errors=[{"field": "reason", "message": "required"}])
+    return reason
+
+
 def decide_request(session: Session, *, principal: Principal, request_id: int, approve: bool,
                    reason: str | None = None, fields: list[str] | None = None,
                    unmasked_fields: list[str] | None = None, valid_to: dt.date | None = None) -> ShareRequest:
     """The provider department approves (possibly fewer fields or a shorter period) or refuses with a reason."""
     req = _request(session, request_id)
     _authorize(session, principal, "data.approve", req.provider_org_id)
-    if req.status != "pending":
-        raise Conflict(f"该申请已处理（{req.status}）", f"The request is already {req.status}",
-                       code="request_decided")
-    reason = (reason or "").strip()
-    if not approve and not reason:
-        raise Invalid("不予共享须说明理由", "A refusal needs a reason",
-                      errors=[{"field": "reason", "message": "required"}])
+    reason = _decision_reason(req.status, approve, reason, what_en="request", code="request_decided",
+                              refusal_zh="不予共享须说明理由")
     before = {"status": req.status}
     now = utcnow()
     after: dict[str, Any] = {}
@@ -1407,13 +1413,8 @@ def decide_open_application(session: Session, *, principal: Principal, applicati
     """The provider department approves an open-data key application or refuses it with a reason."""
     a = _open_application(session, application_id)
     _authorize(session, principal, "data.approve", a.provider_org_id)
-    if a.status != "pending":
-        raise Conflict(f"该申请已处理（{a.status}）", f"The application is already {a.status}",
-                       code="application_decided")
-    reason = (reason or "").strip()
-    if not approve and not reason:
-        raise Invalid("不予开放须说明理由", "A refusal needs a reason",
-                      errors=[{"field": "reason", "message": "required"}])
+    reason = _decision_reason(a.status, approve, reason, what_en="application", code="application_decided",
+                              refusal_zh="不予开放须说明理由")
     a.status = "approved" if approve else "refused"
     a.decision_reason = reason or None
     a.decided_by, a.decided_at = principal.label[:100], utcnow()

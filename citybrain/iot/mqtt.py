@@ -94,7 +94,7 @@ class Subscriber:
         self.queue: collections.deque[Msg] = collections.deque()
         self.wake = threading.Event()
         self.stopping = threading.Event()
-        self.connected = threading.Event()
+        self._pending = b""  # bytes read past the CONNACK, handed to the reader
         self.processed = 0
         self.sock: socket.socket | None = None
         self.gen = 0  # connection generation: PUBACKs go only to the connection that delivered the message
@@ -123,8 +123,6 @@ class Subscriber:
             sock.close()
         self.reader.join(timeout=5)
 
-    close = stop
-
     def _connect(self, timeout: float) -> None:
         sock = socket.create_connection((self.host, self.port), timeout=timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -146,7 +144,6 @@ class Subscriber:
             self.gen += 1
             self.sock = sock
         self._pending = rest
-        self.connected.set()
         log.info("MQTT subscribed at %s:%s under %s/", self.host, self.port, self.prefix)
 
     def _read_loop(self) -> None:
@@ -158,7 +155,6 @@ class Subscriber:
                 if self.stopping.is_set():
                     return
                 log.warning("MQTT connection lost (%s); reconnecting", exc)
-            self.connected.clear()
             while not self.stopping.is_set():
                 time.sleep(backoff)
                 try:

@@ -531,16 +531,9 @@ def _scope(q: Any, principal: Principal, col: Any) -> Any:
 
 
 def _bbox(bbox: str | None) -> tuple[float, float, float, float] | None:
-    if not bbox:
-        return None
-    try:
-        parts = [float(x) for x in bbox.split(",")]
-    except ValueError:
-        parts = []
-    if len(parts) != 4 or not all(math.isfinite(p) for p in parts) or parts[0] > parts[2] or parts[1] > parts[3]:
-        raise Invalid("bbox 应为 最小经度,最小纬度,最大经度,最大纬度", "bbox must be minlon,minlat,maxlon,maxlat",
-                      errors=[{"field": "bbox", "message": "minlon,minlat,maxlon,maxlat"}])
-    return parts[0], parts[1], parts[2], parts[3]
+    from citybrain.geo import service as geo
+
+    return geo.parse_bbox(bbox)
 
 
 def list_devices(session: Session, *, principal: Principal, model: str | None = None, status: str | None = None,
@@ -974,9 +967,7 @@ def _touch_devices(session: Session, st: _State, seen: dict[int, list[int]], now
     due = [did for did in seen if did in force or now_ms - flushed.get(did, 0) >= FLUSH_MS]
     for did in due:
         pending.flushed[did] = now_ms
-    seen = {did: seen[did] for did in due} | {did: c for did, c in seen.items() if c[1]}
-    changed = [(at, orjson.dumps(docs.get(did) or st.docs.get(did) or pending.loaded.get(did) or {}).decode(), did)
-               for did in due if did in docs]
+    changed = [(at, orjson.dumps(docs[did] or st.docs.get(did) or {}).decode(), did) for did in due if did in docs]
     if changed and pg:  # one statement, one round trip
         conn.exec_driver_sql(
             "UPDATE iot_device AS d SET last_seen_at = %s, latest = v.latest::json "
@@ -1054,7 +1045,7 @@ def _write_readings(session: Session, st: _State, pending: _Pending, wide: dict[
     return _merge_late(conn, pg, slow) if slow else []
 
 
-def _merge_late(conn: Any, pg: bool, slow: list[tuple[int, int, dict[str, Any]]]) -> int:
+def _merge_late(conn: Any, pg: bool, slow: list[tuple[int, int, dict[str, Any]]]) -> list[tuple[int, int, str]]:
     """Late or repeated messages: read the stored rows of those (device, ts) keys in one query, add only the
     properties not stored yet (the stored value wins); return the readings that were already stored."""
     dups: list[tuple[int, int, str]] = []
@@ -1910,12 +1901,10 @@ def devices_geojson(session: Session, *, principal: Principal, bbox: str | None 
             many = session.scalar(select(func.count()).select_from(
                 q.with_only_columns(Device.id).limit(max_points + 1).subquery()))
             if (many or 0) > max_points:
-                from sqlalchemy import case as when
-
                 from citybrain.geo import service as geo
 
                 return geo.cluster_points(session, q, lon=Device.lon, lat=Device.lat, bbox=box, sums={
-                    s: when((Device.status == s, 1), else_=0) for s in ("online", "offline", "disabled")})
+                    s: case((Device.status == s, 1), else_=0) for s in ("online", "offline", "disabled")})
     worst = dict(session.execute(select(Alarm.device_id, func.max(Alarm.severity)).where(Alarm.status != "cleared")
                                  .group_by(Alarm.device_id)).all())
     feats = []

@@ -295,18 +295,12 @@ def report_categories(session: Session) -> list[dict[str, Any]]:
 
 
 def dispatch_suggestion(session: Session, *, case_id: int, principal: Principal) -> dict[str, Any]:
-    """The department the responsibility matrix suggests for a case (cases module's resolve_department)."""
+    """The department the responsibility matrix suggests for a case (the one auto-dispatch would pick)."""
     from citybrain.errors import NotFound
 
     svc = modules.part("cases", "service")
     if svc is None:
         raise NotFound("案件模块未接入", "The cases module is not installed", code="not_connected")
     case = svc.get_case(session, case_id=case_id, principal=principal)
-    cat = (svc.find_category(session, code=case.category_code, kind=case.category_kind)
-           if case.category_code else None)
-    areas = [a for a in (case.grid_code, case.community_code, case.town_code,
-                         case.town_code[:6] if case.town_code else None) if a]
-    dept, unit, how = svc.resolve_department(session, category_code=case.category_code,
-                                             big_code=cat.big_code if cat else None,
-                                             default_dept=cat.default_dept if cat else None, area_codes=areas)
+    dept, unit, how = svc.resolve_for_case(session, case)
     return {"case_id": case.id, "dept_org_id": dept, "unit_org_id": unit, "how": how}
