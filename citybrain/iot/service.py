@@ -1983,19 +1983,3 @@ def record_unreadable(session: Session, *, raw: bytes, source: str, sender: str 
         source=source, sender=sender, received_at=now))
     _bump_daily(session, cst_day(now), 0, 1)
     session.commit()
-
-
-def ingest_raw(session: Session, *, raw: bytes, source: str, sender: Principal | None = None,
-               device: DevInfo | None = None) -> IngestResult:
-    """Parse and ingest one message; an unreadable one is dead-lettered and answered with 422."""
-    items, why = parse_payload(raw)
-    if items is None:
-        record_unreadable(session, raw=raw, source=source, sender=sender.label if sender else
-                          (f"device:{device.code}" if device else None), detail=why or "unreadable",
-                          device_code=device.code if device else None)
-        raise Invalid(f"数据无法解析：{why}", f"Unreadable message: {why}", code="malformed_payload",
-                      accepted=0, rejected=1)
-    if len(items) > MAX_BATCH_READINGS:
-        raise Invalid(f"单批最多 {MAX_BATCH_READINGS} 条", f"At most {MAX_BATCH_READINGS} readings per batch",
-                      code="batch_too_large")
-    return ingest(session, items=items, source=source, sender=sender, device=device)
