@@ -967,9 +967,7 @@ def _touch_devices(session: Session, st: _State, seen: dict[int, list[int]], now
     due = [did for did in seen if did in force or now_ms - flushed.get(did, 0) >= FLUSH_MS]
     for did in due:
         pending.flushed[did] = now_ms
-    loaded = pending.loaded
-    changed = [(at, orjson.dumps((st.docs.get(did) or loaded.get(did) or {}) | docs[did]).decode(), did)
-               for did in due if did in docs]
+    changed = [(at, orjson.dumps(docs[did] or st.docs.get(did) or {}).decode(), did) for did in due if did in docs]
     if changed and pg:  # one statement, one round trip
         conn.exec_driver_sql(
             "UPDATE iot_device AS d SET last_seen_at = %s, latest = v.latest::json "
@@ -1090,7 +1088,7 @@ class _Pending:
     raised: list[tuple[tuple[int, int], int]] = field(default_factory=list)
     cleared: list[tuple[int, int]] = field(default_factory=list)
     since: dict[tuple[int, int], int | None] = field(default_factory=dict)
-    docs: dict[int, dict[str, tuple[int, Any]]] = field(default_factory=dict)  # latest values this batch changed
+    docs: dict[int, dict[str, tuple[int, Any]]] = field(default_factory=dict)  # changed latest values
     loaded: dict[int, dict[str, tuple[int, Any]]] = field(default_factory=dict)  # read from the database
     open_now: dict[tuple[int, int], int | None] = field(default_factory=dict)  # staged open-alarm changes
     bumps: dict[int, tuple[int, float | None]] = field(default_factory=dict)  # alarm id -> (count+, last value)
@@ -1113,16 +1111,8 @@ class _Pending:
                 st.since.pop(key, None)
             else:
                 st.since[key] = since
-        docs = st.docs
-        docs.update(self.loaded)
-        for did, changed in self.docs.items():
-            base = docs.get(did)
-            if base is None:
-                docs[did] = changed
-            elif changed.keys() <= base.keys():  # in place: no new long-lived dict per device and batch (GC);
-                base.update(changed)  # the keys stay the same, so a reader iterating it is not disturbed
-            else:
-                docs[did] = base | changed  # a new property: a new dict
+        st.docs.update(self.loaded)
+        st.docs.update(self.docs)
         st.newest.update(self.newest)
         st.rate_ref.update(self.rate_ref)
         st.flushed.update(self.flushed)
@@ -1277,14 +1267,11 @@ def _latest_and_rules(session: Session, st: _State, wide: dict[tuple[int, int], 
     since_map = st.since or {}
     by_id = st.by_id
     pdocs, loaded = pending.docs, pending.loaded
-    empty: dict[str, tuple[int, Any]] = {}
     for (did, ts), vals in items:
-        doc = pdocs.get(did)  # what this batch changed, over the committed values (base)
+        doc = pdocs.get(did)
         if doc is None:
-            doc = pdocs[did] = {}
-        base = docs.get(did)
-        if base is None:
-            base = loaded.get(did) or empty
+            base = docs.get(did)
+            doc = pdocs[did] = dict(base if base is not None else loaded.get(did) or {})
         info = by_id[did]
         mcode = info.model.code
         mrules = model_rules.get(mcode)
@@ -1292,8 +1279,6 @@ def _latest_and_rules(session: Session, st: _State, wide: dict[tuple[int, int], 
         ndp = nodata_props.get(mcode) if nodata_props else None
         for prop, v in vals.items():
             prev = doc.get(prop)
-            if prev is None:
-                prev = base.get(prop)
             if prev is not None and ts <= prev[0]:
                 continue  # late or repeated reading: stored, not evaluated
             doc[prop] = (ts, v)
