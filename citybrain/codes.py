@@ -13,6 +13,7 @@ Each `check_*` returns None when the value is valid, else a short reason code; `
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import operator
 import random
 import re
@@ -89,9 +90,11 @@ _DIGITS = frozenset("0123456789")
 _MEMO_MAX = 200_000
 
 
+@functools.lru_cache(maxsize=4)
 def id_number_predicate(today: dt.date) -> Callable[[str], bool]:
     """A fast `check_id_number(v, today=today) is None` for bulk loads, memoised per part of the number
-    (area, birth date and sequence: their check-digit weights and their own checks). It answers True only
+    (area, birth date and sequence: their check-digit weights and their own checks; one predicate and its
+    memos per day, shared by the loads of the process). It answers True only
     for numbers `check_id_number` accepts; it also answers False for anything unusual (non-ASCII digits),
     so a False means "ask `check_id_number` for the reason"."""
     areas: dict[str, int | None] = {}

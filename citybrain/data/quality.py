@@ -10,6 +10,7 @@ sensitive), mask (id_number|phone|name|address)`.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -295,8 +296,9 @@ def compile_field(f: dict[str, Any], today: dt.date) -> Callable[[Any], Any]:
     return run
 
 
+@functools.lru_cache(maxsize=8)
 def _memo_check(check: Callable[[str], str | None]) -> Callable[[str], bool]:
-    """`check(v) is None`, remembered for the values seen (area codes repeat across a load)."""
+    """`check(v) is None`, remembered for the values seen (area codes repeat within and across loads)."""
     ok: dict[str, bool] = {}
 
     def valid(v: str) -> bool:
@@ -310,9 +312,10 @@ def _memo_check(check: Callable[[str], str | None]) -> Callable[[str], bool]:
     return valid
 
 
+@functools.lru_cache(maxsize=8)
 def _date_parser(past: bool, today: dt.date) -> Callable[[str], dt.date | None]:
     """The date of an ISO `YYYY-MM-DD` text within the date rule (1900 <= d, <= today if `past`), or None;
-    remembered per text (birth dates repeat across a load)."""
+    remembered per text (birth dates repeat within and across loads)."""
     seen: dict[str, dt.date | None] = {}
 
     def parse(v: str) -> dt.date | None:
@@ -334,6 +337,18 @@ def _date_parser(past: bool, today: dt.date) -> Callable[[str], dt.date | None]:
     return parse
 
 
+def _fast_check(check: str, today: dt.date) -> Callable[[str], bool]:
+    """`CHECKS[check](v) is None` for a stripped text, the fastest way."""
+    if check == "id_number":
+        return codes.id_number_predicate(today)
+    if check == "phone":
+        return codes.PHONE_RE.match  # type: ignore[return-value] - check_phone is this match on a text
+    if check == "area_code":
+        return _memo_check(CHECKS[check])
+    fn = CHECKS[check]
+    return lambda v: fn(v) is None
+
+
 def compile_row(fields: list[dict[str, Any]], key: str,
                 consistency: Callable[[dict[str, Any]], list[tuple[str, str]]] | None,
                 today: dt.date) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
@@ -350,37 +365,39 @@ def compile_row(fields: list[dict[str, Any]], key: str,
         required = bool(f.get("required")) or name == key
         ftype = f.get("type", "string")
         v = f"v{i}"
-        lines += [f"    {v} = get({name!r})", f"    if {v} is None or {v} == '':"]
-        lines.append("        return None" if required else f"        {v} = None")
-        lines.append("    else:")
         body: list[str] = []
-        simple_text = ftype == "string" and f.get("min") is None and f.get("max") is None
-        if simple_text:
-            body += [f"if type({v}) is not str:", "    return None", f"{v} = {v}.strip()"]
+        if ftype == "string" and f.get("min") is None and f.get("max") is None:
+            code_set = frozenset(f["codes"]) if f.get("codes") else None
+            if code_set is not None and all(c == c.strip() for c in code_set):
+                # a value found as it is needs no strip (the codes have no outer spaces)
+                env[f"codes{i}"] = code_set
+                body += [f"if {v} not in codes{i}:", f"    {v} = {v}.strip()",
+                         f"    if {v} not in codes{i}:", "        return None"]
+            else:
+                body.append(f"{v} = {v}.strip()")
+                if code_set is not None:
+                    env[f"codes{i}"] = code_set
+                    body += [f"if {v} not in codes{i}:", "    return None"]
             if f.get("max_len"):
                 body += [f"if len({v}) > {int(f['max_len'])}:", "    return None"]
-            if f.get("codes"):
-                env[f"codes{i}"] = frozenset(f["codes"])
-                body += [f"if {v} not in codes{i}:", "    return None"]
             if f.get("pattern"):
                 env[f"pattern{i}"] = re.compile(f["pattern"]).match
                 body += [f"if not pattern{i}({v}):", "    return None"]
             check = f.get("check")
-            if check == "id_number":
-                env[f"check{i}"] = codes.id_number_predicate(today)
-            elif check in CHECKS:
-                env[f"check{i}"] = _memo_check(CHECKS[check]) if check == "area_code" else (
-                    lambda c: lambda x: c(x) is None)(CHECKS[check])
             if check in CHECKS:
+                env[f"check{i}"] = _fast_check(check, today)
                 body += [f"if not check{i}({v}):", "    return None"]
         elif ftype == "date" and f.get("min") is None and f.get("max") is None:
             env[f"date{i}"] = _date_parser(bool(f.get("past")), today)
-            body += [f"if type({v}) is not str:", "    return None", f"{v} = date{i}({v})",
-                     f"if {v} is None:", "    return None"]
+            body += [f"{v} = date{i}({v})", f"if {v} is None:", "    return None"]
         else:
             env[f"field{i}"] = compile_field(f, today)
             body += ["try:", f"    {v} = field{i}({v})", "except Exception:", "    return None"]
+        # a non-empty text goes through the rules; a missing value is None; anything else: field by field
+        lines += [f"    {v} = get({name!r})", f"    if type({v}) is str and {v}:"]
         lines += ["        " + b for b in body]
+        lines += [f"    elif {v} is None or {v} == '':", "        return None" if required else f"        {v} = None",
+                  "    else:", "        return None"]
     lines.append("    out = {" + ", ".join(f"{n!r}: v{i}" for i, n in enumerate(names)) + "}")
     if consistency is not None:
         lines += ["    if _consistency(out):", "        return None"]
