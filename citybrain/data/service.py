@@ -483,35 +483,46 @@ def _write_prepared(conn, resource: Resource, load_id: int, prep: _Prepared, now
     batch = prep.rows
     if not batch:
         return 0, 0
-    first = _next_seq(conn, resource.base_table or "record", len(batch))
     if resource.base_table:
         bt = BASE_TABLES[resource.base_table]
         table, key, cols = bt.table, bt.key, prep.cols
         all_cols = cols + ["seq", "load_id", "updated_at"]
         upsert = f"ON CONFLICT ({key}) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in all_cols if c != key)
         if conn.dialect.name == "sqlite":
-            # one statement reads the whole batch from its JSON text: SQLite runs it without the GIL, so the
-            # loading thread validates the next batch meanwhile. Inserted rows take rowids above the current
-            # maximum (this transaction holds the write lock), so the rowid growth counts them.
+            # few statements, each run by SQLite without the GIL (the loading thread validates the next batch
+            # meanwhile): the change numbers and the highest rowid in one, then the whole batch read from its
+            # JSON text in one. Inserted rows take rowids above that maximum (this transaction holds the write
+            # lock), so the rowid growth counts them.
+            got = conn.exec_driver_sql(
+                f"UPDATE {Counter.__tablename__} SET value = value + ? WHERE name = ? "
+                f"RETURNING value, (SELECT coalesce(max(id), 0) FROM {table.name})",
+                (len(batch), resource.base_table)).first()
+            if got is None:
+                first = _next_seq(conn, resource.base_table, len(batch))
+                top = conn.exec_driver_sql(f"SELECT coalesce(max(id), 0) FROM {table.name}").scalar()
+            else:
+                first, top = got[0] - len(batch) + 1, got[1]
             stamp = now.astimezone(dt.UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
             values = ", ".join(f"value ->> {i}" for i in range(len(cols)))
-            top = conn.exec_driver_sql(f"SELECT coalesce(max(id), 0) FROM {table.name}").scalar()
             conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(all_cols)}) SELECT {values}, ? + key, ?, ? "
                                  f"FROM json_each(?) WHERE true {upsert}", (first, load_id, stamp, prep.payload))
             inserted = conn.exec_driver_sql(f"SELECT coalesce(max(id), 0) FROM {table.name}").scalar() - top
-        else:  # PostgreSQL: COPY into a staging table of this connection, then one upsert that counts inserts
-            stage = f"_stage_{table.name}"
-            col_list = ", ".join(all_cols)
-            conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
-                                 f"SELECT {col_list} FROM {table.name} WITH NO DATA")
-            cur = conn.connection.dbapi_connection.cursor()
-            with cur.copy(f"COPY {stage} ({col_list}) FROM STDIN") as cp:
-                for i, row in enumerate(prep.payload):
-                    cp.write_row((*row, first + i, load_id, now))
-            inserted = conn.exec_driver_sql(
-                f"WITH up AS (INSERT INTO {table.name} ({col_list}) SELECT {col_list} FROM {stage} {upsert} "
-                f"RETURNING (xmax = 0) AS new) SELECT count(*) FILTER (WHERE new) FROM up").scalar()
+            return inserted, len(batch) - inserted
+        # PostgreSQL: COPY into a staging table of this connection, then one upsert that counts inserts
+        first = _next_seq(conn, resource.base_table, len(batch))
+        stage = f"_stage_{table.name}"
+        col_list = ", ".join(all_cols)
+        conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
+                             f"SELECT {col_list} FROM {table.name} WITH NO DATA")
+        cur = conn.connection.dbapi_connection.cursor()
+        with cur.copy(f"COPY {stage} ({col_list}) FROM STDIN") as cp:
+            for i, row in enumerate(prep.payload):
+                cp.write_row((*row, first + i, load_id, now))
+        inserted = conn.exec_driver_sql(
+            f"WITH up AS (INSERT INTO {table.name} ({col_list}) SELECT {col_list} FROM {stage} {upsert} "
+            f"RETURNING (xmax = 0) AS new) SELECT count(*) FILTER (WHERE new) FROM up").scalar()
         return inserted, len(batch) - inserted
+    first = _next_seq(conn, "record", len(batch))
     table = Record.__table__
     key = resource.key_field
     keys = [str(r[key]) for _, r in batch]
@@ -594,7 +605,12 @@ def load_records(session: Session, *, principal: Principal, code: str, rows: Ite
 
     def write(prep: _Prepared, rejects: list[dict[str, Any]], now: dt.datetime) -> tuple[int, int, int]:
         i, u = _write_prepared(conn, resource, load_id, prep, now)
-        if rejects:
+        if rejects and sqlite:  # one statement (no GIL hand-over per row while the next batch is checked)
+            conn.exec_driver_sql(
+                f"INSERT INTO {rej_table.name} (load_id, row_no, record, reasons) "
+                f"SELECT ?, value ->> 0, value -> 1, value -> 2 FROM json_each(?)",
+                (load_id, orjson.dumps([(r["row_no"], r["record"], r["reasons"]) for r in rejects])))
+        elif rejects:
             conn.execute(rej_table.insert(), rejects)
         conn.commit()
         return i, u, len(rejects)
