@@ -461,7 +461,7 @@ class _Prepared(NamedTuple):
 
     rows: list[tuple[int, dict]]
     cols: list[str]
-    payload: Any  # SQLite: the rows as one JSON array of arrays; PostgreSQL: the row tuples for COPY
+    payload: Any  # the rows as one JSON text (SQLite: arrays in `cols` order; PostgreSQL: objects)
 
 
 def _prepare_batch(resource: Resource, batch: list[tuple[int, dict]], sqlite: bool) -> _Prepared:
@@ -473,9 +473,11 @@ def _prepare_batch(resource: Resource, batch: list[tuple[int, dict]], sqlite: bo
     batch = sorted(batch, key=lambda x: x[1][key])
     cols = [n for n in bt.columns if n in batch[0][1]]
     get = operator.itemgetter(*cols) if len(cols) > 1 else (lambda r: (r[cols[0]],))
-    if sqlite:  # orjson writes dates as ISO text, which is how SQLite keeps them
+    # one JSON text: arrays on SQLite (dates as ISO text, how SQLite keeps them), objects named by column
+    # on PostgreSQL (`json_populate_recordset` types them by the table's columns)
+    if sqlite:
         return _Prepared(batch, cols, orjson.dumps([get(r) for _, r in batch]))
-    return _Prepared(batch, cols, [get(r) for _, r in batch])
+    return _Prepared(batch, cols, orjson.dumps([r for _, r in batch]).decode())  # clean rows: named by column
 
 
 def _write_prepared(conn, resource: Resource, load_id: int, prep: _Prepared, now: dt.datetime) -> tuple[int, int]:
@@ -508,19 +510,15 @@ def _write_prepared(conn, resource: Resource, load_id: int, prep: _Prepared, now
                                  f"FROM json_each(?) WHERE true {upsert}", (first, load_id, stamp, prep.payload))
             inserted = conn.exec_driver_sql(f"SELECT coalesce(max(id), 0) FROM {table.name}").scalar() - top
             return inserted, len(batch) - inserted
-        # PostgreSQL: COPY into a staging table of this connection, then one upsert that counts inserts
+        # PostgreSQL: one upsert reading the batch from its JSON text (typed by the table's row type), which
+        # also counts the inserts
         first = _next_seq(conn, resource.base_table, len(batch))
-        stage = f"_stage_{table.name}"
         col_list = ", ".join(all_cols)
-        conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
-                             f"SELECT {col_list} FROM {table.name} WITH NO DATA")
-        cur = conn.connection.dbapi_connection.cursor()
-        with cur.copy(f"COPY {stage} ({col_list}) FROM STDIN") as cp:
-            for i, row in enumerate(prep.payload):
-                cp.write_row((*row, first + i, load_id, now))
         inserted = conn.exec_driver_sql(
-            f"WITH up AS (INSERT INTO {table.name} ({col_list}) SELECT {col_list} FROM {stage} {upsert} "
-            f"RETURNING (xmax = 0) AS new) SELECT count(*) FILTER (WHERE new) FROM up").scalar()
+            f"WITH up AS (INSERT INTO {table.name} ({col_list}) SELECT {', '.join(f'r.{c}' for c in cols)}, "
+            f"%s + r.ordinality - 1, %s, %s FROM json_populate_recordset(NULL::{table.name}, %s::json) "
+            f"WITH ORDINALITY AS r {upsert} RETURNING (xmax = 0) AS new) SELECT count(*) FILTER (WHERE new) FROM up",
+            (first, load_id, now, prep.payload)).scalar()
         return inserted, len(batch) - inserted
     first = _next_seq(conn, "record", len(batch))
     table = Record.__table__
@@ -605,13 +603,15 @@ def load_records(session: Session, *, principal: Principal, code: str, rows: Ite
 
     def write(prep: _Prepared, rejects: list[dict[str, Any]], now: dt.datetime) -> tuple[int, int, int]:
         i, u = _write_prepared(conn, resource, load_id, prep, now)
-        if rejects and sqlite:  # one statement (no GIL hand-over per row while the next batch is checked)
-            conn.exec_driver_sql(
-                f"INSERT INTO {rej_table.name} (load_id, row_no, record, reasons) "
-                f"SELECT ?, value ->> 0, value -> 1, value -> 2 FROM json_each(?)",
-                (load_id, orjson.dumps([(r["row_no"], r["record"], r["reasons"]) for r in rejects])))
-        elif rejects:
-            conn.execute(rej_table.insert(), rejects)
+        if rejects:  # one statement (no GIL hand-over per row while the next batch is checked)
+            doc = orjson.dumps([(r["row_no"], r["record"], r["reasons"]) for r in rejects])
+            if sqlite:
+                conn.exec_driver_sql(f"INSERT INTO {rej_table.name} (load_id, row_no, record, reasons) "
+                                     f"SELECT ?, value ->> 0, value -> 1, value -> 2 FROM json_each(?)", (load_id, doc))
+            else:
+                conn.exec_driver_sql(f"INSERT INTO {rej_table.name} (load_id, row_no, record, reasons) "
+                                     f"SELECT %s, (e ->> 0)::int, e -> 1, e -> 2 FROM json_array_elements(%s::json) "
+                                     f"WITH ORDINALITY AS x(e, i) ORDER BY i", (load_id, doc.decode()))
         conn.commit()
         return i, u, len(rejects)
 
