@@ -13,9 +13,11 @@ Each `check_*` returns None when the value is valid, else a short reason code; `
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import operator
 import random
 import re
+from collections.abc import Callable
 
 # --- GB/T 2260 ---------------------------------------------------------------------------------------------------
 
@@ -82,6 +84,68 @@ def check_id_number(value: str | None, *, today: dt.date | None = None) -> str |
     if id_check_char(value[:17]) != value[17]:
         return "id_check"
     return None
+
+
+_DIGITS = frozenset("0123456789")
+_MEMO_MAX = 200_000
+
+
+@functools.lru_cache(maxsize=4)
+def id_number_predicate(today: dt.date) -> Callable[[str], bool]:
+    """A fast `check_id_number(v, today=today) is None` for bulk loads, memoised per part of the number
+    (area, birth date and sequence: their check-digit weights and their own checks; one predicate and its
+    memos per day, shared by the loads of the process). It answers True only
+    for numbers `check_id_number` accepts; it also answers False for anything unusual (non-ASCII digits),
+    so a False means "ask `check_id_number` for the reason"."""
+    areas: dict[str, int | None] = {}
+    dates: dict[str, int | None] = {}
+    seqs: dict[str, int | None] = {}
+    w_area, w_date, w_seq = ID_WEIGHTS[:6], ID_WEIGHTS[6:14], ID_WEIGHTS[14:]
+
+    def weigh(part: str, weights: tuple[int, ...]) -> int | None:
+        if not _DIGITS.issuperset(part):
+            return None
+        return sum(int(c) * w for c, w in zip(part, weights, strict=True))
+
+    def area(p: str) -> int | None:
+        return None if p[0] == "0" or check_area_code(p) else weigh(p, w_area)
+
+    def date(p: str) -> int | None:
+        s = weigh(p, w_date)
+        if s is None or p[:2] not in ("18", "19", "20"):
+            return None
+        try:
+            born = dt.date(int(p[:4]), int(p[4:6]), int(p[6:]))
+        except ValueError:
+            return None
+        return None if born > today else s
+
+    def part(memo: dict[str, int | None], p: str, fn: Callable[[str], int | None]) -> int | None:
+        try:
+            return memo[p]
+        except KeyError:
+            s = fn(p)
+            if len(memo) < _MEMO_MAX:
+                memo[p] = s
+            return s
+
+    def valid(v: str) -> bool:
+        if len(v) != 18:
+            return False
+        a = areas.get(v[:6], -1)
+        if a == -1:
+            a = part(areas, v[:6], area)
+        d = dates.get(v[6:14], -1)
+        if d == -1:
+            d = part(dates, v[6:14], date)
+        s = seqs.get(v[14:17], -1)
+        if s == -1:
+            s = part(seqs, v[14:17], lambda p: weigh(p, w_seq))
+        if a is None or d is None or s is None:
+            return False
+        return ID_CHECK[(a + d + s) % 11] == v[17]
+
+    return valid
 
 
 def is_valid_id_number(value: str | None) -> bool:

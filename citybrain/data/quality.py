@@ -10,6 +10,7 @@ sensitive), mask (id_number|phone|name|address)`.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -82,15 +83,26 @@ class BaseTable:
 ETHNICITIES = ("汉族", "壮族", "回族", "满族", "苗族", "土家族", "瑶族", "畲族", "蒙古族", "朝鲜族", "其他")
 
 
+_ID_BORN: dict[str, dt.date] = {}  # YYYYMMDD of an ID number -> its date (bounded memo)
+_ID_GENDER = {d: codes.id_gender("0" * 16 + d + "0") for d in "0123456789"}
+
+
 def _population_consistency(row: dict[str, Any]) -> list[tuple[str, str]]:
     idn = row.get("id_number")
     out = []
     if idn and len(idn) == 18:
         born = row.get("birth_date")
-        if born is not None and born != codes.id_birth_date(idn):
-            out.append(("birth_date", "consistency"))
+        if born is not None:
+            ymd = idn[6:14]
+            id_born = _ID_BORN.get(ymd)
+            if id_born is None:
+                id_born = codes.id_birth_date(idn)
+                if len(_ID_BORN) < 100_000:
+                    _ID_BORN[ymd] = id_born
+            if born != id_born:
+                out.append(("birth_date", "consistency"))
         g = row.get("gender")
-        if g and g != codes.id_gender(idn):
+        if g and g != (_ID_GENDER.get(idn[16]) or codes.id_gender(idn)):
             out.append(("gender", "consistency"))
     return out
 
@@ -284,6 +296,116 @@ def compile_field(f: dict[str, Any], today: dt.date) -> Callable[[Any], Any]:
     return run
 
 
+@functools.lru_cache(maxsize=8)
+def _memo_check(check: Callable[[str], str | None]) -> Callable[[str], bool]:
+    """`check(v) is None`, remembered for the values seen (area codes repeat within and across loads)."""
+    ok: dict[str, bool] = {}
+
+    def valid(v: str) -> bool:
+        r = ok.get(v)
+        if r is None:
+            r = check(v) is None
+            if len(ok) < 100_000:
+                ok[v] = r
+        return r
+
+    return valid
+
+
+@functools.lru_cache(maxsize=8)
+def _date_parser(past: bool, today: dt.date) -> Callable[[str], dt.date | None]:
+    """The date of an ISO `YYYY-MM-DD` text within the date rule (1900 <= d, <= today if `past`), or None;
+    remembered per text (birth dates repeat within and across loads)."""
+    seen: dict[str, dt.date | None] = {}
+
+    def parse(v: str) -> dt.date | None:
+        try:
+            return seen[v]
+        except KeyError:
+            d = None
+            if len(v) == 10 and v[4] == "-" and v[7] == "-" and (v[:4] + v[5:7] + v[8:]).isdigit() and v.isascii():
+                try:
+                    d = dt.date.fromisoformat(v)
+                except ValueError:
+                    d = None
+                if d is not None and (d < _MIN_DATE or (past and d > today)):
+                    d = None
+            if len(seen) < 100_000:
+                seen[v] = d
+            return d
+
+    return parse
+
+
+def _fast_check(check: str, today: dt.date) -> Callable[[str], bool]:
+    """`CHECKS[check](v) is None` for a stripped text, the fastest way."""
+    if check == "id_number":
+        return codes.id_number_predicate(today)
+    if check == "phone":
+        return codes.PHONE_RE.match  # type: ignore[return-value] - check_phone is this match on a text
+    if check == "area_code":
+        return _memo_check(CHECKS[check])
+    fn = CHECKS[check]
+    return lambda v: fn(v) is None
+
+
+def compile_row(fields: list[dict[str, Any]], key: str,
+                consistency: Callable[[dict[str, Any]], list[tuple[str, str]]] | None,
+                today: dt.date) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
+    """One generated function for a row shape: the clean row when every rule passes (the same values
+    `Validator.check` would give), else None, and `Validator.check` then finds and records the failures.
+    Text values are checked inline (cheap checks first), dates and area codes through memos, ID numbers
+    through `codes.id_number_predicate`; other types call their compiled field function."""
+    env: dict[str, Any] = {"_consistency": consistency}
+    lines = ["def row(raw):", "    get = raw.get"]
+    names = []
+    for i, f in enumerate(fields):
+        name = f["name"]
+        names.append(name)
+        required = bool(f.get("required")) or name == key
+        ftype = f.get("type", "string")
+        v = f"v{i}"
+        body: list[str] = []
+        if ftype == "string" and f.get("min") is None and f.get("max") is None:
+            code_set = frozenset(f["codes"]) if f.get("codes") else None
+            if code_set is not None and all(c == c.strip() for c in code_set):
+                # a value found as it is needs no strip (the codes have no outer spaces)
+                env[f"codes{i}"] = code_set
+                body += [f"if {v} not in codes{i}:", f"    {v} = {v}.strip()",
+                         f"    if {v} not in codes{i}:", "        return None"]
+            else:
+                body.append(f"{v} = {v}.strip()")
+                if code_set is not None:
+                    env[f"codes{i}"] = code_set
+                    body += [f"if {v} not in codes{i}:", "    return None"]
+            if f.get("max_len"):
+                body += [f"if len({v}) > {int(f['max_len'])}:", "    return None"]
+            if f.get("pattern"):
+                env[f"pattern{i}"] = re.compile(f["pattern"]).match
+                body += [f"if not pattern{i}({v}):", "    return None"]
+            check = f.get("check")
+            if check in CHECKS:
+                env[f"check{i}"] = _fast_check(check, today)
+                body += [f"if not check{i}({v}):", "    return None"]
+        elif ftype == "date" and f.get("min") is None and f.get("max") is None:
+            env[f"date{i}"] = _date_parser(bool(f.get("past")), today)
+            body += [f"{v} = date{i}({v})", f"if {v} is None:", "    return None"]
+        else:
+            env[f"field{i}"] = compile_field(f, today)
+            body += ["try:", f"    {v} = field{i}({v})", "except Exception:", "    return None"]
+        # a non-empty text goes through the rules; a missing value is None; anything else: field by field
+        lines += [f"    {v} = get({name!r})", f"    if type({v}) is str and {v}:"]
+        lines += ["        " + b for b in body]
+        lines += [f"    elif {v} is None or {v} == '':", "        return None" if required else f"        {v} = None",
+                  "    else:", "        return None"]
+    lines.append("    out = {" + ", ".join(f"{n!r}: v{i}" for i, n in enumerate(names)) + "}")
+    if consistency is not None:
+        lines += ["    if _consistency(out):", "        return None"]
+    lines.append("    return out")
+    exec("\n".join(lines), env)  # noqa: S102 - source built above from field definitions (names via repr)
+    return env["row"]
+
+
 class Validator:
     """Validates rows against field definitions; collects the quality report as it goes."""
 
@@ -302,6 +424,7 @@ class Validator:
         self.seen: set[Any] = set()
         self.failures: dict[str, dict[str, Any]] = {}
         self.masks = {f["name"]: MASKS[f["mask"]] for f in fields if f.get("mask") in MASKS}
+        self._row = compile_row(fields, key, consistency, today)
         self._hdr: tuple[tuple, bool] = ((), False)  # last header seen, and whether it uses labels
 
     def normalise_keys(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -331,6 +454,16 @@ class Validator:
 
     def check(self, row_no: int, raw: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict[str, str]]]:
         """The clean row, or None and the reasons it was refused."""
+        out = self._row(raw)
+        if out is not None:
+            k = out[self.key]
+            if k not in self.seen:
+                self.seen.add(k)
+                return out, []
+        return self.check_each(row_no, raw)
+
+    def check_each(self, row_no: int, raw: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict[str, str]]]:
+        """`check` field by field, recording every failure in the report (the path of refused rows)."""
         out: dict[str, Any] = {}
         errs: list[dict[str, str]] | None = None
         get = raw.get

@@ -8,12 +8,15 @@ import datetime as dt
 import hashlib
 import hmac
 import io
+import operator
 import re
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import bindparam, delete, func, insert, or_, select, update
@@ -427,10 +430,13 @@ def _upsert_stmt(conn, table, index_elements: list[str], update_cols: list[str])
                                      set_={c: getattr(ins.excluded, c) for c in update_cols})
 
 
+CROSS_SOURCE = {"licence"}  # base tables whose rows are checked against other base tables
+
+
 def _cross_source(conn, resource: Resource, batch: list[tuple[int, dict]],
                   validator: Validator) -> tuple[list[tuple[int, dict]], list[tuple[int, dict, list]]]:
     """多元校核 across base databases: a licence holder must exist in the population or legal-entity base."""
-    if resource.base_table != "licence":
+    if resource.base_table not in CROSS_SOURCE:
         return batch, []
     pop, ent = BASE_TABLES["population"].table, BASE_TABLES["legal_entity"].table
     ids = {r["holder_id"] for _, r in batch}
@@ -450,65 +456,120 @@ def _cross_source(conn, resource: Resource, batch: list[tuple[int, dict]],
     return good, bad
 
 
-def _write_batch(conn, resource: Resource, load_id: int, batch: list[tuple[int, dict]],
-                 now: dt.datetime) -> tuple[int, int]:
+class _Prepared(NamedTuple):
+    """A batch of clean rows made ready for the driver (in the reading thread), written by `_write_prepared`."""
+
+    rows: list[tuple[int, dict]]
+    cols: list[str]
+    payload: Any  # the rows as one JSON text (SQLite: arrays in `cols` order; PostgreSQL: objects)
+
+
+def _prepare_batch(resource: Resource, batch: list[tuple[int, dict]], sqlite: bool) -> _Prepared:
+    """Sort a base-table batch by key (B-tree inserts stay local) and lay its values out for the driver."""
+    if not resource.base_table or not batch:
+        return _Prepared(batch, [], None)
+    bt = BASE_TABLES[resource.base_table]
+    key = bt.key
+    batch = sorted(batch, key=lambda x: x[1][key])
+    cols = [n for n in bt.columns if n in batch[0][1]]
+    get = operator.itemgetter(*cols) if len(cols) > 1 else (lambda r: (r[cols[0]],))
+    # one JSON text: arrays on SQLite (dates as ISO text, how SQLite keeps them), objects named by column
+    # on PostgreSQL (`json_populate_recordset` types them by the table's columns)
+    if sqlite:
+        return _Prepared(batch, cols, orjson.dumps([get(r) for _, r in batch]))
+    return _Prepared(batch, cols, orjson.dumps([r for _, r in batch]).decode())  # clean rows: named by column
+
+
+def _write_prepared(conn, resource: Resource, load_id: int, prep: _Prepared, now: dt.datetime) -> tuple[int, int]:
     """Upsert clean rows; returns (inserted, updated)."""
+    batch = prep.rows
     if not batch:
         return 0, 0
-    first = _next_seq(conn, resource.base_table or "record", len(batch))
     if resource.base_table:
         bt = BASE_TABLES[resource.base_table]
-        table, key = bt.table, bt.key
-        sqlite = conn.dialect.name == "sqlite"
-        ph = "?" if sqlite else "%s"
-        batch = sorted(batch, key=lambda x: x[1][key])  # key order: B-tree inserts stay local
-        cols = [n for n in bt.columns if n in batch[0][1]]
-        # raw driver rows (the hot path): on SQLite dates as ISO text, timestamps as SQLAlchemy stores them
-        stamp = now.astimezone(dt.UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else now
-        date_cols = {c for c in cols if bt.table.c[c].type.python_type is dt.date} if sqlite else set()
-        getters = [(c, c in date_cols) for c in cols]
-        rows = []
-        for i, (_, r) in enumerate(batch):
-            vals = [(v.isoformat() if (is_date and v is not None) else v) for c, is_date in getters
-                    for v in (r[c],)]
-            vals += [first + i, load_id, stamp]
-            rows.append(tuple(vals))
+        table, key, cols = bt.table, bt.key, prep.cols
         all_cols = cols + ["seq", "load_id", "updated_at"]
         upsert = f"ON CONFLICT ({key}) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in all_cols if c != key)
-        if sqlite:
-            # inserted rows take rowids above the current maximum (this transaction holds the write lock), so
-            # the rowid growth counts them: no existence lookup per key
-            top = conn.exec_driver_sql(f"SELECT coalesce(max(id), 0) FROM {table.name}").scalar()
-            conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(all_cols)}) "
-                                 f"VALUES ({', '.join([ph] * len(all_cols))}) {upsert}", rows)
+        if conn.dialect.name == "sqlite":
+            # few statements, each run by SQLite without the GIL (the loading thread validates the next batch
+            # meanwhile): the change numbers and the highest rowid in one, then the whole batch read from its
+            # JSON text in one. Inserted rows take rowids above that maximum (this transaction holds the write
+            # lock), so the rowid growth counts them.
+            got = conn.exec_driver_sql(
+                f"UPDATE {Counter.__tablename__} SET value = value + ? WHERE name = ? "
+                f"RETURNING value, (SELECT coalesce(max(id), 0) FROM {table.name})",
+                (len(batch), resource.base_table)).first()
+            if got is None:
+                first = _next_seq(conn, resource.base_table, len(batch))
+                top = conn.exec_driver_sql(f"SELECT coalesce(max(id), 0) FROM {table.name}").scalar()
+            else:
+                first, top = got[0] - len(batch) + 1, got[1]
+            stamp = now.astimezone(dt.UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+            values = ", ".join(f"value ->> {i}" for i in range(len(cols)))
+            conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(all_cols)}) SELECT {values}, ? + key, ?, ? "
+                                 f"FROM json_each(?) WHERE true {upsert}", (first, load_id, stamp, prep.payload))
             inserted = conn.exec_driver_sql(f"SELECT coalesce(max(id), 0) FROM {table.name}").scalar() - top
-        else:  # PostgreSQL: COPY into a staging table of this connection, then one upsert that counts inserts
-            stage = f"_stage_{table.name}"
-            col_list = ", ".join(all_cols)
-            conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
-                                 f"SELECT {col_list} FROM {table.name} WITH NO DATA")
-            cur = conn.connection.dbapi_connection.cursor()
-            with cur.copy(f"COPY {stage} ({col_list}) FROM STDIN") as cp:
-                for row in rows:
-                    cp.write_row(row)
-            inserted = conn.exec_driver_sql(
-                f"WITH up AS (INSERT INTO {table.name} ({col_list}) SELECT {col_list} FROM {stage} {upsert} "
-                f"RETURNING (xmax = 0) AS new) SELECT count(*) FILTER (WHERE new) FROM up").scalar()
-        return inserted, len(rows) - inserted
-    else:
-        table = Record.__table__
-        key = resource.key_field
-        keys = [str(r[key]) for _, r in batch]
-        existing = set()
-        for i in range(0, len(keys), 900):
-            existing.update(conn.scalars(select(table.c.record_key).where(
-                table.c.resource_id == resource.id, table.c.record_key.in_(keys[i:i + 900]))))
-        rows = [{"resource_id": resource.id, "record_key": str(r[key]),
-                 "data": orjson.loads(orjson.dumps(r, default=str)), "seq": first + i, "load_id": load_id,
-                 "updated_at": now} for i, (_, r) in enumerate(batch)]
-        conn.execute(_upsert_stmt(conn, table, ["resource_id", "record_key"],
-                                     ["data", "seq", "load_id", "updated_at"]), rows)
-        return sum(1 for k in keys if k not in existing), sum(1 for k in keys if k in existing)
+            return inserted, len(batch) - inserted
+        # PostgreSQL: one upsert reading the batch from its JSON text (typed by the table's row type), which
+        # also counts the inserts
+        first = _next_seq(conn, resource.base_table, len(batch))
+        col_list = ", ".join(all_cols)
+        inserted = conn.exec_driver_sql(
+            f"WITH up AS (INSERT INTO {table.name} ({col_list}) SELECT {', '.join(f'r.{c}' for c in cols)}, "
+            f"%s + r.ordinality - 1, %s, %s FROM json_populate_recordset(NULL::{table.name}, %s::json) "
+            f"WITH ORDINALITY AS r {upsert} RETURNING (xmax = 0) AS new) SELECT count(*) FILTER (WHERE new) FROM up",
+            (first, load_id, now, prep.payload)).scalar()
+        return inserted, len(batch) - inserted
+    first = _next_seq(conn, "record", len(batch))
+    table = Record.__table__
+    key = resource.key_field
+    keys = [str(r[key]) for _, r in batch]
+    existing = set()
+    for i in range(0, len(keys), 900):
+        existing.update(conn.scalars(select(table.c.record_key).where(
+            table.c.resource_id == resource.id, table.c.record_key.in_(keys[i:i + 900]))))
+    rows = [{"resource_id": resource.id, "record_key": str(r[key]),
+             "data": orjson.loads(orjson.dumps(r, default=str)), "seq": first + i, "load_id": load_id,
+             "updated_at": now} for i, (_, r) in enumerate(batch)]
+    conn.execute(_upsert_stmt(conn, table, ["resource_id", "record_key"], ["data", "seq", "load_id", "updated_at"]),
+                 rows)
+    return sum(1 for k in keys if k not in existing), sum(1 for k in keys if k in existing)
+
+
+class _Writer:
+    """Writes a load's batches in one background thread, one at a time and in order, while the loading thread
+    validates the next batch (the database steps without the GIL). `submit` first waits for the batch
+    before, so at most one is in flight; `wait` returns the counts of the batches finished since the last
+    call and re-raises a failed batch's error."""
+
+    def __init__(self, write: Callable[..., tuple[int, int, int]]):
+        self._write = write
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="data-load")
+        self._pending: tuple[Future, int] | None = None
+
+    def wait(self) -> list[tuple[int, int, int, int]]:
+        """[(inserted, updated, rejected, rows read when the batch was cut)] of the finished batch, if any."""
+        if self._pending is None:
+            return []
+        fut, read = self._pending
+        self._pending = None
+        return [(*fut.result(), read)]
+
+    def submit(self, read: int, *args: Any) -> list[tuple[int, int, int, int]]:
+        done = self.wait()
+        self._pending = (self._pool.submit(self._write, *args), read)
+        return done
+
+    def close(self) -> list[tuple[int, int, int, int]]:
+        """Wait for the batch in flight and stop the thread; the batch's counts if it was written."""
+        done = []
+        if self._pending is not None:
+            fut = self._pending[0]
+            futures_wait([fut])
+            if fut.exception() is None:
+                done = self.wait()
+        self._pool.shutdown(wait=True)
+        return done
 
 
 def load_records(session: Session, *, principal: Principal, code: str, rows: Iterable[dict[str, Any]],
@@ -527,7 +588,7 @@ def load_records(session: Session, *, principal: Principal, code: str, rows: Ite
                 status="running", actor=principal.label, started_at=utcnow())
     session.add(load)
     session.commit()
-    # the rows go through one connection of their own, one transaction per batch
+    # the rows go through one connection of their own, one transaction per batch, written by a second thread
     conn = session.get_bind().connect()
     sqlite = conn.dialect.name == "sqlite"
     if sqlite:  # a large page cache for random-key index inserts (reset when the load ends)
@@ -540,42 +601,64 @@ def load_records(session: Session, *, principal: Principal, code: str, rows: Ite
     batch: list[tuple[int, dict]] = []
     rejects: list[dict[str, Any]] = []
 
-    def flush() -> None:
+    def write(prep: _Prepared, rejects: list[dict[str, Any]], now: dt.datetime) -> tuple[int, int, int]:
+        i, u = _write_prepared(conn, resource, load_id, prep, now)
+        if rejects:  # one statement (no GIL hand-over per row while the next batch is checked)
+            doc = orjson.dumps([(r["row_no"], r["record"], r["reasons"]) for r in rejects])
+            if sqlite:
+                conn.exec_driver_sql(f"INSERT INTO {rej_table.name} (load_id, row_no, record, reasons) "
+                                     f"SELECT ?, value ->> 0, value -> 1, value -> 2 FROM json_each(?)", (load_id, doc))
+            else:
+                conn.exec_driver_sql(f"INSERT INTO {rej_table.name} (load_id, row_no, record, reasons) "
+                                     f"SELECT %s, (e ->> 0)::int, e -> 1, e -> 2 FROM json_array_elements(%s::json) "
+                                     f"WITH ORDINALITY AS x(e, i) ORDER BY i", (load_id, doc.decode()))
+        conn.commit()
+        return i, u, len(rejects)
+
+    writer = _Writer(write)
+
+    def count(done: list[tuple[int, int, int, int]]) -> None:
         nonlocal inserted, updated, rejected
+        for i, u, r, read in done:
+            inserted += i
+            updated += u
+            rejected += r
+            if progress:
+                progress(read)
+
+    def flush() -> None:
+        nonlocal batch, rejects
+        if resource.base_table in CROSS_SOURCE:  # reads on the load's connection: the batch before must be done
+            count(writer.wait())
         good, bad = _cross_source(conn, resource, batch, validator)
         for row_no, r, reasons in bad:
             rejects.append({"load_id": load_id, "row_no": row_no,
                             "record": orjson.loads(orjson.dumps(r, default=str)), "reasons": reasons})
-        i, u = _write_batch(conn, resource, load_id, good, utcnow())
-        if rejects:
-            conn.execute(rej_table.insert(), rejects)
-        conn.commit()
-        inserted += i
-        updated += u
-        rejected += len(rejects)
-        rejects.clear()
-        batch.clear()
-        if progress:
-            progress(total)
+        count(writer.submit(total, _prepare_batch(resource, good, sqlite), rejects, utcnow()))
+        batch, rejects = [], []
 
     check, normalise = validator.check, validator.normalise_keys
     try:
-        for raw in rows:
-            total += 1
-            if not isinstance(raw, dict) or "__invalid__" in raw:
-                rejects.append({"load_id": load_id, "row_no": total, "record": {"value": str(raw)[:500]},
-                                "reasons": [{"field": "", "rule": "type"}]})
-                validator.fail_external(total, "", "type", None)
-                continue
-            clean, errs = check(total, normalise(raw))
-            if clean is None:
-                rejects.append({"load_id": load_id, "row_no": total,
-                                "record": orjson.loads(orjson.dumps(raw, default=str)), "reasons": errs})
-            else:
-                batch.append((total, clean))
-            if len(batch) >= batch_size or len(rejects) >= batch_size:
-                flush()
-        flush()
+        try:
+            for raw in rows:
+                total += 1
+                if not isinstance(raw, dict) or "__invalid__" in raw:
+                    rejects.append({"load_id": load_id, "row_no": total, "record": {"value": str(raw)[:500]},
+                                    "reasons": [{"field": "", "rule": "type"}]})
+                    validator.fail_external(total, "", "type", None)
+                    continue
+                clean, errs = check(total, normalise(raw))
+                if clean is None:
+                    rejects.append({"load_id": load_id, "row_no": total,
+                                    "record": orjson.loads(orjson.dumps(raw, default=str)), "reasons": errs})
+                else:
+                    batch.append((total, clean))
+                if len(batch) >= batch_size or len(rejects) >= batch_size:
+                    flush()
+            flush()
+        finally:
+            # the batch in flight ends (committed or not) before the connection is used again
+            count(writer.close())
     except Exception:
         conn.rollback()
         session.rollback()

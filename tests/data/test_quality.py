@@ -1,10 +1,13 @@
 import io
 
 import openpyxl
+import pytest
+from sqlalchemy import select, text
 
 from citybrain import codes
 from citybrain.context import SYSTEM
 from citybrain.data import demo, service
+from citybrain.data.models import Population
 from tests.data.conftest import LIC, LOWINCOME, POP
 
 
@@ -88,3 +91,69 @@ def test_cross_source_check_for_licences(hub):
         load = service.load_records(s, principal=SYSTEM, code=LIC, rows=rows)
     rules = {f["rule"]: f["count"] for f in load.report["failures"]}
     assert load.inserted == 1 and rules == {"cross_source": 1, "consistency": 1}
+
+
+def test_batches_written_behind_validation_keep_every_reject_and_count(hub):
+    """Batches are written by a second thread while the next is validated: rejects of later batches still
+    reach the report and the rejects table, uniqueness holds across batches, progress sees every batch."""
+    rows = _people(23, 80_000)
+    rows[7]["phone"] = "12345"  # second batch
+    rows[16]["gender"] = "未知"  # fourth batch
+    rows[21] = dict(rows[2])  # a key of the first batch again, in the last batch
+    seen: list[int] = []
+    with hub.write() as s:
+        load = service.load_records(s, principal=SYSTEM, code=POP, rows=iter(rows), batch_size=5,
+                                    progress=seen.append)
+        load_id = load.id
+    assert (load.status, load.total, load.inserted, load.updated, load.rejected) == ("done", 23, 20, 0, 3)
+    assert {f["rule"]: f["count"] for f in load.report["failures"]} == {"phone": 1, "codes": 1, "unique": 1}
+    assert seen[:3] == [5, 11, 16] and set(seen[3:]) == {23}  # after each batch, as when written in line
+    with hub.read() as s:
+        rej = service.load_rejects(s, principal=SYSTEM, load_id=load_id)
+    assert [(x["row"], x["reasons"]) for x in rej] == [
+        (8, [{"field": "phone", "rule": "phone"}]), (17, [{"field": "gender", "rule": "codes"}]),
+        (22, [{"field": "id_number", "rule": "unique"}])]
+
+
+def _fail_on_insert(db, id_number: str) -> None:
+    """A trigger refusing one ID number: a database error in the middle of a load."""
+    with db.write() as s:
+        if db.is_sqlite:
+            s.execute(text(f"CREATE TRIGGER boom BEFORE INSERT ON data_population WHEN NEW.id_number = "
+                           f"'{id_number}' BEGIN SELECT RAISE(ABORT, 'boom'); END"))
+        else:
+            s.execute(text(f"CREATE FUNCTION boom() RETURNS trigger AS $$ BEGIN IF NEW.id_number = '{id_number}' "
+                           f"THEN RAISE EXCEPTION 'boom'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql"))
+            s.execute(text("CREATE TRIGGER boom BEFORE INSERT ON data_population FOR EACH ROW "
+                           "EXECUTE FUNCTION boom()"))
+        s.commit()
+
+
+def test_a_batch_failing_in_the_database_fails_the_load_and_keeps_the_batches_before(hub):
+    rows = _people(17, 90_000)
+    _fail_on_insert(hub, rows[12]["id_number"])  # third batch of five
+    with hub.write() as s, pytest.raises(Exception, match="boom"):
+        service.load_records(s, principal=SYSTEM, code=POP, rows=rows, batch_size=5)
+    with hub.read() as s:
+        load = service.list_loads(s, principal=SYSTEM, code=POP, limit=1)[0]
+        stored = {x for (x,) in s.execute(select(Population.id_number).where(
+            Population.id_number.in_([r["id_number"] for r in rows])))}
+    assert (load["status"], load["inserted"]) == ("failed", 10)
+    assert stored == {r["id_number"] for r in rows[:10]}
+
+
+def test_a_failing_source_fails_the_load_and_keeps_the_written_batches(hub):
+    rows = _people(12, 95_000)
+
+    def source():
+        yield from rows
+        raise OSError("the file went away")
+
+    with hub.write() as s, pytest.raises(OSError):
+        service.load_records(s, principal=SYSTEM, code=POP, rows=source(), batch_size=5)
+    with hub.read() as s:
+        load = service.list_loads(s, principal=SYSTEM, code=POP, limit=1)[0]
+        stored = {x for (x,) in s.execute(select(Population.id_number).where(
+            Population.id_number.in_([r["id_number"] for r in rows])))}
+    assert (load["status"], load["total"], load["inserted"]) == ("failed", 12, 10)
+    assert stored == {r["id_number"] for r in rows[:10]}
