@@ -972,14 +972,14 @@ def _touch_devices(session: Session, st: _State, seen: dict[int, list[int]], now
         writes = pending.pg_writes
         changed_ids = [did for did in due if did in docs]
         if changed_ids:
-            writes.append((_PG_TOUCH_LATEST, (at, changed_ids, [orjson.dumps(docs[did] or st.docs.get(did) or {})
-                                                               .decode() for did in changed_ids])))
+            writes.append((_PG_TOUCH_LATEST, (at, _pg_array(changed_ids), _pg_array(
+                [orjson.dumps(docs[did] or st.docs.get(did) or {}).decode() for did in changed_ids]))))
         ids = [did for did in due if did not in docs]
         if ids:
-            writes.append((_PG_TOUCH, (at, ids)))
+            writes.append((_PG_TOUCH, (at, _pg_array(ids))))
         rejected_ids = [did for did, (_a, r) in seen.items() if r]
         if rejected_ids:
-            writes.append((_PG_REJECTED, (rejected_ids, [seen[did][1] for did in rejected_ids])))
+            writes.append((_PG_REJECTED, (_pg_array(rejected_ids), _pg_array([seen[did][1] for did in rejected_ids]))))
         return
     changed = [(at, orjson.dumps(docs[did] or st.docs.get(did) or {}).decode(), did) for did in due if did in docs]
     if changed:
@@ -998,16 +998,23 @@ _DAILY = ("INSERT INTO iot_daily_count (day, accepted, rejected) VALUES ({ph}, {
           "SET accepted = iot_daily_count.accepted + excluded.accepted, "
           "rejected = iot_daily_count.rejected + excluded.rejected")
 _PG_DAILY = _DAILY.format(ph="%s")
-# PostgreSQL statements of a telemetry transaction, sent together with its COMMIT (`_commit`); arrays in binary
+# PostgreSQL statements of a telemetry transaction, sent together with its COMMIT (`_commit`); arrays as literals
 _PG_INSERT = ("INSERT INTO iot_reading (device_id, ts, vals) SELECT d, t, v::json "
-              "FROM unnest(%b::int4[], %b::int8[], %b::text[]) AS u(d, t, v)")
+              "FROM unnest(%s::int4[], %s::int8[], %s::text[]) AS u(d, t, v)")
 _PG_INSERT_MERGE = (_PG_INSERT + " ON CONFLICT (device_id, ts) DO UPDATE SET "
                     "vals = (excluded.vals::jsonb || iot_reading.vals::jsonb)::json")
 _PG_TOUCH_LATEST = ("UPDATE iot_device AS d SET last_seen_at = %s, latest = v.latest::json "
-                    "FROM unnest(%b::int4[], %b::text[]) AS v(id, latest) WHERE d.id = v.id")
-_PG_TOUCH = "UPDATE iot_device SET last_seen_at = %s WHERE id = ANY(%b::int4[])"
+                    "FROM unnest(%s::int4[], %s::text[]) AS v(id, latest) WHERE d.id = v.id")
+_PG_TOUCH = "UPDATE iot_device SET last_seen_at = %s WHERE id = ANY(%s::int4[])"
 _PG_REJECTED = ("UPDATE iot_device AS d SET rejected_count = d.rejected_count + v.n "
-                "FROM unnest(%b::int4[], %b::int4[]) AS v(id, n) WHERE d.id = v.id")
+                "FROM unnest(%s::int4[], %s::int4[]) AS v(id, n) WHERE d.id = v.id")
+
+
+def _pg_array(values: list[Any]) -> str:
+    """A PostgreSQL array literal of integers or of JSON texts, made by orjson in one call (a driver's array
+    adapter loops in Python per element): JSON quotes strings with the escapes an array literal reads (\\" and
+    \\\\). Only for strings without control characters, which orjson's JSON texts never contain raw."""
+    return "{" + orjson.dumps(values).decode()[1:-1] + "}"
 
 
 def _bump_daily(session: Session, day: str, accepted: int, rejected: int, pending: _Pending | None = None) -> None:
@@ -1090,7 +1097,8 @@ def _write_readings(session: Session, st: _State, pending: _Pending, wide: dict[
                              "DO UPDATE SET vals = json_patch(excluded.vals, iot_reading.vals)", fast)
     elif fast:  # three arrays in one INSERT, sent with the transaction's COMMIT (`_commit`); safe: merging
         pending.pg_writes.append((_PG_INSERT_MERGE if safe else _PG_INSERT,
-                                  ([r[0] for r in fast], [r[1] for r in fast], [r[2] for r in fast])))
+                                  (_pg_array([r[0] for r in fast]), _pg_array([r[1] for r in fast]),
+                                   _pg_array([r[2] for r in fast]))))
     return _merge_late(conn, pg, slow) if slow else []
 
 
