@@ -243,17 +243,18 @@ class Subscriber:
                     log.warning("MQTT PUBACKs not sent (%s)", exc)
 
     def _work(self) -> None:
-        queue, wake = self.queue, self.wake
-        backlog = False  # messages arrived while the last batch was written: they have waited, take them now
-        while True:
-            if not backlog:
-                wake.wait(self.linger_s)
+        queue, wake, linger = self.queue, self.wake, self.linger_s
+        taken = 0.0  # batches are taken at least `linger` apart (unless full): a batch is what arrived meanwhile,
+        while True:  # and one that took longer to write than `linger` is followed at once
+            left = taken + linger - time.monotonic()
+            if left > 0 or not queue:
+                wake.wait(left if left > 0 else linger)
                 wake.clear()
             if not queue:
-                backlog = False
                 if self.stopping.is_set():
                     return
                 continue
+            taken = time.monotonic()
             batch = [queue.popleft() for _ in range(min(len(queue), self.batch_max))]
             for attempt in range(1, 6):
                 try:
@@ -266,7 +267,6 @@ class Subscriber:
                 continue  # unacknowledged: the broker delivers them again after a reconnect
             self._ack(batch)
             self.processed += len(batch)
-            backlog = bool(queue)
 
     def _secret_ok(self, info: service.DevInfo, secret: Any) -> bool:
         """Whether `secret` is the device's secret. A secret that verified is remembered in memory (with the

@@ -4,7 +4,7 @@ Other modules use: `ioc_summary`, `list_devices`, `get_device`, `list_alarms`, `
 `alarms_geojson`, `grid_latest`, `device_latest`.
 
 Hot path: `ingest` validates a batch against the device models, writes accepted readings with one
-executemany (INSERT OR IGNORE on SQLite, COPY into a staging table on PostgreSQL), upserts the latest values,
+executemany (SQLite) or one INSERT ... unnest sent with the COMMIT in one pipeline (PostgreSQL), upserts the latest values,
 evaluates the rules in memory, and commits readings, status changes, alarms, their bus events and audit
 records in ONE transaction before the caller acknowledges. A per-database lock serialises ingestion so the
 in-memory rule state is consistent; that state is applied only after a successful commit.
