@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 import uuid
@@ -187,6 +188,8 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
         db = get_db()
         primary = background and runs_background(settings)
         startup(db, hooks=primary)
+        if background:  # a served app: keep the startup heap (modules, routes, mappers) out of every full GC pass
+            gc.freeze()
         bus.set_background(primary)
         bridge = None
         if primary and settings.bus_backend == "nats":

@@ -104,47 +104,15 @@ def record(
     note: str | None = None,
     outcome: str = "success",
     actor: Principal | None = None,
-) -> AuditRecord:
+) -> None:
     """Add one audit record to the session's transaction (committed with the change it records)."""
-    who = actor or context.actor()
-    req = context.current()
-    summary: dict[str, Any] = {}
-    if before is not None:
-        summary["before"] = before
-    if after is not None:
-        summary["after"] = after
-    if note:
-        summary["note"] = note
-    seq, prev = _head(session)
-    rec = AuditRecord(
-        seq=seq + 1,
-        at=utcnow(),
-        actor=who.label,
-        actor_id=who.id,
-        org_id=who.org_id,
-        action=action,
-        target_type=target_type,
-        target_id=None if target_id is None else str(target_id),
-        outcome=outcome,
-        ip=req.ip,
-        request_id=req.request_id,
-        summary=_normalise(summary),
-        prev_hash=prev,
-    )
-    alg = get_settings().audit_hash
-    rec.hash = _digest(prev, _fields(rec), alg)
-    session.add(rec)
-    session.flush([rec])
-    anchor = {"seq": rec.seq, "hash": rec.hash, "mac": _head_mac(rec.seq, rec.hash, alg)}
-    if session.execute(update(AuditHead).where(AuditHead.id == 1).values(**anchor)).rowcount == 0:
-        session.execute(insert(AuditHead).values(id=1, **anchor))
-    session.info[_HEAD] = (rec.seq, rec.hash)
-    return rec
+    record_many(session, [{"action": action, "target_type": target_type, "target_id": target_id, "before": before,
+                           "after": after, "note": note, "outcome": outcome}], actor=actor)
 
 
 def record_many(session: Session, entries: list[dict[str, Any]], *, actor: Principal | None = None) -> None:
-    """Add one audit record per entry (`action`, `target_type`, `target_id`, optional `before`/`after`/`note`)
-    to the session's transaction with one executemany, chained like `record` (bulk intake: one record per case)."""
+    """Add one audit record per entry (`action`, `target_type`, `target_id`, optional `before`/`after`/`note`/
+    `outcome`) to the session's transaction with one insert, each chained to the one before it."""
     if not entries:
         return
     who = actor or context.actor()
@@ -160,7 +128,7 @@ def record_many(session: Session, entries: list[dict[str, Any]], *, actor: Princ
         row = {"seq": seq, "actor": who.label, "actor_id": who.id, "org_id": who.org_id, "action": e["action"],
                "target_type": e["target_type"],
                "target_id": None if e.get("target_id") is None else str(e["target_id"]),
-               "outcome": e.get("outcome", "success"), "ip": req.ip, "request_id": req.request_id,
+               "outcome": e.get("outcome") or "success", "ip": req.ip, "request_id": req.request_id,
                "summary": _normalise(summary)}
         row["hash"] = _digest(prev, {**row, "at": at_iso}, alg)
         row["at"], row["prev_hash"] = at, prev
@@ -173,11 +141,10 @@ def record_many(session: Session, entries: list[dict[str, Any]], *, actor: Princ
     session.info[_HEAD] = (seq, prev)
 
 
-def commit(session: Session, **kwargs: Any) -> AuditRecord:
+def commit(session: Session, **kwargs: Any) -> None:
     """Record the change and commit the transaction: the one way a service finishes a state change."""
-    rec = record(session, **kwargs)
+    record(session, **kwargs)
     session.commit()
-    return rec
 
 
 def record_alone(db: Database | None = None, **kwargs: Any) -> None:

@@ -52,7 +52,11 @@ class Device(Base):
 
 
 class Reading(Base):
-    """The properties one device reported at one time (ts in epoch ms): `vals` = {prop: number | string}."""
+    """The properties one device reported at one time (ts in epoch ms): `vals` = {prop: number | string}.
+
+    SQLite (iot_0005): keyed by (ts, device_id) so a batch's rows append at the table's right edge, with the
+    index ix_iot_reading_device_ts (device_id, ts) for a device's time range. PostgreSQL: key (device_id, ts),
+    a heap partitioned by ts (iot_0004)."""
 
     __tablename__ = "iot_reading"
     __table_args__ = {"sqlite_with_rowid": False}

@@ -1113,9 +1113,11 @@ def _merge_late(conn: Any, pg: bool, slow: list[tuple[int, int, dict[str, Any]]]
                 "SELECT r.device_id, r.ts, r.vals FROM iot_reading r JOIN unnest(%s::int[], %s::bigint[]) AS k(d, t) "
                 "ON r.device_id = k.d AND r.ts = k.t", ([c[0] for c in chunk], [c[1] for c in chunk])).all()
         else:
+            # a join, not `(device_id, ts) IN (VALUES ...)`: SQLite plans that as a scan of the whole table
             got = conn.exec_driver_sql(
-                "SELECT device_id, ts, vals FROM iot_reading WHERE (device_id, ts) IN (VALUES "
-                + ", ".join("(?, ?)" for _ in chunk) + ")", tuple(x for c in chunk for x in c[:2])).all()
+                "SELECT r.device_id, r.ts, r.vals FROM (VALUES " + ", ".join("(?, ?)" for _ in chunk)
+                + ") AS k JOIN iot_reading r ON r.ts = k.column1 AND r.device_id = k.column2",
+                tuple(x for c in chunk for x in (c[1], c[0]))).all()
         stored = {(d, t): (orjson.loads(v) if isinstance(v, str | bytes) else v) for d, t, v in got}
         inserts, updates = [], []
         for did, ts, vals in chunk:

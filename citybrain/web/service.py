@@ -127,6 +127,21 @@ def _scope_key(principal: Principal) -> Any:
     return "city" if principal.org_scope is None else tuple(sorted(principal.org_scope))
 
 
+def _compute(entry: _Entry, session: Session, principal: Principal) -> dict[str, Any]:
+    """Compute a scope's summary into its entry (the caller holds `entry.lock`); waiting requests are released."""
+    entry.done.clear()
+    entry.dirty = False
+    try:
+        value = compute_ioc_summary(session, principal=principal)
+        entry.value, entry.at = value, time.monotonic()
+        return value
+    except Exception:
+        entry.dirty = True
+        raise
+    finally:
+        entry.done.set()
+
+
 def _refresh(entry: _Entry) -> None:
     """Recompute a scope's summary in the background until no change is left unseen (at most every 2 s)."""
     if not entry.lock.acquire(blocking=False):
@@ -135,19 +150,13 @@ def _refresh(entry: _Entry) -> None:
         from citybrain.db import get_db
 
         while entry.dirty:
-            entry.done.clear()
-            entry.dirty = False
             started = time.monotonic()
             try:
                 with get_db().read() as session:
-                    entry.value = compute_ioc_summary(session, principal=entry.principal)
-                entry.at = time.monotonic()
+                    _compute(entry, session, entry.principal)
             except Exception:
                 log.exception("IOC summary refresh failed")
-                entry.dirty = True
                 return
-            finally:
-                entry.done.set()
             if entry.dirty:  # changed again meanwhile: requests wait for the next round
                 entry.done.clear()
                 time.sleep(max(0.0, 2.0 - (time.monotonic() - started)))
@@ -195,17 +204,9 @@ def ioc_summary(session: Session, *, principal: Principal, max_age_s: float | No
         return {**entry.value, "cached": True}
     if entry.lock.acquire(blocking=False):  # nobody is computing it: compute in this request
         try:
-            entry.done.clear()
-            entry.dirty = False
-            value = compute_ioc_summary(session, principal=principal)
-            entry.value, entry.at = value, time.monotonic()
-        except Exception:
-            entry.dirty = True
-            raise
+            return {**_compute(entry, session, principal), "cached": False}
         finally:
-            entry.done.set()
             entry.lock.release()
-        return {**value, "cached": False}
     entry.done.wait(SUMMARY_WAIT_S if entry.value is not None else 120)
     if entry.value is None:
         return compute_ioc_summary(session, principal=principal)

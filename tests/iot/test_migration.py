@@ -1,4 +1,4 @@
-"""Revision iot_0004 moves readings from one row per property to one row per device message, keeping them."""
+"""Revisions iot_0004 (one row per device message) and iot_0005 (SQLite: time-ordered key) keep existing readings."""
 
 from __future__ import annotations
 
