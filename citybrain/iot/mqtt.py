@@ -243,18 +243,14 @@ class Subscriber:
                     log.warning("MQTT PUBACKs not sent (%s)", exc)
 
     def _work(self) -> None:
-        queue, wake, linger = self.queue, self.wake, self.linger_s
-        taken = 0.0  # batches are taken at least `linger` apart (unless full): a batch is what arrived meanwhile,
-        while True:  # and one that took longer to write than `linger` is followed at once
-            left = taken + linger - time.monotonic()
-            if left > 0 or not queue:
-                wake.wait(left if left > 0 else linger)
-                wake.clear()
+        queue, wake = self.queue, self.wake
+        while True:  # a batch is what arrived within `linger` after the last one (or `batch_max` messages)
+            wake.wait(self.linger_s)
+            wake.clear()
             if not queue:
                 if self.stopping.is_set():
                     return
                 continue
-            taken = time.monotonic()
             batch = [queue.popleft() for _ in range(min(len(queue), self.batch_max))]
             for attempt in range(1, 6):
                 try:
