@@ -20,6 +20,7 @@ import collections
 import contextlib
 import datetime as dt
 import logging
+import secrets
 import socket
 import struct
 import threading
@@ -42,6 +43,7 @@ log = logging.getLogger("citybrain.iot.mqtt")
 DEFAULT_PREFIX = "citybrain/v1"
 RECEIVE_MAXIMUM = 65535
 SESSION_EXPIRY_S = 7 * 86400
+VERIFIED_MAX = 200_000  # remembered device secrets (one per device that reported)
 
 
 def parse_url(url: str) -> tuple[str, int, str, str | None]:
@@ -52,13 +54,9 @@ def parse_url(url: str) -> tuple[str, int, str, str | None]:
     return u.hostname or "127.0.0.1", u.port or 1883, prefix, cid
 
 
-class Msg:
-    """A received PUBLISH."""
-
-    __slots__ = ("topic", "payload", "qos", "mid", "gen")
-
-    def __init__(self, topic: str, payload: bytes, qos: int, mid: int, gen: int):
-        self.topic, self.payload, self.qos, self.mid, self.gen = topic, payload, qos, mid, gen
+# A received PUBLISH: (topic, payload, packet id (0: QoS 0, nothing to acknowledge), connection generation).
+# A plain tuple: one is made per message by the reader thread, which shares the GIL with the ingestion.
+Msg = tuple[str, bytes, int, int]
 
 
 def _varint(n: int) -> bytes:
@@ -68,6 +66,21 @@ def _varint(n: int) -> bytes:
         out.append(b | (0x80 if n else 0))
         if not n:
             return bytes(out)
+
+
+def _varint_at(buf: bytes, i: int, end: int) -> tuple[int, int]:
+    """The MQTT variable byte integer at buf[i:end] and the index after it; (-1, end) if it is incomplete."""
+    value = shift = 0
+    while i < end:
+        b = buf[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, i
+        shift += 7
+        if shift > 21:
+            raise ValueError("malformed MQTT variable byte integer")
+    return -1, end
 
 
 def _str(s: str) -> bytes:
@@ -96,6 +109,7 @@ class Subscriber:
         self.stopping = threading.Event()
         self._pending = b""  # bytes read past the CONNACK, handed to the reader
         self.processed = 0
+        self._verified: dict[str, tuple[int, str]] = {}  # device secret -> (device id, secret hash it matched)
         self.sock: socket.socket | None = None
         self.gen = 0  # connection generation: PUBACKs go only to the connection that delivered the message
         self.send_lock = threading.Lock()
@@ -131,8 +145,8 @@ class Subscriber:
         var = _str("MQTT") + bytes([5, 0x00]) + struct.pack("!H", self.keepalive) + _varint(len(props)) + props
         body = var + _str(self.client_id)
         sock.sendall(b"\x10" + _varint(len(body)) + body)
-        kind, pkt, rest = _read_packet(sock, b"")
-        if kind >> 4 != 2 or len(pkt) < 2 or pkt[1] >= 0x80:
+        first, pkt, rest = _read_packet(sock, b"")
+        if first >> 4 != 2 or len(pkt) < 2 or pkt[1] >= 0x80:
             sock.close()
             raise ConnectionError(f"MQTT connection refused by {self.host}:{self.port} (reason {pkt[1:2].hex()})")
         topics = [f"{self.prefix}/devices/+/telemetry", f"{self.prefix}/gateways/+/telemetry"]
@@ -166,49 +180,43 @@ class Subscriber:
                     log.warning("MQTT broker at %s:%s not reachable (%s)", self.host, self.port, exc)
 
     def _read(self, sock: socket.socket, gen: int) -> None:
-        buf = bytearray(self._pending)
+        buf = self._pending  # bytes: a PUBLISH's topic and payload are each one slice (one copy)
         queue, wake, batch_max = self.queue, self.wake, self.batch_max
+        append = queue.append
         while True:
             pos, n = 0, len(buf)
             while n - pos >= 2:  # parse every complete packet in the buffer
-                first = buf[pos]
-                length, shift, i, complete = 0, 0, pos + 1, False
-                while i < n:
-                    b = buf[i]
-                    length |= (b & 0x7F) << shift
-                    shift += 7
-                    i += 1
-                    if not b & 0x80:
-                        complete = True
-                        break
-                if not complete or i + length > n:
-                    break
+                length = buf[pos + 1]
+                if length < 0x80:  # the usual one-byte lengths are read inline
+                    i = pos + 2
+                else:
+                    length, i = _varint_at(buf, pos + 1, n)
                 end = i + length
-                if first >> 4 == 3:  # PUBLISH
-                    qos = (first >> 1) & 3
-                    tlen = (buf[i] << 8) | buf[i + 1]
-                    j = i + 2 + tlen
+                if length < 0 or end > n:
+                    break
+                first = buf[pos]
+                if first >> 4 == 3:  # PUBLISH: topic, packet id (QoS > 0), properties (skipped), payload
+                    j = i + 2 + ((buf[i] << 8) | buf[i + 1])
                     topic = buf[i + 2:j].decode()
                     mid = 0
-                    if qos:
+                    if first & 0x06:  # QoS 1 or 2: a packet id
                         mid = (buf[j] << 8) | buf[j + 1]
                         j += 2
-                    plen, mult = 0, 1
-                    while True:  # properties: skipped
-                        b = buf[j]
-                        plen += (b & 0x7F) * mult
-                        mult *= 128
+                    if buf[j] == 0:  # no properties
                         j += 1
-                        if not b & 0x80:
-                            break
-                    queue.append(Msg(topic, bytes(buf[j + plen:end]), qos, mid, gen))
+                    else:
+                        plen, j = _varint_at(buf, j, end)
+                        if plen < 0 or j + plen > end:
+                            raise ValueError("malformed MQTT PUBLISH")
+                        j += plen
+                    append((topic, buf[j:end], mid, gen))
                     if len(queue) >= batch_max and not wake.is_set():
                         wake.set()
                 elif first >> 4 == 14:  # DISCONNECT from the broker
                     raise ConnectionError("the broker closed the session")
                 pos = end
             if pos:
-                del buf[:pos]
+                buf = buf[pos:]
             now = time.monotonic()
             if now - self.last_send > self.keepalive / 2:  # keep the session alive also under QoS 0 traffic
                 with self.send_lock:
@@ -220,12 +228,13 @@ class Subscriber:
                 continue
             if not data:
                 raise ConnectionError("connection closed")
-            buf += data
+            buf = buf + data if buf else data
 
     def _ack(self, batch: list[Msg]) -> None:
         with self.send_lock:
             sock, gen = self.sock, self.gen
-            acks = b"".join(b"\x40\x02" + struct.pack("!H", m.mid) for m in batch if m.qos and m.gen == gen)
+            mids = [0x40020000 | m[2] for m in batch if m[2] and m[3] == gen]  # PUBACK: 40 02 <id>
+            acks = struct.pack(f"!{len(mids)}I", *mids)
             if acks and sock is not None:
                 try:
                     sock.sendall(acks)
@@ -234,16 +243,15 @@ class Subscriber:
                     log.warning("MQTT PUBACKs not sent (%s)", exc)
 
     def _work(self) -> None:
-        while True:
-            self.wake.wait(self.linger_s)
-            self.wake.clear()
-            if not self.queue:
+        queue, wake = self.queue, self.wake
+        while True:  # a batch is what arrived within `linger` after the last one (or `batch_max` messages)
+            wake.wait(self.linger_s)
+            wake.clear()
+            if not queue:
                 if self.stopping.is_set():
                     return
                 continue
-            batch = []
-            while self.queue and len(batch) < self.batch_max:
-                batch.append(self.queue.popleft())
+            batch = [queue.popleft() for _ in range(min(len(queue), self.batch_max))]
             for attempt in range(1, 6):
                 try:
                     self.process(batch)
@@ -256,10 +264,27 @@ class Subscriber:
             self._ack(batch)
             self.processed += len(batch)
 
-    def process(self, batch: list[Any]) -> service.IngestResult | None:
+    def _secret_ok(self, info: service.DevInfo, secret: Any) -> bool:
+        """Whether `secret` is the device's secret. A secret that verified is remembered in memory (with the
+        device and the hash it matched) so the device's next messages skip the SHA-256; after a rotation the
+        device's hash differs, so the old secret is checked again, and refused. Failures are not remembered."""
+        if not isinstance(secret, str):
+            return False
+        verified = self._verified
+        hit = verified.get(secret)
+        if hit is not None and hit[0] == info.id and hit[1] == info.secret_hash:
+            return True
+        if not secrets.compare_digest(info.secret_hash, service._sha256(secret)):
+            return False
+        if len(verified) >= VERIFIED_MAX:
+            verified.clear()
+        verified[secret] = (info.id, info.secret_hash)
+        return True
+
+    def process(self, batch: list[Msg]) -> service.IngestResult | None:
         """Authenticate, parse and ingest a batch of messages in one transaction (commits)."""
         items: list[Any] = []
-        scopes: list[Any] = []
+        scopes: list[Any] | None = None  # organisation scope per item: only needed once a gateway message came
         senders: list[str | None] = []
         dead: list[dict[str, Any]] = []
         now = utcnow()
@@ -268,32 +293,38 @@ class Subscriber:
             st = service._state(s)
             with st.lock:
                 registry = service._registry(s, st)
-            for msg in batch:
-                rest = msg.topic[plen:].split("/")
+            for topic, raw, _mid, _gen in batch:
+                rest = topic[plen:].split("/")
                 kind, ident = (rest[0], rest[1]) if len(rest) == 3 else ("", "")
-                raw = msg.payload
                 try:
                     doc = orjson.loads(raw)
                 except orjson.JSONDecodeError:
                     doc = None
-                if not isinstance(doc, dict) or kind not in ("devices", "gateways"):
+                if doc.__class__ is not dict or kind not in ("devices", "gateways"):
                     dead.append(_dead(ident or None, raw, "malformed", "not a JSON object on a telemetry topic",
-                                      msg.topic, now))
+                                      topic, now))
                     continue
                 if kind == "devices":
                     info = registry.get(ident)
-                    secret = doc.pop("secret", None)
-                    if info is None or not isinstance(secret, str) or not service.secrets.compare_digest(
-                            info.secret_hash, service._sha256(secret)):
-                        dead.append(_dead(ident, b"", "unauthenticated", "wrong device code or secret", msg.topic, now))
+                    if info is None or not self._secret_ok(info, doc.pop("secret", None)):
+                        dead.append(_dead(ident, b"", "unauthenticated", "wrong device code or secret", topic, now))
                         continue
-                    readings = doc["readings"] if isinstance(doc.get("readings"), list) else [doc]
+                    label = f"device:{ident}"
+                    readings = doc.get("readings")
+                    if readings.__class__ is not list:  # one reading: the message itself
+                        doc["device"] = ident
+                        items.append(doc)
+                        senders.append(label)
+                        if scopes is not None:
+                            scopes.append(None)
+                        continue
                     for r in readings:
                         if isinstance(r, dict):
                             r["device"] = ident
-                        items.append(r)
-                        scopes.append(None)
-                        senders.append(f"device:{ident}")
+                    items.extend(readings)
+                    senders.extend([label] * len(readings))
+                    if scopes is not None:
+                        scopes.extend([None] * len(readings))
                 else:
                     key = doc.pop("key", None)
                     try:
@@ -302,16 +333,17 @@ class Subscriber:
                         who = None
                     if who is None or not who.can("iot.ingest"):
                         dead.append(_dead(None, b"", "unauthenticated", f"gateway {ident}: bad or unscoped key",
-                                          msg.topic, now))
+                                          topic, now))
                         continue
                     readings = doc.get("readings")
                     if not isinstance(readings, list):
-                        dead.append(_dead(None, raw, "malformed", "readings must be a list", msg.topic, now))
+                        dead.append(_dead(None, raw, "malformed", "readings must be a list", topic, now))
                         continue
-                    for r in readings:
-                        items.append(r)
-                        scopes.append(who.org_scope)
-                        senders.append(who.label)
+                    if scopes is None:
+                        scopes = [None] * len(items)
+                    items.extend(readings)
+                    scopes.extend([who.org_scope] * len(readings))
+                    senders.extend([who.label] * len(readings))
             s.commit()  # end the credential lookups' transaction before the ingestion lock
             if dead:
                 s.execute(insert(DeadLetter), dead)
@@ -324,19 +356,12 @@ class Subscriber:
 
 def _read_packet(sock: socket.socket, pending: bytes) -> tuple[int, bytes, bytes]:
     """One whole packet (first byte, body) read from the socket, and the bytes after it."""
-    buf = bytearray(pending)
+    buf = pending
     while True:
         if len(buf) >= 2:
-            length, mult, i = 0, 1, 1
-            while i < len(buf):
-                b = buf[i]
-                length += (b & 0x7F) * mult
-                mult *= 128
-                i += 1
-                if not b & 0x80:
-                    if len(buf) >= i + length:
-                        return buf[0], bytes(buf[i:i + length]), bytes(buf[i + length:])
-                    break
+            length, i = _varint_at(buf, 1, len(buf))
+            if length >= 0 and len(buf) >= i + length:
+                return buf[0], buf[i:i + length], buf[i + length:]
         data = sock.recv(4096)
         if not data:
             raise ConnectionError("connection closed during the handshake")

@@ -4,7 +4,7 @@ Other modules use: `ioc_summary`, `list_devices`, `get_device`, `list_alarms`, `
 `alarms_geojson`, `grid_latest`, `device_latest`.
 
 Hot path: `ingest` validates a batch against the device models, writes accepted readings with one
-executemany (INSERT OR IGNORE on SQLite, COPY into a staging table on PostgreSQL), upserts the latest values,
+executemany (SQLite) or one INSERT ... unnest sent with the COMMIT in one pipeline (PostgreSQL), upserts the latest values,
 evaluates the rules in memory, and commits readings, status changes, alarms, their bus events and audit
 records in ONE transaction before the caller acknowledges. A per-database lock serialises ingestion so the
 in-memory rule state is consistent; that state is applied only after a successful commit.
@@ -12,6 +12,7 @@ in-memory rule state is consistent; that state is applied only after a successfu
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import hashlib
@@ -941,13 +942,13 @@ def _store_and_evaluate(session: Session, st: _State, parts: list[Part], now: dt
                             .values(status="online", status_changed_at=now))
             _publish_status(session, [(i.code, "online", i.org_id) for i in came_online], now)
     day = cst_day(now)
-    _bump_daily(session, day, sum(p.result.accepted - p.result.duplicates for p in parts), len(dead))
+    _bump_daily(session, day, sum(p.result.accepted - p.result.duplicates for p in parts), len(dead), pending)
     if came_online:
         audit.record(session, action="iot.device.online", target_type="iot_device",
                      target_id=came_online[0].code if len(came_online) == 1 else f"{len(came_online)} devices",
                      after={"status": "online", "devices": [i.code for i in came_online[:200]],
                             "count": len(came_online)})
-    session.commit()
+    _commit(session, pending)
     # apply the committed changes to the in-memory state
     for info in came_online:
         info.status = "online"
@@ -967,13 +968,21 @@ def _touch_devices(session: Session, st: _State, seen: dict[int, list[int]], now
     due = [did for did in seen if did in force or now_ms - flushed.get(did, 0) >= FLUSH_MS]
     for did in due:
         pending.flushed[did] = now_ms
+    if pg:  # sent with the readings and the COMMIT in one round trip (_commit)
+        writes = pending.pg_writes
+        changed_ids = [did for did in due if did in docs]
+        if changed_ids:
+            writes.append((_PG_TOUCH_LATEST, (at, _pg_array(changed_ids), _pg_array(
+                [orjson.dumps(docs[did] or st.docs.get(did) or {}).decode() for did in changed_ids]))))
+        ids = [did for did in due if did not in docs]
+        if ids:
+            writes.append((_PG_TOUCH, (at, _pg_array(ids))))
+        rejected_ids = [did for did, (_a, r) in seen.items() if r]
+        if rejected_ids:
+            writes.append((_PG_REJECTED, (_pg_array(rejected_ids), _pg_array([seen[did][1] for did in rejected_ids]))))
+        return
     changed = [(at, orjson.dumps(docs[did] or st.docs.get(did) or {}).decode(), did) for did in due if did in docs]
-    if changed and pg:  # one statement, one round trip
-        conn.exec_driver_sql(
-            "UPDATE iot_device AS d SET last_seen_at = %s, latest = v.latest::json "
-            "FROM (SELECT unnest(%s::int[]) AS id, unnest(%s::text[]) AS latest) AS v WHERE d.id = v.id",
-            (at, [c[2] for c in changed], [c[1] for c in changed]))
-    elif changed:
+    if changed:
         conn.exec_driver_sql("UPDATE iot_device SET last_seen_at = ?, latest = ? WHERE id = ?", changed)
     ids = [did for did in due if did not in docs]
     for k in range(0, len(ids), 900):
@@ -985,14 +994,69 @@ def _touch_devices(session: Session, st: _State, seen: dict[int, list[int]], now
         conn.exec_driver_sql(f"UPDATE iot_device SET rejected_count = rejected_count + {ph} WHERE id = {ph}", rejected)
 
 
-def _bump_daily(session: Session, day: str, accepted: int, rejected: int) -> None:
+_DAILY = ("INSERT INTO iot_daily_count (day, accepted, rejected) VALUES ({ph}, {ph}, {ph}) ON CONFLICT (day) DO UPDATE "
+          "SET accepted = iot_daily_count.accepted + excluded.accepted, "
+          "rejected = iot_daily_count.rejected + excluded.rejected")
+_PG_DAILY = _DAILY.format(ph="%s")
+# PostgreSQL statements of a telemetry transaction, sent together with its COMMIT (`_commit`); arrays as literals
+_PG_INSERT = ("INSERT INTO iot_reading (device_id, ts, vals) SELECT d, t, v::json "
+              "FROM unnest(%s::int4[], %s::int8[], %s::text[]) AS u(d, t, v)")
+_PG_INSERT_MERGE = (_PG_INSERT + " ON CONFLICT (device_id, ts) DO UPDATE SET "
+                    "vals = (excluded.vals::jsonb || iot_reading.vals::jsonb)::json")
+_PG_TOUCH_LATEST = ("UPDATE iot_device AS d SET last_seen_at = %s, latest = v.latest::json "
+                    "FROM unnest(%s::int4[], %s::text[]) AS v(id, latest) WHERE d.id = v.id")
+_PG_TOUCH = "UPDATE iot_device SET last_seen_at = %s WHERE id = ANY(%s::int4[])"
+_PG_REJECTED = ("UPDATE iot_device AS d SET rejected_count = d.rejected_count + v.n "
+                "FROM unnest(%s::int4[], %s::int4[]) AS v(id, n) WHERE d.id = v.id")
+
+
+def _pg_array(values: list[Any]) -> str:
+    """A PostgreSQL array literal of integers or of JSON texts, made by orjson in one call (a driver's array
+    adapter loops in Python per element): JSON quotes strings with the escapes an array literal reads (\\" and
+    \\\\). Only for strings without control characters, which orjson's JSON texts never contain raw."""
+    return "{" + orjson.dumps(values).decode()[1:-1] + "}"
+
+
+def _bump_daily(session: Session, day: str, accepted: int, rejected: int, pending: _Pending | None = None) -> None:
+    """Add to the day's counters (PostgreSQL with `pending`: sent with the transaction's COMMIT)."""
     if not accepted and not rejected:
         return
-    ph = "%s" if session.get_bind().dialect.name == "postgresql" else "?"
-    session.connection().exec_driver_sql(
-        f"INSERT INTO iot_daily_count (day, accepted, rejected) VALUES ({ph}, {ph}, {ph}) ON CONFLICT (day) DO UPDATE "
-        "SET accepted = iot_daily_count.accepted + excluded.accepted, "
-        "rejected = iot_daily_count.rejected + excluded.rejected", (day, accepted, rejected))
+    pg = session.get_bind().dialect.name == "postgresql"
+    if pg and pending is not None:
+        pending.pg_writes.append((_PG_DAILY, (day, accepted, rejected)))
+        return
+    session.connection().exec_driver_sql(_DAILY.format(ph="%s" if pg else "?"), (day, accepted, rejected))
+
+
+def _commit(session: Session, pending: _Pending) -> None:
+    """Commit a telemetry transaction. PostgreSQL: its deferred writes (the readings, device rows, counters) and
+    the COMMIT go in ONE pipeline, one round trip; an error there (e.g. a unique violation of the readings)
+    leaves nothing committed and is raised as usual."""
+    writes = pending.pg_writes
+    if not writes:
+        session.commit()
+        return
+    session.flush()  # ORM objects first: nothing may be written after this transaction's COMMIT
+    raw = session.connection().connection.dbapi_connection
+    idle = raw.pgconn.transaction_status == 0  # TransactionStatus.IDLE: nothing sent yet in this transaction
+    try:
+        if idle:  # BEGIN goes in the pipeline too (psycopg would wait for its own BEGIN)
+            raw.autocommit = True
+        with raw.pipeline(), raw.cursor() as cur:
+            if idle:
+                cur.execute("BEGIN")
+            for sql, params in writes:
+                cur.execute(sql, params)
+            cur.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            raw.rollback()
+        raise
+    finally:
+        if idle:
+            with contextlib.suppress(Exception):
+                raw.autocommit = False
+    session.commit()  # the session's bookkeeping; the database transaction is already committed
 
 
 def _write_readings(session: Session, st: _State, pending: _Pending, wide: dict[tuple[int, int], dict[str, Any]],
@@ -1028,20 +1092,13 @@ def _write_readings(session: Session, st: _State, pending: _Pending, wide: dict[
         if ts > tops[did]:
             pnewest[did] = ts
     pg = conn.dialect.name == "postgresql"
-    raw = conn.connection.dbapi_connection
     if fast and not pg:
         conn.exec_driver_sql("INSERT INTO iot_reading (device_id, ts, vals) VALUES (?, ?, ?) ON CONFLICT (device_id, ts) "
                              "DO UPDATE SET vals = json_patch(excluded.vals, iot_reading.vals)", fast)
-    elif fast and not safe:  # COPY straight into the partitioned table: one round trip, no per-row planning
-        with raw.cursor() as cur, cur.copy("COPY iot_reading (device_id, ts, vals) FROM STDIN") as cp:
-            for r in fast:
-                cp.write_row(r)
-    elif fast:  # the safe path: three arrays in one INSERT ... SELECT unnest(...) merging on conflict
-        cols = list(zip(*fast, strict=True))
-        with raw.cursor() as cur:
-            cur.execute("INSERT INTO iot_reading (device_id, ts, vals) SELECT * FROM unnest(%s::int[], %s::bigint[], "
-                        "%s::json[]) ON CONFLICT (device_id, ts) DO UPDATE SET "
-                        "vals = (excluded.vals::jsonb || iot_reading.vals::jsonb)::json", [list(c) for c in cols])
+    elif fast:  # three arrays in one INSERT, sent with the transaction's COMMIT (`_commit`); safe: merging
+        pending.pg_writes.append((_PG_INSERT_MERGE if safe else _PG_INSERT,
+                                  (_pg_array([r[0] for r in fast]), _pg_array([r[1] for r in fast]),
+                                   _pg_array([r[2] for r in fast]))))
     return _merge_late(conn, pg, slow) if slow else []
 
 
@@ -1095,6 +1152,7 @@ class _Pending:
     rate_ref: dict[tuple[int, int], tuple[int, float]] = field(default_factory=dict)
     flushed: dict[int, int] = field(default_factory=dict)
     newest: dict[int, int] = field(default_factory=dict)
+    pg_writes: list[tuple[str, tuple]] = field(default_factory=list)  # PostgreSQL: sent with the COMMIT
     cur: tuple | None = None  # the reading being evaluated, and which readings raised / cleared alarms
     raised_by: list[tuple] = field(default_factory=list)
     cleared_by: list[tuple] = field(default_factory=list)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +28,7 @@ log = logging.getLogger("citybrain.iot")
 
 GROUP_MAX_BYTES = 1024 * 1024  # at most this much request body per transaction (~15,000 readings)
 IDLE_EXIT_S = 30.0  # the thread ends after this long without work (a new request starts it again)
+GROUP_WAIT_S = 0.002  # PostgreSQL: how long a group may wait for as many requests as the previous group had
 
 Prepare = Callable[[Session], service.Part]
 Done = Callable[[service.Part | None, BaseException | None], None]
@@ -43,6 +45,7 @@ class IngestWorker:
         self.groups = 0
         self.requests = 0
         self.conn: Any = None  # PostgreSQL: the ingest thread's own connection (no pool ping per group)
+        self.last_group = 0
 
     def submit(self, prepare: Prepare, done: Done, size: int) -> None:
         """Queue a request: `prepare(session)` authenticates and parses it into a Part (or raises);
@@ -66,13 +69,23 @@ class IngestWorker:
                 continue
             jobs = [first]
             size = first[2]
+            # PostgreSQL: each commit waits for a disk flush, so while the previous group had more requests than
+            # are waiting now, wait briefly for them (steady senders fill each group); SQLite commits cheaply
+            wait_until = 0.0 if self.db.is_sqlite else time.monotonic() + GROUP_WAIT_S
             while size < GROUP_MAX_BYTES:
                 try:
                     job = self.q.get_nowait()
                 except queue.Empty:
-                    break
+                    left = wait_until - time.monotonic()
+                    if len(jobs) >= self.last_group or left <= 0:
+                        break
+                    try:
+                        job = self.q.get(timeout=left)
+                    except queue.Empty:
+                        break
                 jobs.append(job)
                 size += job[2]
+            self.last_group = len(jobs)
             try:
                 self._process(jobs)
             except BaseException as exc:  # never leave a request unanswered

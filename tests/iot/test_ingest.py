@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from sqlalchemy import func, select
 
 from citybrain import clock
@@ -280,3 +281,21 @@ def test_a_row_written_behind_the_servers_back_is_merged_not_lost(client, db, re
         pts = service.readings(s, code=code, prop="pm10", principal=context.SYSTEM,
                                since=frozen - dt.timedelta(hours=1), until=frozen)["points"]
         assert [p["value"] for p in pts] == [77.0]  # the stored value wins
+
+
+def test_postgresql_array_literals_carry_every_json_text_unchanged(db):
+    """PostgreSQL: readings and device rows travel as array literals made by orjson; quotes, backslashes,
+    escaped control characters and non-ASCII text must come back exactly."""
+    import orjson
+
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL only")
+    texts = [orjson.dumps(v).decode() for v in ({"a": 'quote " and \\ backslash'}, {"b": "line\nbreak\ttab\x01"},
+                                                {"c": "城市大脑 ✓"}, {"d": None, "e": [1.5, -2]}, {})]
+    ints = [1, 2_147_483_647, 1_763_700_000_000]
+    with db.read() as s:
+        conn = s.connection()
+        got = conn.exec_driver_sql("SELECT unnest(%s::text[])", (service._pg_array(texts),)).scalars().all()
+        nums = conn.exec_driver_sql("SELECT unnest(%s::int8[])", (service._pg_array(ints),)).scalars().all()
+    assert got == texts
+    assert nums == ints

@@ -112,3 +112,41 @@ def test_messages_sent_while_the_server_is_down_arrive_after_restart(db, registe
     finally:
         pub.disconnect()
         pub.loop_stop()
+
+
+def test_a_rotated_secret_is_refused_at_once_and_a_disabled_device_kept_out(db, register, mqtt_names):
+    """The subscriber remembers verified device secrets; rotation and disabling must still take effect at once."""
+    from citybrain import context
+
+    clock.reset()
+    code, secret = register("noise", "生态环境")
+    sub = Subscriber(db, mqtt_names["url"], prefix=mqtt_names["prefix"], client_id=mqtt_names["client_id"])
+    sub.start()
+    pub = publisher()
+    topic = f"{mqtt_names['prefix']}/devices/{code}/telemetry"
+    base = clock.now().timestamp() - 100
+
+    def send(i, sec):
+        pub.publish(topic, orjson.dumps({"secret": sec, "ts": base + i, "values": {"laeq": 50.0 + i}}),
+                    qos=1).wait_for_publish()
+
+    try:
+        send(0, secret)
+        send(1, secret)  # the second message is checked against the remembered secret
+        assert _wait(lambda: _readings(db) == 2), _readings(db)
+        context.set_principal(context.SYSTEM)
+        with db.write() as s:
+            new_secret = service.rotate_secret(s, code=code, principal=context.SYSTEM)
+        send(2, secret)  # the old secret: refused although it was remembered
+        send(3, new_secret)
+        assert _wait(lambda: _readings(db) == 3 and _count(db, DeadLetter, reason="unauthenticated") == 1), (
+            _readings(db), _count(db, DeadLetter, reason="unauthenticated"))
+        with db.write() as s:
+            service.update_device(s, code=code, principal=context.SYSTEM, enabled=False)
+        send(4, new_secret)  # remembered, but the device is disabled: a dead letter, not a reading
+        assert _wait(lambda: _count(db, DeadLetter, reason="device_disabled") == 1)
+        assert _readings(db) == 3
+    finally:
+        sub.stop()
+        pub.disconnect()
+        pub.loop_stop()
