@@ -25,6 +25,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
+from prometheus_client import Counter
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -32,6 +33,9 @@ from citybrain.db import Database
 from citybrain.errors import Problem, TooManyRequests
 
 log = logging.getLogger("citybrain.data.exchange")
+
+LOG_GROUPS = Counter("citybrain_data_exchange_log_groups_total", "Exchange log transactions (group commits)")
+LOG_ENTRIES = Counter("citybrain_data_exchange_log_entries_total", "Exchange calls handed to the log writer")
 
 
 def local_day(at: dt.datetime) -> dt.date:
@@ -141,8 +145,7 @@ class LogWriter:
         self.q: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
-        self.groups = 0  # transactions committed
-        self.calls = 0  # entries they held
+        self.turns: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}  # entries of the loop's current turn
 
     def _enqueue(self, p: _Pending) -> None:
         self.q.put(p)
@@ -150,6 +153,10 @@ class LogWriter:
             if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(target=self._run, name="citybrain-exchange-log", daemon=True)
                 self.thread.start()
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        for p in self.turns.pop(loop, ()):
+            self._enqueue(p)
 
     def submit(self, db: Database, entry: dict[str, Any], timeout: float = 15.0) -> None:
         """Log one call durably, waiting for the commit; raise 429 if the shared rate limit refused it (then
@@ -161,11 +168,17 @@ class LogWriter:
         _outcome(p)
 
     async def submit_async(self, db: Database, entry: dict[str, Any], timeout: float = 15.0) -> None:
-        """`submit` for the event loop: the loop serves other requests until the commit."""
+        """`submit` for the event loop: the loop serves other requests until the commit. The entries of
+        one turn of the loop (the requests it had ready) reach the writer together, after that turn, so
+        they share a transaction even though the writer is awake as soon as the loop lets go of the GIL."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         p = _Pending(db, entry, LIMITER, (loop, fut))
-        self._enqueue(p)
+        turn = self.turns.get(loop)
+        if turn is None:
+            turn = self.turns[loop] = []
+            loop.call_soon(self._hand_over, loop)
+        turn.append(p)
         timer = loop.call_later(timeout, _resolve, [fut])
         try:
             await fut
@@ -195,8 +208,8 @@ class LogWriter:
                     groups[(id(p.db), id(p.limit))].append(p)
                 for group in groups.values():
                     _write(group)
-                self.groups += len(groups)
-                self.calls += len(batch)
+                LOG_GROUPS.inc(len(groups))
+                LOG_ENTRIES.inc(len(batch))
             except BaseException as exc:  # noqa: BLE001 - never leave a caller unanswered
                 log.exception("exchange log writer failed")
                 for p in batch:
