@@ -25,7 +25,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -36,6 +36,8 @@ log = logging.getLogger("citybrain.data.exchange")
 
 LOG_GROUPS = Counter("citybrain_data_exchange_log_groups_total", "Exchange log transactions (group commits)")
 LOG_ENTRIES = Counter("citybrain_data_exchange_log_entries_total", "Exchange calls handed to the log writer")
+LOG_COMMIT = Histogram("citybrain_data_exchange_log_commit_seconds", "One exchange log transaction, lock wait included",
+                       buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1))
 
 
 def local_day(at: dt.datetime) -> dt.date:
@@ -245,7 +247,9 @@ def _write(group: list[_Pending]) -> None:
         try:
             for p in group:
                 p.retry_after = None
+            t0 = time.perf_counter()
             _commit_group(group[0].db, group, group[0].limit)
+            LOG_COMMIT.observe(time.perf_counter() - t0)
             break
         except Exception as exc:  # noqa: BLE001 - report to every waiting caller
             if attempt == 2:
