@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import time
 import uuid
 from typing import Annotated, Any
@@ -269,16 +270,17 @@ async def exchange_get(code: str, key: str, who: Principal = Depends(_EXCHANGE),
 @exchange_router.post("/{code}/query", summary="条件查询 Query with filters and paging")
 async def exchange_query(code: str, body: sc.QueryIn, who: Principal = Depends(_EXCHANGE)) -> Response:
     return await _exchange_json(who, code, op="query", filters=body.filters, fields=body.fields, page=body.page,
-                                page_size=body.page_size)
+                                page_size=body.page_size, after=body.after)
 
 
 @exchange_router.get("/{code}/records", summary="条件查询 Query (filters as query parameters)")
 async def exchange_query_get(code: str, request: Request, who: Principal = Depends(_EXCHANGE),
                              fields: str | None = Query(None, max_length=2000), page: int = Query(1, ge=1),
-                             page_size: int = Query(100, ge=1, le=1000)) -> Response:
-    filters = {k: v for k, v in request.query_params.items() if k not in ("fields", "page", "page_size")}
+                             page_size: int = Query(100, ge=1, le=1000),
+                             after: str | None = Query(None, pattern=r"^[0-9]{1,18}$")) -> Response:
+    filters = {k: v for k, v in request.query_params.items() if k not in ("fields", "page", "page_size", "after")}
     return await _exchange_json(who, code, op="query", filters=filters, fields=_fields(fields), page=page,
-                                page_size=page_size)
+                                page_size=page_size, after=after)
 
 
 @exchange_router.get("/{code}/changes", summary="增量获取 Changes since a cursor")
@@ -301,7 +303,7 @@ class ExchangeFastPath:
     PREFIX = "/api/v1/data/exchange/"
     ROUTE = "/api/v1/data/exchange/{code}/query"
     MAX_BODY = 64 * 1024
-    KEYS = frozenset({"filters", "fields", "page", "page_size"})
+    KEYS = frozenset({"filters", "fields", "page", "page_size", "after"})
 
     def __init__(self, app: Any):
         self.app = app
@@ -384,6 +386,9 @@ def _cached_caller(headers: dict[bytes, bytes]) -> Principal | None:
     return identity.cached_principal(credential=cred) if cred else None
 
 
+_AFTER = re.compile(r"[0-9]{1,18}")
+
+
 def _query_args(headers: dict[bytes, bytes], body: bytes) -> dict[str, Any] | None:
     """The arguments of a JSON query body that `sc.QueryIn` would take as they are, else None."""
     if headers.get(b"content-type", b"").split(b";")[0].strip().lower() != b"application/json":
@@ -398,12 +403,14 @@ def _query_args(headers: dict[bytes, bytes], body: bytes) -> dict[str, Any] | No
     fields = doc.get("fields")
     page = doc.get("page", 1)
     page_size = doc.get("page_size", 100)
+    after = doc.get("after")
     if (type(filters) is not dict or not all(type(v) is str for v in filters.values())
+            or (after is not None and (type(after) is not str or not _AFTER.fullmatch(after)))
             or (fields is not None and (type(fields) is not list or not all(type(f) is str for f in fields)))
             or type(page) is not int or not 1 <= page <= 1_000_000
             or type(page_size) is not int or not 1 <= page_size <= 1000):
         return None
-    return {"filters": filters, "fields": fields, "page": page, "page_size": page_size}
+    return {"filters": filters, "fields": fields, "page": page, "page_size": page_size, "after": after}
 
 
 def _replay(chunks: list[bytes], more: bool, receive: Any) -> Any:
