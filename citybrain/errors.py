@@ -207,6 +207,30 @@ def validation_problem(exc: RequestValidationError) -> Invalid:
     return Invalid(f"请求数据校验未通过：{names}", f"Request validation failed: {', '.join(e['field'] for e in errors[:5])}", errors=errors)
 
 
+async def problem_for(request: Request, exc: BaseException) -> ProblemResponse:
+    """The answer the app's handlers (`install`) give `exc`, for pure ASGI fast paths that bypass them:
+    a Problem (its denial audited first), a known database error, else a logged 500."""
+    if isinstance(exc, Problem):
+        if exc.audit:
+            from starlette.concurrency import run_in_threadpool
+
+            from citybrain.audit.service import record_alone
+
+            try:
+                await run_in_threadpool(record_alone, **exc.audit)
+            except Exception:
+                log.exception("could not record a denial in the audit trail")
+        return problem_response(request, exc)
+    known = database_problem(exc)
+    if known is not None:
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
+        return problem_response(request, known)
+    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    p = Problem("服务器内部错误，已记录，请稍后重试", "Internal error; it has been logged", status=500, code="internal")
+    p.title_zh, p.title_en = "服务器内部错误", "Internal server error"
+    return problem_response(request, p)
+
+
 def install(app: FastAPI) -> None:
     """Install the problem+json handlers on an app."""
 

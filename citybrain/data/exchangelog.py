@@ -13,15 +13,19 @@ refusal then refuses that key at once until its Retry-After has passed, without 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import logging
 import math
 import os
+import queue
 import threading
 import time
 from collections import defaultdict
 from typing import Any
 
+from prometheus_client import Counter, Histogram
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -30,6 +34,10 @@ from citybrain.errors import Problem, TooManyRequests
 
 log = logging.getLogger("citybrain.data.exchange")
 
+LOG_GROUPS = Counter("citybrain_data_exchange_log_groups_total", "Exchange log transactions (group commits)")
+LOG_ENTRIES = Counter("citybrain_data_exchange_log_entries_total", "Exchange calls handed to the log writer")
+LOG_COMMIT = Histogram("citybrain_data_exchange_log_commit_seconds", "One exchange log transaction, lock wait included",
+                       buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1))
 
 
 def local_day(at: dt.datetime) -> dt.date:
@@ -77,10 +85,11 @@ def _write_rows(cur: Any, sqlite: bool, entries: list[dict[str, Any]]) -> None:
 
 
 class _Pending:
-    __slots__ = ("db", "entry", "done", "error", "retry_after")
+    __slots__ = ("db", "entry", "limit", "done", "error", "retry_after", "notify")
 
-    def __init__(self, db: Database, entry: dict[str, Any]):
-        self.db, self.entry, self.done, self.error = db, entry, False, None
+    def __init__(self, db: Database, entry: dict[str, Any], limit: RateLimit, notify: Any):
+        self.db, self.entry, self.limit, self.notify = db, entry, limit, notify
+        self.done, self.error = False, None
         self.retry_after: float | None = None  # set when the rate limit refused the call
 
 
@@ -118,77 +127,142 @@ def charge_buckets(cur: Any, sqlite: bool, pending: list[_Pending], limit: RateL
                     [(s, b[0], b[1]) for s, b in sorted(state.items())])
 
 
+def _resolve(futures: list[asyncio.Future]) -> None:
+    for fut in futures:
+        if not fut.done():
+            fut.set_result(None)
+
+
 class LogWriter:
-    """Group commit without a writer thread: the first waiting caller becomes the leader and commits every
-    entry queued so far in one transaction; callers arriving meanwhile wait for the next leader. No thread
-    hand-off (which costs a GIL switch interval under load) and no call returns before its entry is stored."""
+    """The log writer thread of this process (group commit). Callers queue their entry and wait; the
+    thread takes every entry queued meanwhile (calls of all threads and of the event loop) and commits them
+    in one transaction, then answers each: logged, refused by the rate limit, or failed. Under load the
+    entries of the calls served while a group commits form the next group, so the transaction's fixed cost
+    (begin, buckets, daily sums, commit) is shared; alone, a call is written at once."""
 
     MAX_BATCH = 2000
+    IDLE_EXIT_S = 30.0  # the thread ends after this long without work (the next call starts it again)
 
     def __init__(self) -> None:
-        self.cond = threading.Condition()
-        self.pending: list[_Pending] = []
-        self.flushing = False
+        self.q: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+        self.turns: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}  # entries of the loop's current turn
+
+    def _enqueue(self, p: _Pending) -> None:
+        self.q.put(p)
+        with self.lock:
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="citybrain-exchange-log", daemon=True)
+                self.thread.start()
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        for p in self.turns.pop(loop, ()):
+            self._enqueue(p)
 
     def submit(self, db: Database, entry: dict[str, Any], timeout: float = 15.0) -> None:
-        """Log one call durably; raise 503 if it could not be written (then no data may be sent)."""
-        p = _Pending(db, entry)
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            self.pending.append(p)
+        """Log one call durably, waiting for the commit; raise 429 if the shared rate limit refused it (then
+        nothing was logged) or 503 if it could not be written (then no data may be sent)."""
+        ev = threading.Event()
+        p = _Pending(db, entry, LIMITER, ev.set)
+        self._enqueue(p)
+        ev.wait(timeout)
+        _outcome(p)
+
+    async def submit_async(self, db: Database, entry: dict[str, Any], timeout: float = 15.0) -> None:
+        """`submit` for the event loop: the loop serves other requests until the commit. The entries of
+        one turn of the loop (the requests it had ready) reach the writer together, after that turn, so
+        they share a transaction even though the writer is awake as soon as the loop lets go of the GIL."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        p = _Pending(db, entry, LIMITER, (loop, fut))
+        turn = self.turns.get(loop)
+        if turn is None:
+            turn = self.turns[loop] = []
+            loop.call_soon(self._hand_over, loop)
+        turn.append(p)
+        timer = loop.call_later(timeout, _resolve, [fut])
+        try:
+            await fut
+        finally:
+            timer.cancel()
+        _outcome(p)
+
+    def _run(self) -> None:
         while True:
-            with self.cond:
-                if p.done:
+            try:
+                first = self.q.get(timeout=self.IDLE_EXIT_S)
+            except queue.Empty:
+                with self.lock:
+                    if self.q.empty():
+                        self.thread = None
+                        return
+                continue
+            batch = [first]
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    batch.append(self.q.get_nowait())
+                except queue.Empty:
                     break
-                if self.flushing:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self.cond.wait(min(left, 0.5))
-                    continue
-                self.flushing = True
-                batch, self.pending = self.pending[: self.MAX_BATCH], self.pending[self.MAX_BATCH:]
             try:
-                self._write_all(batch)
-            finally:
-                with self.cond:
-                    self.flushing = False
-                    self.cond.notify_all()
-        if p.done and p.retry_after is not None:
-            raise LIMITER.refusal(p.retry_after)
-        if not p.done or p.error is not None:
-            raise Problem("交换日志写入失败，本次调用未返回数据，请重试",
-                          "The exchange log could not be written; no data was sent. Please retry",
-                          status=503, code="exchange_log_unavailable")
+                groups: dict[tuple[int, int], list[_Pending]] = defaultdict(list)
+                for p in batch:
+                    groups[(id(p.db), id(p.limit))].append(p)
+                for group in groups.values():
+                    _write(group)
+                LOG_GROUPS.inc(len(groups))
+                LOG_ENTRIES.inc(len(batch))
+            except BaseException as exc:  # noqa: BLE001 - never leave a caller unanswered
+                log.exception("exchange log writer failed")
+                for p in batch:
+                    if not p.done:
+                        p.error, p.done = exc, True
+            _answer(batch)
 
-    def _write_all(self, batch: list[_Pending]) -> None:
-        by_db: dict[int, list[_Pending]] = defaultdict(list)
-        for p in batch:
-            by_db[id(p.db)].append(p)
-        for group in by_db.values():
-            self._write(group)
 
-    @staticmethod
-    def _write(group: list[_Pending]) -> None:
-        db = group[0].db
-        for attempt in range(3):
-            try:
+def _outcome(p: _Pending) -> None:
+    if p.done and p.error is None and p.retry_after is not None:
+        raise p.limit.refusal(p.retry_after)
+    if not p.done or p.error is not None:
+        raise Problem("交换日志写入失败，本次调用未返回数据，请重试",
+                      "The exchange log could not be written; no data was sent. Please retry",
+                      status=503, code="exchange_log_unavailable")
+
+
+def _answer(batch: list[_Pending]) -> None:
+    """Wake every caller of a batch: threads at once, each event loop once with all its futures."""
+    loops: dict[asyncio.AbstractEventLoop, list[asyncio.Future]] = {}
+    for p in batch:
+        if isinstance(p.notify, tuple):
+            loops.setdefault(p.notify[0], []).append(p.notify[1])
+        else:
+            p.notify()
+    for loop, futures in loops.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(_resolve, futures)
+
+
+def _write(group: list[_Pending]) -> None:
+    for attempt in range(3):
+        try:
+            for p in group:
+                p.retry_after = None
+            t0 = time.perf_counter()
+            _commit_group(group[0].db, group, group[0].limit)
+            LOG_COMMIT.observe(time.perf_counter() - t0)
+            break
+        except Exception as exc:  # noqa: BLE001 - report to every waiting caller
+            if attempt == 2:
+                log.exception("exchange log write failed for %d entries", len(group))
                 for p in group:
-                    p.retry_after = None
-                _commit_group(db, group)
-                break
-            except Exception as exc:  # noqa: BLE001 - report to every waiting caller
-                if attempt == 2:
-                    log.exception("exchange log write failed for %d entries", len(group))
-                    for p in group:
-                        p.error = exc
-                else:
-                    time.sleep(0.05 * (attempt + 1))
-        for p in group:
-            p.done = True
+                    p.error = exc
+            else:
+                time.sleep(0.05 * (attempt + 1))
+    for p in group:
+        p.done = True
 
 
-def _commit_group(db: Database, group: list[_Pending]) -> None:
+def _commit_group(db: Database, group: list[_Pending], limit: RateLimit) -> None:
     """One transaction on a pooled driver connection: rate buckets, log rows, daily statistics, commit."""
     raw = db.write_engine.raw_connection()
     try:
@@ -197,7 +271,7 @@ def _commit_group(db: Database, group: list[_Pending]) -> None:
         if sqlite:
             cur.execute("BEGIN IMMEDIATE")  # the pool's SQLite connections run in autocommit mode
         try:
-            charge_buckets(cur, sqlite, group, LIMITER)
+            charge_buckets(cur, sqlite, group, limit)
             _write_rows(cur, sqlite, [p.entry for p in group if p.retry_after is None])
             if sqlite:
                 cur.execute("COMMIT")

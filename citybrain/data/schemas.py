@@ -123,6 +123,8 @@ class QueryIn(BaseModel):
     fields: list[str] | None = None
     page: int = Field(1, ge=1, le=1_000_000)
     page_size: int = Field(100, ge=1, le=1000)
+    after: str | None = Field(None, pattern=r"^[0-9]{1,18}$",
+                              description="keyset paging: the `next_after` of the previous page (then page stays 1)")
 
 
 class OpenKeyIn(BaseModel):

@@ -259,3 +259,176 @@ def test_rate_limit_holds_across_worker_processes(db, hub, tmp_path):
             codes = list(pool.map(call, range(16)))
     assert sorted(codes) == [200] * 5 + [429] * 11
     assert (tmp_path / "background.lock").exists()
+
+
+def test_fast_path_answers_like_the_route(client, hub, consumer_key, monkeypatch):
+    """`POST .../query` through the pure-ASGI fast path gives the route's answers byte for byte (records,
+    problems, rate-limit refusals), and whatever it cannot serve exactly (a credential not seen yet, no
+    credential, a body the route's model would coerce or refuse) reaches the route unchanged."""
+    from fastapi.testclient import TestClient
+
+    from citybrain.app import create_app
+    from citybrain.data import api as data_api
+
+    served = []
+    real_serve = data_api.ExchangeFastPath._serve
+
+    async def counting_serve(self, *a, **kw):
+        served.append(1)
+        await real_serve(self, *a, **kw)
+
+    monkeypatch.setattr(data_api.ExchangeFastPath, "_serve", counting_serve)
+    monkeypatch.setattr(data_api, "middleware", [])  # an app answering only through the route
+    route_app = create_app(background=False)
+    yx, wj = consumer_key("D-YXZX"), consumer_key("D-WJJ")  # WJJ holds no grant on the population
+
+    def both(body, headers, *, content=None, code=POP):
+        h = {**headers, "X-Request-Id": "same-id"}
+        if content is not None:
+            h["content-type"] = "application/json"
+        kw = {"content": content} if content is not None else {"json": body}
+        a = route.post(f"/api/v1/data/exchange/{code}/query", headers=h, **kw)
+        b = client.post(f"/api/v1/data/exchange/{code}/query", headers=h, **kw)
+        assert (b.status_code, b.headers["content-type"], b.headers["x-request-id"]) == (
+            a.status_code, a.headers["content-type"], "same-id"), (a.text[:300], b.text[:300])
+        if a.status_code == 200:
+            assert b.content == a.content
+        else:
+            assert b.json() == a.json()
+        return b
+
+    with TestClient(route_app, raise_server_exceptions=False) as route:
+        # first sight of a credential: the route answers (and caches the caller)
+        assert client.post(f"/api/v1/data/exchange/{POP}/query", json={}, headers=yx).status_code == 200
+        assert client.post(f"/api/v1/data/exchange/{POP}/query", json={}, headers=wj).status_code == 403
+        assert served == []
+        q = {"filters": {"area_code": "440115"}, "page": 2, "page_size": 7}
+        r = both(q, yx)
+        assert r.json()["count"] == 7 and r.json()["masked"] == ["id_number", "name", "residence_address"]
+        assert both({**q, "fields": ["id_number", "gender"]}, yx).json()["fields"] == ["id_number", "gender"]
+        assert both({"fields": ["birth_date"]}, yx).json()["code"] == "field_not_granted"
+        assert both({"filters": {"phone": "1"}}, yx).status_code == 422
+        assert both({"filters": {"birth_date": "x"}}, yx).status_code == 422
+        assert both({}, yx, code="nope").status_code == 404
+        assert both({}, wj).json()["code"] == "no_grant"
+        assert len(served) == 7
+        # what the route's model coerces or refuses is the route's to answer
+        assert both({"page": "2", "page_size": 7, "filters": {"area_code": "440115"}}, yx).json() == r.json()
+        assert both({"page_size": 0}, yx).status_code == 422
+        assert both({"filters": {"area_code": 440115}}, yx).status_code == 422
+        assert both({"extra": 1}, yx).status_code == 422
+        assert both(None, yx, content=b"{not json").status_code == 422
+        assert both({}, {}).status_code == 401
+        assert both({}, {"X-API-Key": "cbk_nope_nope"}).status_code == 401
+        assert len(served) == 7
+        # a rate-limit refusal: the same 429 problem, refused before any data, not logged
+        monkeypatch.setattr(exchangelog, "LIMITER", exchangelog.RateLimit(0.01, 2))
+        with hub.read() as s:
+            logged = s.scalar(select(func.count()).select_from(ExchangeLog))
+        codes = [client.post(f"/api/v1/data/exchange/{POP}/query", json={}, headers=yx).status_code
+                 for _ in range(3)]
+        assert codes == [200, 200, 429]
+        r = both({}, yx)
+        assert r.status_code == 429 and r.headers["retry-after"] and r.json()["code"] == "rate_limited"
+        with hub.read() as s:
+            assert s.scalar(select(func.count()).select_from(ExchangeLog)) == logged + 2
+
+
+def test_log_entries_are_group_committed_before_any_answer(hub, monkeypatch):
+    """Calls made while the log cannot be written all wait (none returns data), then the writer commits the
+    entries that queued up meanwhile in one transaction, and every call is logged."""
+    import threading
+    import time
+
+    from sqlalchemy import text
+
+    from citybrain.context import Principal
+    from citybrain.identity import service as identity
+
+    with hub.read() as s:
+        org = identity.org_by_code(s, code="D-YXZX")
+        rid = s.scalar(select(Resource.id).where(Resource.code == POP))
+    who = Principal(kind="apikey", id=77, name="group", org_id=org.id, permissions=frozenset({"data.exchange"}),
+                    org_scope=frozenset({org.id}))
+    done: list[int] = []
+    groups: list[int] = []
+    real_commit = exchangelog._commit_group
+
+    def recording_commit(db, group, limit):
+        groups.append(len(group))
+        real_commit(db, group, limit)
+
+    monkeypatch.setattr(exchangelog, "_commit_group", recording_commit)
+
+    def call(i: int) -> None:
+        with hub.read() as s:
+            r = service.exchange(s, principal=who, code=POP, filters={"area_code": "440115"}, page=i + 1,
+                                 page_size=5)
+        done.append(r["count"])
+
+    def wait_for(cond) -> None:
+        deadline = time.monotonic() + 30
+        while not cond() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert cond()
+
+    blocker = hub.write_factory()  # holds the write lock the log transaction needs
+    if hub.is_sqlite:
+        blocker.execute(text("UPDATE data_exchange_daily SET calls = calls WHERE 1 = 0"))  # BEGIN IMMEDIATE
+    else:
+        blocker.execute(text("LOCK TABLE data_exchange_daily IN EXCLUSIVE MODE"))
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+    try:
+        threads[0].start()
+        wait_for(lambda: groups == [1])  # the writer is in the first call's transaction, waiting for the lock
+        for t in threads[1:]:
+            t.start()
+        wait_for(lambda: exchangelog.WRITER.q.qsize() == 7)
+        assert done == []  # nobody has its data while its entry is not stored
+    finally:
+        blocker.rollback()
+        blocker.close()
+    for t in threads:
+        t.join(30)
+    assert done == [5] * 8
+    assert groups == [1, 7]  # the seven calls that queued meanwhile: one transaction
+    with hub.read() as s:
+        assert s.scalar(select(func.count()).select_from(ExchangeLog).where(
+            ExchangeLog.key_id == 77, ExchangeLog.resource_id == rid)) == 8
+
+
+def test_keyset_paging_walks_a_filtered_result(client, hub, consumer_key):
+    """`after` (the `next_after` of the previous page) walks a filtered result page by page without OFFSET:
+    the same records in the same order as numbered pages, for base tables and departmental JSON records."""
+    yx = consumer_key("D-YXZX")
+    for code, filters, size in ((POP, {"gender": "女"}, 40), (HEALTH, {"kind": "诊所"}, 4)):
+        numbered, page = [], 1
+        while True:
+            r = client.post(f"/api/v1/data/exchange/{code}/query", json={"filters": filters, "page": page,
+                                                                         "page_size": size}, headers=yx).json()
+            numbered += r["records"]
+            if r["count"] < size:
+                break
+            page += 1
+        walked, after, pages = [], None, 0
+        while True:
+            body = {"filters": filters, "page_size": size, **({"after": after} if after else {})}
+            r = client.post(f"/api/v1/data/exchange/{code}/query", json=body, headers=yx)
+            assert r.status_code == 200, r.text
+            walked += r.json()["records"]
+            pages += 1
+            after = r.json()["next_after"]
+            if after is None:
+                break
+        assert walked == numbered and len(walked) > size and pages >= 2
+        assert pages == len(walked) // size + 1  # a full last page is followed by an empty one
+    # the GET form takes the cursor too, and a cursor is digits only
+    first = client.get(f"/api/v1/data/exchange/{POP}/records", params={"gender": "女", "page_size": 5},
+                       headers=yx).json()
+    second = client.get(f"/api/v1/data/exchange/{POP}/records",
+                        params={"gender": "女", "page_size": 5, "after": first["next_after"]}, headers=yx).json()
+    assert second["records"] == client.post(f"/api/v1/data/exchange/{POP}/query", json={
+        "filters": {"gender": "女"}, "page": 2, "page_size": 5}, headers=yx).json()["records"]
+    for bad in ("x1", "-1", "1" * 30):
+        r = client.post(f"/api/v1/data/exchange/{POP}/query", json={"after": bad}, headers=yx)
+        assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
