@@ -268,21 +268,14 @@ def _commit_group(db: Database, group: list[_Pending], limit: RateLimit) -> None
     try:
         sqlite = db.is_sqlite
         cur = raw.cursor()
-        if sqlite:
-            cur.execute("BEGIN IMMEDIATE")  # the pool's SQLite connections run in autocommit mode
+        if sqlite:  # the pool's SQLite connections run in autocommit mode: begin through the write gate
+            raw.driver_connection.begin_immediate()
         try:
             charge_buckets(cur, sqlite, group, limit)
             _write_rows(cur, sqlite, [p.entry for p in group if p.retry_after is None])
-            if sqlite:
-                cur.execute("COMMIT")
-            else:
-                raw.commit()
+            raw.commit()
         except BaseException:
-            if sqlite:
-                if raw.driver_connection.in_transaction:
-                    cur.execute("ROLLBACK")
-            else:
-                raw.rollback()
+            raw.rollback()
             raise
     finally:
         raw.close()  # back to the pool
