@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -241,10 +242,17 @@ def _to_bool(v: Any) -> bool:
     raise ValueError(s)
 
 
+def _to_number(v: Any) -> float:
+    x = float(v.strip() if isinstance(v, str) else v)
+    if not math.isfinite(x):  # "nan", "inf": no quantity, and NaN would slip past min/max
+        raise ValueError(v)
+    return x
+
+
 _CONVERT: dict[str, Callable[[Any], Any]] = {
     "string": lambda v: v.strip() if isinstance(v, str) else str(v),
     "integer": lambda v: v if type(v) is int else int(str(v).strip()),
-    "number": lambda v: float(v) if not isinstance(v, str) else float(v.strip()),
+    "number": _to_number,
     "date": _to_date,
     "boolean": _to_bool,
 }

@@ -22,7 +22,7 @@ from citybrain import context
 from citybrain.context import Principal
 from citybrain.db import get_db
 from citybrain.deps import ReadDB, WriteDB, require
-from citybrain.errors import Forbidden, Invalid, PayloadTooLarge, Unauthorized
+from citybrain.errors import Forbidden, Invalid, PayloadTooLarge, Unauthorized, problem_for
 from citybrain.iot import schemas, service
 from citybrain.iot.worker import worker as ingest_worker
 
@@ -199,7 +199,7 @@ class TelemetryFastPath:
                         break
                 out = orjson.dumps(await ingest_request(headers, b"".join(chunks)))
             except Exception as exc:
-                response = await _problem_response(scope, exc)
+                response = await problem_for(Request(scope), exc)
                 status = response.status_code
                 response.headers["x-request-id"] = rid
                 await response(scope, receive, send)
@@ -213,30 +213,6 @@ class TelemetryFastPath:
             HTTP_REQUESTS.labels("POST", self.PATH, str(status)).inc()
             HTTP_LATENCY.labels("POST", self.PATH).observe(time.perf_counter() - start)
             context.end(token)
-
-
-async def _problem_response(scope: Any, exc: Exception) -> Response:
-    """The problem+json answer the app's exception handlers would give."""
-    from citybrain.errors import Problem, database_problem, problem_response
-
-    request = Request(scope)
-    if isinstance(exc, Problem):
-        if exc.audit:
-            from citybrain.audit.service import record_alone
-
-            try:
-                await run_in_threadpool(record_alone, **exc.audit)
-            except Exception:
-                log.exception("could not record a denial in the audit trail")
-        return problem_response(request, exc)
-    known = database_problem(exc)
-    if known is not None:
-        log.warning("POST %s: %s", TelemetryFastPath.PATH, exc)
-        return problem_response(request, known)
-    log.exception("unexpected error on POST %s", TelemetryFastPath.PATH)
-    p = Problem("服务器内部错误，已记录，请稍后重试", "Internal error; it has been logged", status=500, code="internal")
-    p.title_zh, p.title_en = "服务器内部错误", "Internal server error"
-    return problem_response(request, p)
 
 
 middleware = [TelemetryFastPath]

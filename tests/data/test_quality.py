@@ -157,3 +157,19 @@ def test_a_failing_source_fails_the_load_and_keeps_the_written_batches(hub):
             Population.id_number.in_([r["id_number"] for r in rows])))}
     assert (load["status"], load["total"], load["inserted"]) == ("failed", 12, 10)
     assert stored == {r["id_number"] for r in rows[:10]}
+
+
+@pytest.mark.parametrize("raw", ["nan", "NaN", "inf", "-Infinity", float("nan")])
+def test_a_number_that_is_not_a_quantity_is_refused(raw):
+    """NaN compares false with every bound, so it would pass min/max; it and infinities fail the type rule."""
+    import datetime as dt
+
+    from citybrain.data import quality
+
+    lat = quality.compile_field({"name": "lat", "type": "number", "min": 3.0, "max": 54.0}, dt.date(2026, 1, 1))
+    plain = quality.compile_field({"name": "value", "type": "number"}, dt.date(2026, 1, 1))
+    for check in (lat, plain):
+        with pytest.raises(quality.RuleFailed) as err:
+            check(raw)
+        assert err.value.args[0] == "type"
+    assert lat(" 22.5 ") == 22.5 and plain("1e3") == 1000.0
