@@ -1094,11 +1094,11 @@ def _convert_filter(item: dict[str, Any], value: str) -> Any:
     return value
 
 
-def _columns(meta: dict[str, Any], fields: list[str]):
+def _columns(meta: dict[str, Any], fields: list[str], seq: bool = True):
+    """The columns a call reads: the fields (or the JSON document), then `seq` where the call needs it."""
     t = meta["table"]
-    if meta["base_table"]:
-        return [t.c[f] for f in fields] + [t.c.seq]
-    return [t.c.data, t.c.seq]
+    cols = [t.c[f] for f in fields] if meta["base_table"] else [t.c.data]
+    return cols + [t.c.seq] if seq else cols
 
 
 _MAKERS: dict[tuple, Callable[[Any], dict]] = {}
@@ -1172,7 +1172,8 @@ def _statement(meta: dict[str, Any], want: tuple[str, ...], op: str, fkeys: tupl
         if op == "query_after":  # keyset paging: after the last row of the previous page
             ids = ids.where(t.c.id > bindparam("after"))
         ids = ids.order_by(t.c.id).limit(bindparam("lim")).offset(bindparam("off"))
-        stmt = select(*_columns(meta, list(want)), t.c.id).where(t.c.id.in_(ids)).order_by(t.c.id)
+        # no `seq` here: a page's rows are the fields, then the id (the next page's cursor)
+        stmt = select(*_columns(meta, list(want), seq=False), t.c.id).where(t.c.id.in_(ids)).order_by(t.c.id)
     else:
         stmt = stmt.where(t.c.seq > bindparam("after")).order_by(t.c.seq).limit(bindparam("lim"))
     if len(_STMTS) > 2000:

@@ -1,5 +1,6 @@
 import datetime as dt
 import random
+import re
 
 import pytest
 
@@ -72,3 +73,27 @@ def test_masks():
     assert masking.mask_name("欧阳娜娜") == "欧阳**"
     assert masking.mask_date(dt.date(1990, 5, 17)) == "1990-**-**"
     assert masking.mask_credit_code("91350100M000100Y43") == "91350100********43"
+
+
+def test_address_mask_keeps_up_to_the_first_street_word():
+    cases = {
+        "广东省广州市南沙区珠江街道进港大道450号5栋1006室": "广东省广州市南沙区珠江街道****",  # 街道 before 街
+        "广东省广州市南沙区东涌镇横沥大道750号": "广东省广州市南沙区东涌镇****",
+        "广州市大岗镇新联村12号": "广州市大岗镇****",  # 大 alone is not a street word
+        "南沙区进港大道450号": "南沙区进港大道****",
+        "南沙区丰泽东路410号": "南沙区丰泽东路****",
+        "第一行\n黄阁镇3号": "黄阁镇****",  # an address over two lines: from the start of the street's line
+        "12345678": "1234****",  # no street word: the first half
+        "": "",
+        None: None,
+    }
+    for address, masked in cases.items():
+        assert masking.mask_address(address) == masked, address
+    # the same cut as the plain lazy pattern, over random text made of street words and line breaks
+    lazy = re.compile(r"(.*?(?:街道|镇|乡|路|街|大道|巷|村))")
+    rng = random.Random(7)
+    alphabet = list("街道镇乡路大巷村\n号楼a1")
+    for _ in range(20000):
+        v = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12)))
+        m = lazy.search(v)
+        assert masking.mask_address(v) == (m.group(1) if m else v[: max(1, len(v) // 2)]) + "****", repr(v)
