@@ -7,10 +7,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import threading
 import time
 import uuid
-import weakref
 from functools import partial
 from typing import Any
 
@@ -108,47 +106,6 @@ def _prepare(headers: Any, raw: bytes, s: Any) -> service.Part:
     return service.Part(items, "http", sender=sender, device=device)
 
 
-class _Answers:
-    """The answers the ingest thread hands to one event loop: the requests of a group (answered one after another
-    after its commit) wake the loop once, not once each."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop):
-        self.loop = loop
-        self.lock = threading.Lock()
-        self.items: list[tuple[Any, service.Part | None, BaseException | None]] = []
-
-    def put(self, resolve: Any, part: service.Part | None, exc: BaseException | None) -> None:
-        with self.lock:
-            first = not self.items
-            self.items.append((resolve, part, exc))
-        if first:
-            try:
-                self.loop.call_soon_threadsafe(self.run)
-            except BaseException:  # the loop is closed: nothing here will be answered; do not block later answers
-                with self.lock:
-                    self.items.clear()
-                raise
-
-    def run(self) -> None:
-        with self.lock:
-            items, self.items = self.items, []
-        for resolve, part, exc in items:
-            try:
-                resolve(part, exc)
-            except Exception:  # one request's answer must not keep the others from theirs
-                log.exception("could not answer a telemetry request")
-
-
-_answers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Answers] = weakref.WeakKeyDictionary()
-
-
-def _answers_of(loop: asyncio.AbstractEventLoop) -> _Answers:
-    a = _answers.get(loop)
-    if a is None:
-        a = _answers[loop] = _Answers(loop)
-    return a
-
-
 async def ingest_request(headers: Any, raw: bytes) -> dict[str, Any]:
     """Hand a telemetry request to the ingest thread (group commit) and wait for its commit; the answer."""
     loop = asyncio.get_running_loop()
@@ -162,10 +119,8 @@ async def ingest_request(headers: Any, raw: bytes) -> dict[str, Any]:
         else:
             fut.set_result(part)  # type: ignore[arg-type]
 
-    answers = _answers_of(loop)
-
     def done(part: service.Part | None, exc: BaseException | None) -> None:
-        answers.put(resolve, part, exc)
+        loop.call_soon_threadsafe(resolve, part, exc)
 
     t0 = time.perf_counter()
     ingest_worker(get_db()).submit(partial(_prepare, headers, raw), done, len(raw))
