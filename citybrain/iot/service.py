@@ -964,8 +964,9 @@ def _touch_devices(session: Session, st: _State, seen: dict[int, list[int]], now
     ph = "%s" if pg else "?"
     at: Any = now if pg else now.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
     now_ms = _ms(now)
-    flushed = st.flushed
-    due = [did for did in seen if did in force or now_ms - flushed.get(did, 0) >= FLUSH_MS]
+    last = st.flushed.get
+    cutoff = now_ms - FLUSH_MS
+    due = [did for did in seen if last(did, 0) <= cutoff or did in force]
     for did in due:
         pending.flushed[did] = now_ms
     if pg:  # sent with the readings and the COMMIT in one round trip (_commit)
@@ -1325,6 +1326,7 @@ def _latest_and_rules(session: Session, st: _State, wide: dict[tuple[int, int], 
     since_map = st.since or {}
     by_id = st.by_id
     pdocs, loaded = pending.docs, pending.loaded
+    open_now, psince = pending.open_now, pending.since
     for (did, ts), vals in items:
         doc = pdocs.get(did)
         if doc is None:
@@ -1352,7 +1354,7 @@ def _latest_and_rules(session: Session, st: _State, wide: dict[tuple[int, int], 
                 for r in st.nodata_rules:
                     if r.model_code == mcode and r.prop == prop and (r.device_id in (None, did)):
                         akey = (r.id, did)
-                        aid = pending.open_now[akey] if akey in pending.open_now else open_alarms.get(akey)
+                        aid = open_now[akey] if akey in open_now else open_alarms.get(akey)
                         if aid:
                             _clear_alarm(session, pending, aid, akey, v, now)
             if not rlist:
@@ -1360,8 +1362,9 @@ def _latest_and_rules(session: Session, st: _State, wide: dict[tuple[int, int], 
             pending.cur = (did, prop, ts)
             for r in rlist:
                 akey = (r.id, did)
-                aid = pending.open_now[akey] if akey in pending.open_now else open_alarms.get(akey)
-                if r.kind == "rate":  # change per minute, measured over at least RATE_WINDOW_MS
+                aid = open_now[akey] if akey in open_now else open_alarms.get(akey)
+                kind = r.kind
+                if kind == "rate":  # change per minute, measured over at least RATE_WINDOW_MS
                     ref = pending.rate_ref.get(akey) or st.rate_ref.get(akey)
                     if ref is None:
                         ref = (prev[0], prev[1]) if prev is not None and isinstance(prev[1], float) else (ts, v)
@@ -1373,12 +1376,12 @@ def _latest_and_rules(session: Session, st: _State, wide: dict[tuple[int, int], 
                 else:
                     x = v
                 hit = _cond(r, x)
-                if r.kind == "duration":
-                    s = pending.since[akey] if akey in pending.since else since_map.get(akey)
+                if kind == "duration":
+                    s = psince[akey] if akey in psince else since_map.get(akey)
                     if hit:
                         if s is None:
                             s = ts
-                            pending.since[akey] = ts
+                            psince[akey] = ts
                             _save_since(session, r.id, did, ts)
                         if aid is None and ts - s >= r.duration_ms:
                             _raise_alarm(session, pending, r, info, x, ts, now)
@@ -1386,7 +1389,7 @@ def _latest_and_rules(session: Session, st: _State, wide: dict[tuple[int, int], 
                             _bump(pending, aid, x)
                         continue
                     if s is not None:
-                        pending.since[akey] = None
+                        psince[akey] = None
                         _save_since(session, r.id, did, None)
                 elif hit:
                     if aid is None:

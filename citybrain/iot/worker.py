@@ -121,7 +121,8 @@ class IngestWorker:
                     _safe(done, None, exc)
                     continue
                 ready.append((done, part))
-            s.commit()  # end the credential lookups' transaction
+            if s.in_transaction():  # end the credential lookups' transaction (none when the key was cached)
+                s.commit()
             if not ready:
                 return
             self.groups += 1
