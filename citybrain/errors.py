@@ -8,6 +8,7 @@ validation failures, unknown routes and unexpected exceptions into problem docum
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -229,6 +230,26 @@ async def problem_for(request: Request, exc: BaseException) -> ProblemResponse:
     p = Problem("服务器内部错误，已记录，请稍后重试", "Internal error; it has been logged", status=500, code="internal")
     p.title_zh, p.title_en = "服务器内部错误", "Internal server error"
     return problem_response(request, p)
+
+
+async def send_json_or_problem(scope: Any, receive: Any, send: Any, request_id: str,
+                               produce: Callable[[], Awaitable[bytes | None]]) -> int:
+    """For pure ASGI fast paths: send the JSON body `produce()` returns (200) or the problem+json answer of the
+    error it raises, with the request id; returns the status (500, nothing sent, if the client went away)."""
+    try:
+        out = await produce()
+    except Exception as exc:
+        response = await problem_for(Request(scope), exc)
+        response.headers["x-request-id"] = request_id
+        await response(scope, receive, send)
+        return response.status_code
+    if out is None:
+        return 500
+    await send({"type": "http.response.start", "status": 200, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(out)).encode()),
+        (b"x-request-id", request_id.encode())]})
+    await send({"type": "http.response.body", "body": out})
+    return 200
 
 
 def install(app: FastAPI) -> None:

@@ -21,7 +21,7 @@ from citybrain.data import exchangelog, service
 from citybrain.data import schemas as sc
 from citybrain.db import get_db
 from citybrain.deps import ReadDB, WriteDB, optional_principal, require, require_async
-from citybrain.errors import Invalid, NotFound, PayloadTooLarge, Problem, problem_for
+from citybrain.errors import Invalid, NotFound, PayloadTooLarge, Problem, send_json_or_problem
 
 router = APIRouter(prefix="/api/v1/data", tags=["data 数据共享交换"])
 open_router = APIRouter(prefix="/api/v1/open", tags=["open 数据开放 (public)"])
@@ -350,19 +350,8 @@ class ExchangeFastPath:
         context.set_principal(principal)
         status = 500
         try:
-            try:
-                out = await exchange_answer(principal, code, op="query", **args)
-            except Exception as exc:
-                response = await problem_for(Request(scope), exc)
-                status = response.status_code
-                response.headers["x-request-id"] = rid
-                await response(scope, receive, send)
-                return
-            status = 200
-            await send({"type": "http.response.start", "status": 200, "headers": [
-                (b"content-length", str(len(out)).encode()), (b"content-type", b"application/json"),
-                (b"x-request-id", rid.encode())]})
-            await send({"type": "http.response.body", "body": out})
+            status = await send_json_or_problem(
+                scope, receive, send, rid, lambda: exchange_answer(principal, code, op="query", **args))
         finally:
             metrics = self.done.get(status)
             if metrics is None:

@@ -22,7 +22,7 @@ from citybrain import context
 from citybrain.context import Principal
 from citybrain.db import get_db
 from citybrain.deps import ReadDB, WriteDB, require
-from citybrain.errors import Forbidden, Invalid, PayloadTooLarge, Unauthorized, problem_for
+from citybrain.errors import Forbidden, Invalid, PayloadTooLarge, Unauthorized, send_json_or_problem
 from citybrain.iot import schemas, service
 from citybrain.iot.worker import worker as ingest_worker
 
@@ -180,35 +180,27 @@ class TelemetryFastPath:
         client = scope.get("client")
         token = context.begin(rid, client[0] if client else None)
         status = 500
-        try:
-            try:
-                if int(headers.get("content-length") or 0) > MAX_BODY:
+
+        async def produce() -> bytes | None:
+            if int(headers.get("content-length") or 0) > MAX_BODY:
+                raise PayloadTooLarge("请求体超过 16 MB", "Body larger than 16 MB")
+            chunks = []
+            size = 0
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    return None
+                body = msg.get("body", b"")
+                size += len(body)
+                if size > MAX_BODY:
                     raise PayloadTooLarge("请求体超过 16 MB", "Body larger than 16 MB")
-                chunks = []
-                size = 0
-                while True:
-                    msg = await receive()
-                    if msg["type"] == "http.disconnect":
-                        return
-                    body = msg.get("body", b"")
-                    size += len(body)
-                    if size > MAX_BODY:
-                        raise PayloadTooLarge("请求体超过 16 MB", "Body larger than 16 MB")
-                    chunks.append(body)
-                    if not msg.get("more_body"):
-                        break
-                out = orjson.dumps(await ingest_request(headers, b"".join(chunks)))
-            except Exception as exc:
-                response = await problem_for(Request(scope), exc)
-                status = response.status_code
-                response.headers["x-request-id"] = rid
-                await response(scope, receive, send)
-                return
-            status = 200
-            await send({"type": "http.response.start", "status": 200, "headers": [
-                (b"content-type", b"application/json"), (b"content-length", str(len(out)).encode()),
-                (b"x-request-id", rid.encode())]})
-            await send({"type": "http.response.body", "body": out})
+                chunks.append(body)
+                if not msg.get("more_body"):
+                    break
+            return orjson.dumps(await ingest_request(headers, b"".join(chunks)))
+
+        try:
+            status = await send_json_or_problem(scope, receive, send, rid, produce)
         finally:
             HTTP_REQUESTS.labels("POST", self.PATH, str(status)).inc()
             HTTP_LATENCY.labels("POST", self.PATH).observe(time.perf_counter() - start)
