@@ -10,14 +10,13 @@ import re
 import shutil
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from citybrain import codes, context
+from citybrain import codes, context, served
 from citybrain.config import Settings, configure
 from citybrain.context import SYSTEM
 from citybrain.db import Database, set_db
@@ -225,20 +224,11 @@ def _http(data_dir: Path, key: str, seconds: float, workers: int) -> dict[str, A
     thread: it leaves the cores to the server) when installed, else Python client threads."""
     import httpx
 
-    env = {**os.environ, "CITYBRAIN_DATA_DIR": str(data_dir), "CITYBRAIN_SECRET_KEY": "bench-secret-" + "x" * 20,
-           "CITYBRAIN_DATA_RATE_PER_S": "1000000", "CITYBRAIN_WORKERS": str(workers)}
-    env.pop("CITYBRAIN_DATABASE_URL", None)
-    proc = subprocess.Popen([sys.executable, "-c", "from citybrain.cli import main; main()", "serve", "--port",
-                             str(PORT)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{PORT}"
+    server = served.Server(data_dir, PORT, secret="bench-secret-" + "x" * 20,
+                           env={"CITYBRAIN_DATA_RATE_PER_S": "1000000", "CITYBRAIN_WORKERS": str(workers)})
+    base = server.base
     conns = 8
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         time.sleep(0.5 * workers)  # the other workers finish starting
         wrk = shutil.which("wrk")
         if wrk:
@@ -266,8 +256,7 @@ def _http(data_dir: Path, key: str, seconds: float, workers: int) -> dict[str, A
         return {"workers": workers, "client": client, "connections": conns, "requests_per_s": round(rps),
                 "p99_ms": round(p99, 2), "errors": err, "healthz_requests_per_s": floor}
     finally:
-        proc.terminate()
-        proc.wait(15)
+        server.stop()
 
 
 BENCHES = {"exchange": bench_exchange}

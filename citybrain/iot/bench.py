@@ -15,8 +15,6 @@ import os
 import socket
 import sqlite3
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -25,6 +23,8 @@ from typing import Any
 
 import httpx
 import orjson
+
+from citybrain import served
 
 BATCH = 500
 PORT = 8131
@@ -90,48 +90,12 @@ def _seed(data_dir: Path, n_devices: int, database_url: str | None = None) -> di
             "secrets": dict(zip(codes, secrets_[:len(codes)], strict=True))}
 
 
-class Server:
-    """`citybrain serve` in a subprocess."""
+class Server(served.Server):
+    """`citybrain serve` in a subprocess with the bench's secret."""
 
     def __init__(self, data_dir: Path, port: int, database_url: str | None = None, extra_env: dict | None = None):
-        env = dict(os.environ, CITYBRAIN_DATA_DIR=str(data_dir), CITYBRAIN_SECRET_KEY=SECRET,
-                   CITYBRAIN_PORT=str(port), **(extra_env or {}))
-        if database_url:
-            env["CITYBRAIN_DATABASE_URL"] = database_url
-        else:
-            env.pop("CITYBRAIN_DATABASE_URL", None)
-        self.log = open(data_dir / "server.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-c", "from citybrain.cli import main; main()", "serve",
-                                      "--port", str(port)], env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        self.base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-            if self.proc.poll() is not None:
-                break
-        self.stop()
-        raise RuntimeError(f"server did not start; see {data_dir / 'server.log'}")
-
-    def rss_mb(self) -> float:
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        return 0.0
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+        super().__init__(data_dir, port, secret=SECRET, database_url=database_url,
+                         env={"CITYBRAIN_PORT": str(port), **(extra_env or {})}, timeout_s=60)
 
 
 def make_batches(devices: list[str], rounds: int, start: dt.datetime) -> list[bytes]:

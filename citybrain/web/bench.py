@@ -16,12 +16,12 @@ import random
 import socket
 import sqlite3
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from citybrain import served
 
 SECRET = "bench-secret-" + "w" * 32
 PASSWORD = "CityBrain@2026"
@@ -108,37 +108,8 @@ def _seed(tmp: Path, n_cases: int, n_devices: int) -> dict[str, Any]:
     return info
 
 
-class _Server:
-    def __init__(self, tmp: Path, port: int):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
-        env.update(CITYBRAIN_DATA_DIR=str(tmp), CITYBRAIN_SECRET_KEY=SECRET, CITYBRAIN_DEMO_PASSWORD=PASSWORD)
-        self.log = open(tmp / "server.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-c", "from citybrain.cli import main; main()", "serve",
-                                      "--host", "127.0.0.1", "--port", str(port)], env=env,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        self.base = f"http://127.0.0.1:{port}"
-        import httpx
-
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            try:
-                if httpx.get(self.base + "/healthz", timeout=2, trust_env=False).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"server did not start; see {tmp / 'server.log'}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.log.close()
+def _Server(tmp: Path, port: int) -> served.Server:
+    return served.Server(tmp, port, secret=SECRET, env={"CITYBRAIN_DEMO_PASSWORD": PASSWORD}, clean_env=True)
 
 
 def _token(base: str, user: str) -> str:

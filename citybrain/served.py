@@ -1,0 +1,57 @@
+"""`citybrain serve` in a subprocess, for the benchmarks and the crash test: started on a data folder with
+its own settings, answered `/healthz` before it is handed out, its output in `<data_dir>/server.log`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+class Server:
+    """A running `citybrain serve` on `data_dir`; `env` adds or overrides CITYBRAIN_* settings."""
+
+    def __init__(self, data_dir: Path, port: int, *, secret: str, database_url: str | None = None,
+                 env: dict[str, str] | None = None, clean_env: bool = False, timeout_s: float = 120.0):
+        base_env = {k: v for k, v in os.environ.items() if not (clean_env and k.startswith("CITYBRAIN_"))}
+        base_env.pop("CITYBRAIN_DATABASE_URL", None)
+        full = {**base_env, "CITYBRAIN_DATA_DIR": str(data_dir), "CITYBRAIN_SECRET_KEY": secret, **(env or {})}
+        if database_url:
+            full["CITYBRAIN_DATABASE_URL"] = database_url
+        self.log = open(data_dir / "server.log", "ab")  # noqa: SIM115 - closed by stop()
+        self.proc = subprocess.Popen([sys.executable, "-c", "from citybrain.cli import main; main()", "serve",
+                                      "--host", "127.0.0.1", "--port", str(port)], env=full,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                if httpx.get(f"{self.base}/healthz", timeout=2, trust_env=False).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"server did not start; see {data_dir / 'server.log'}")
+
+    def rss_mb(self) -> float:
+        """The server process's resident memory in MB."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self) -> None:
+        """Terminate the server (kill it if it does not stop within 15 s)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
