@@ -58,15 +58,21 @@ def optional_principal(request: Request) -> Principal:
     cred = _credential(request)
     if not cred:
         return ANONYMOUS
-    principal = identity.cached_principal(credential=cred)
-    if principal is None:
-        with get_db().write() as s:
-            if cred.startswith("cbk_"):
-                principal = identity.principal_from_api_key(s, key=cred)
-            else:
-                principal = identity.principal_from_token(s, token=cred)
-        identity.remember_principal(credential=cred, principal=principal)
+    principal = identity.cached_principal(credential=cred) or _resolve(cred)
     context.set_principal(principal)
+    return principal
+
+
+def _resolve(cred: str) -> Principal:
+    """Look a credential up in the database (401 if unknown) and remember the principal."""
+    from citybrain.identity import service as identity
+
+    with get_db().write() as s:
+        if cred.startswith("cbk_"):
+            principal = identity.principal_from_api_key(s, key=cred)
+        else:
+            principal = identity.principal_from_token(s, token=cred)
+    identity.remember_principal(credential=cred, principal=principal)
     return principal
 
 
@@ -104,13 +110,10 @@ def require_async(permission: str) -> Callable[..., Principal]:
         from citybrain.identity import service as identity
 
         cred = _credential(request)
-        principal = identity.cached_principal(credential=cred) if cred else None
-        if principal is None:
-            principal = await run_in_threadpool(optional_principal, request)
-        else:
-            context.set_principal(principal)
-        if principal.kind == "anonymous":
+        if not cred:
             raise Unauthorized("请先登录", "Authentication required", code="not_authenticated")
+        principal = identity.cached_principal(credential=cred) or await run_in_threadpool(_resolve, cred)
+        context.set_principal(principal)
         if not principal.can(permission):
             await run_in_threadpool(identity.authorize, principal, permission)  # records the denial, raises 403
         return principal
