@@ -69,8 +69,13 @@ def serve(
         migrate(get_db())
         get_db().dispose()
         os.environ.update(CITYBRAIN_DATA_DIR=str(settings.data_dir), CITYBRAIN_WORKERS=str(n))
-        uvicorn.run("citybrain.app:create_app", factory=True, workers=n, host=host or settings.host,
-                    port=port or settings.port, log_level="info", access_log=False)
+        from citybrain import workers as worker_procs
+
+        # the parent accepts and hands each connection to the least-loaded worker (citybrain/workers.py);
+        # no WebSocket routes: an upgrade request is answered as plain HTTP
+        worker_procs.serve(uvicorn.Config("citybrain.app:create_app", factory=True, workers=n, ws="none",
+                                          host=host or settings.host, port=port or settings.port,
+                                          log_level="info", access_log=False))
         return
     uvicorn.run(create_app(), host=host or settings.host, port=port or settings.port, log_level="info",
                 access_log=False)
