@@ -74,11 +74,13 @@ def serve(
         # the parent accepts and hands each connection to the least-loaded worker (citybrain/workers.py);
         # no WebSocket routes: an upgrade request is answered as plain HTTP
         worker_procs.serve(uvicorn.Config("citybrain.app:create_app", factory=True, workers=n, ws="none",
-                                          host=host or settings.host, port=port or settings.port,
-                                          log_level="info", access_log=False))
+                                          http=worker_procs.HttpProtocol, host=host or settings.host,
+                                          port=port or settings.port, log_level="info", access_log=False))
         return
+    from citybrain.workers import HttpProtocol
+
     uvicorn.run(create_app(), host=host or settings.host, port=port or settings.port, log_level="info",
-                access_log=False)
+                access_log=False, http=HttpProtocol)
 
 
 @app.command()

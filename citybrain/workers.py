@@ -32,6 +32,7 @@ from typing import Any
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 log = logging.getLogger("uvicorn.error")
 
@@ -46,6 +47,65 @@ def serve(config: uvicorn.Config) -> None:
     listener.listen(config.backlog)
     if not Dispatcher(config, listener).run():
         sys.exit(STARTUP_FAILURE)
+
+
+# --- the HTTP protocol ---------------------------------------------------------------------------------------------------
+
+
+class _Coalesced:
+    """A connection's transport whose writes made in one turn of the event loop leave together: a response's
+    head and body (two ASGI messages, two writes in uvicorn) go out in one send, one TCP segment for a small
+    answer, instead of two sends each waking the client. Writes are held until the end of the loop's turn
+    (or until 64 kB are held); closing sends what is held first."""
+
+    __slots__ = ("_t", "_loop", "_buf", "_held")
+    HOLD = 64 * 1024
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
+        self._t, self._loop = transport, loop
+        self._buf: list[bytes] | None = None
+        self._held = 0
+
+    def write(self, data: bytes) -> None:
+        if self._buf is None:
+            self._buf, self._held = [data], len(data)
+            self._loop.call_soon(self._flush)
+        else:
+            self._buf.append(data)
+            self._held += len(data)
+            if self._held >= self.HOLD:
+                self._flush()
+
+    def writelines(self, lines: Any) -> None:
+        for data in lines:
+            self.write(data)
+
+    def _flush(self) -> None:
+        buf, self._buf = self._buf, None
+        if buf and not self._t.is_closing():
+            self._t.write(buf[0] if len(buf) == 1 else b"".join(buf))
+
+    def write_eof(self) -> None:
+        self._flush()
+        self._t.write_eof()
+
+    def close(self) -> None:
+        self._flush()
+        self._t.close()
+
+    def abort(self) -> None:
+        self._buf = None
+        self._t.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._t, name)
+
+
+class HttpProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+    """uvicorn's HTTP/1.1 protocol, writing each response's head and body in one send (`_Coalesced`)."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(_Coalesced(transport, self.loop))  # type: ignore[arg-type]
 
 
 # --- the worker process ------------------------------------------------------------------------------------------------
