@@ -207,12 +207,13 @@ class Worker(uvicorn.Server):
 
 
 class _Proc:
-    __slots__ = ("process", "channel", "ready", "open")
+    __slots__ = ("process", "channel", "ready", "open", "replaces")
 
     def __init__(self, process: Any, channel: socket.socket):
         self.process, self.channel = process, channel
         self.ready = False
         self.open = 0  # connections handed to it that it has not reported ended
+        self.replaces: _Proc | None = None  # the worker it takes over from once ready (SIGHUP)
 
 
 class Dispatcher:
@@ -242,31 +243,53 @@ class Dispatcher:
         log.info("Started worker process [%d]", process.pid)
         return p
 
+    def _retire(self, p: _Proc) -> None:
+        """Send `p` no more connections and close its channel: it finishes its requests and stops."""
+        if p in self.procs:
+            self.procs.remove(p)
+        if p.channel.fileno() >= 0:
+            self.sel.unregister(p.channel)
+            p.channel.close()
+        self.retiring.append(p.process)  # reaped once it has finished
+
     def _gone(self, p: _Proc, was_ready: bool) -> None:
         """A worker's channel closed: it is stopping or dead; unless the server is stopping, replace it (a
-        worker that stopped before it was ready is waited for: if it failed its startup, the server stops)."""
-        self.sel.unregister(p.channel)
-        p.channel.close()
+        worker that stopped before it was ready is waited for: if it failed its startup, the server stops,
+        or, during a reload, the worker it was to replace stays)."""
+        self._retire(p)
         if self.stopping:
             return
         if not was_ready:
             p.process.join(timeout=30)
             if p.process.exitcode == STARTUP_FAILURE:
+                if p.replaces is not None and p.replaces in self.procs:
+                    log.error("Worker process [%d] failed to start; reload stopped, [%d] kept", p.process.pid,
+                              p.replaces.process.pid)
+                    return
                 log.error("Worker process [%d] failed to start; stopping", p.process.pid)
                 self.failed = self.stopping = True
                 return
+        if any(q.replaces is p for q in self.procs):
+            return  # its replacement is starting already
         log.info("Worker process [%d] ended; starting another", p.process.pid)
-        self.retiring.append(p.process)  # reaped once it has finished its requests
-        self.procs[self.procs.index(p)] = self._start()
+        self.procs.append(self._start())
+
+    def _reload(self) -> None:
+        """SIGHUP: start a new worker for each; each old one is retired once its replacement is ready."""
+        for p in [q for q in self.procs if q.replaces is None]:
+            new = self._start()
+            new.replaces = p
+            self.procs.append(new)
 
     # connections
 
-    def _pick(self) -> _Proc | None:
+    def _pick(self, tried: list[_Proc]) -> _Proc | None:
+        """The ready worker with the fewest open connections (ties in turn), not one of `tried`."""
         best = None
         n = len(self.procs)
         for i in range(n):
             p = self.procs[(self.turn + i) % n]
-            if p.ready and (best is None or p.open < best.open):
+            if p.ready and p not in tried and (best is None or p.open < best.open):
                 best = p
         self.turn = (self.turn + 1) % max(1, n)
         return best
@@ -283,13 +306,13 @@ class Dispatcher:
             try:
                 if conn.family in (socket.AF_INET, socket.AF_INET6):
                     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                tried: set[int] = set()
+                tried: list[_Proc] = []
                 while True:
-                    p = self._pick()
-                    if p is None or id(p) in tried:
+                    p = self._pick(tried)
+                    if p is None:
                         log.warning("no worker could take a connection; closed it")
                         break
-                    tried.add(id(p))
+                    tried.append(p)
                     try:
                         socket.send_fds(p.channel, [CONN], [conn.fileno()])
                         p.open += 1
@@ -323,6 +346,10 @@ class Dispatcher:
                 return
             if msg == READY:
                 p.ready = True
+                if p.replaces is not None:  # a reload: the old worker finishes its requests and stops
+                    old, p.replaces = p.replaces, None
+                    log.info("Worker process [%d] replaces [%d]", p.process.pid, old.process.pid)
+                    self._retire(old)
             else:
                 p.open = max(0, p.open - msg.count(CLOSED))
 
@@ -339,13 +366,18 @@ class Dispatcher:
         self.sel.register(wake_r, selectors.EVENT_READ, "wake")
         old_fd = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
         caught: list[int] = []
-        old = {sig: signal.signal(sig, lambda s, _f: caught.append(s)) for sig in (signal.SIGINT, signal.SIGTERM)}
+        old = {sig: signal.signal(sig, lambda s, _f: caught.append(s))
+               for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         self.listener.setblocking(False)
         try:
             self.procs = [self._start() for _ in range(self.config.workers)]
             while not self.stopping:
                 self._set_accepting()
                 events = self.sel.select(timeout=1.0)
+                if signal.SIGHUP in caught:
+                    caught.remove(signal.SIGHUP)
+                    log.info("Received SIGHUP, restarting the workers")
+                    self._reload()
                 if caught:  # before the workers' channels: they may be closing on the same Ctrl+C
                     log.info("Received %s, stopping", signal.Signals(caught[0]).name)
                     break

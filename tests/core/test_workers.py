@@ -89,7 +89,7 @@ def _wait(cond, what: str, seconds: float = 60.0) -> None:
 def test_two_workers_share_keep_alive_connections_evenly(tmp_path):
     """8 keep-alive connections to a 2-worker server: 4 on each worker, every request on a connection
     answered by its worker; connections freed on one worker make it the next to get new ones; a worker
-    that dies is replaced; SIGTERM stops the parent and every worker."""
+    that dies is replaced; SIGHUP replaces every worker; SIGTERM stops the parent and every worker."""
     log = tmp_path / "server.log"
     server = Server(tmp_path, PORT, secret=TEST_SECRET, env={"CITYBRAIN_WORKERS": "2"}, clean_env=True)
     try:
@@ -124,6 +124,18 @@ def test_two_workers_share_keep_alive_connections_evenly(tmp_path):
         assert all(_holder(c.sock.getsockname()[1], now) is not None for c in fresh)
         for c in conns + more + fresh:
             c.close()
+
+        # SIGHUP: each worker is replaced by a new one once that one is ready
+        os.kill(server.proc.pid, signal.SIGHUP)
+        _wait(lambda: log.read_text().count(" replaces ") == 2, "the reload")
+        _wait(lambda: len(_children(server.proc.pid)) == 2, "the old workers to stop")
+        reloaded = _children(server.proc.pid)
+        assert not reloaded & now
+        last = _open(4)
+        assert sorted(len(v) for v in _split(last, reloaded).values()) == [2, 2]
+        for c in last:
+            c.close()
+        now |= reloaded
     finally:
         server.stop()
     assert server.proc.returncode == 0
