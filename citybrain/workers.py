@@ -186,7 +186,7 @@ class Worker(uvicorn.Server):
 
     async def _connect(self, loop: asyncio.AbstractEventLoop, protocol: Any, sock: socket.socket) -> None:
         try:
-            await loop.connect_accepted_socket(protocol, sock)
+            await loop.connect_accepted_socket(protocol, sock, ssl=self.config.ssl)
         except Exception:  # noqa: BLE001 - the client went away before it was served
             sock.close()
             self.ended()
