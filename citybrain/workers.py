@@ -192,13 +192,18 @@ class Worker(uvicorn.Server):
             self.ended()
 
     def ended(self) -> None:
-        """Report one ended connection to the parent (batched while the channel is full)."""
+        """Count one ended connection; the count goes to the parent at the end of this turn of the loop
+        (one message for all the connections that ended in it)."""
         self.unreported += 1
+        if self.unreported == 1:
+            asyncio.get_running_loop().call_soon(self._report)
+
+    def _report(self) -> None:
         try:
             self.channel.send(CLOSED * self.unreported)
             self.unreported = 0
-        except (BlockingIOError, InterruptedError):
-            pass  # sent with the next one
+        except (BlockingIOError, InterruptedError):  # the channel is full: try again shortly
+            asyncio.get_running_loop().call_later(0.01, self._report)
         except OSError:
             self.unreported = 0  # the channel is closed: shutting down, nobody is counting
 
@@ -303,9 +308,7 @@ class Dispatcher:
             except OSError as exc:  # e.g. out of file descriptors: log, leave it in the backlog for now
                 log.warning("accept failed: %s", exc)
                 return
-            try:
-                if conn.family in (socket.AF_INET, socket.AF_INET6):
-                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:  # (the worker's transport sets TCP_NODELAY)
                 tried: list[_Proc] = []
                 while True:
                     p = self._pick(tried)
