@@ -71,7 +71,7 @@ def serve(
         os.environ.update(CITYBRAIN_DATA_DIR=str(settings.data_dir), CITYBRAIN_WORKERS=str(n))
         from citybrain import workers as worker_procs
 
-        # the parent accepts and hands each connection to the least-loaded worker (citybrain/workers.py);
+        # the parent accepts and hands the connections to the workers in turn (citybrain/workers.py);
         # no WebSocket routes: an upgrade request is answered as plain HTTP
         worker_procs.serve(uvicorn.Config("citybrain.app:create_app", factory=True, workers=n, ws="none",
                                           http=worker_procs.HttpProtocol, host=host or settings.host,

@@ -5,8 +5,8 @@ With uvicorn's own multi-process mode every worker accepts from the shared socke
 wakes first takes the connection: a client holding a few keep-alive connections (a consumer's pool, `wrk
 -c8`) often ends up with most or all of them on one process while the others idle (measured: 8 connections
 split 4/4, 3/5, 2/6 or 8/0 between two workers, the rate falling to a half or a third). Here the parent
-accepts every connection and hands it, over a Unix socket (`SCM_RIGHTS`), to the ready worker holding the
-fewest open connections (ties in turn); each worker serves the connections it is given with uvicorn's own
+accepts every connection and hands it, over a Unix socket (`SCM_RIGHTS`), to the next ready worker in turn,
+passing over a worker that holds many more connections than the least-loaded one; each worker serves the connections it is given with uvicorn's own
 HTTP protocol (`loop.connect_accepted_socket`) and reports every connection that ends. Accepting costs the
 parent one `accept` and one `sendmsg` per connection, not per request.
 
@@ -192,18 +192,14 @@ class Worker(uvicorn.Server):
             self.ended()
 
     def ended(self) -> None:
-        """Count one ended connection; the count goes to the parent at the end of this turn of the loop
-        (one message for all the connections that ended in it)."""
+        """Report one ended connection to the parent at once (its count of this worker's connections is
+        what it balances on; batched only while the channel is full)."""
         self.unreported += 1
-        if self.unreported == 1:
-            asyncio.get_running_loop().call_soon(self._report)
-
-    def _report(self) -> None:
         try:
             self.channel.send(CLOSED * self.unreported)
             self.unreported = 0
-        except (BlockingIOError, InterruptedError):  # the channel is full: try again shortly
-            asyncio.get_running_loop().call_later(0.01, self._report)
+        except (BlockingIOError, InterruptedError):
+            pass  # sent with the next one
         except OSError:
             self.unreported = 0  # the channel is closed: shutting down, nobody is counting
 
@@ -222,7 +218,7 @@ class _Proc:
 
 
 class Dispatcher:
-    """Accepts on the listening socket and hands each connection to the least-loaded ready worker."""
+    """Accepts on the listening socket and hands each connection to a ready worker (`_pick`)."""
 
     def __init__(self, config: uvicorn.Config, listener: socket.socket):
         self.config, self.listener = config, listener
@@ -288,16 +284,28 @@ class Dispatcher:
 
     # connections
 
+    SLACK = 8  # a worker this many connections above the least-loaded one is passed over
+
     def _pick(self, tried: list[_Proc]) -> _Proc | None:
-        """The ready worker with the fewest open connections (ties in turn), not one of `tried`."""
-        best = None
+        """The next ready worker in turn (not one of `tried`), passing over any that holds `SLACK` or more
+        connections than the least-loaded one. Taking turns spreads a burst of new connections exactly (a
+        client opening 8 gets 4 on each of 2 workers); the counts only bound the drift that connections of
+        different lifetimes cause, because they lag: a worker reports an ended connection only once it has
+        seen the close, which on a busy machine can come after the next burst has been handed out."""
+        for p in list(self.procs):  # the latest reports first
+            if p.channel.fileno() >= 0:
+                self._message(p)
+        ready = [p for p in self.procs if p.ready and p not in tried]
+        if not ready:
+            return None
+        floor = min(p.open for p in ready) + self.SLACK
         n = len(self.procs)
         for i in range(n):
             p = self.procs[(self.turn + i) % n]
-            if p.ready and p not in tried and (best is None or p.open < best.open):
-                best = p
-        self.turn = (self.turn + 1) % max(1, n)
-        return best
+            if p.ready and p not in tried and p.open < floor:
+                self.turn = (self.turn + i + 1) % n
+                return p
+        return None
 
     def _accept(self) -> None:
         for _ in range(64):
@@ -361,7 +369,7 @@ class Dispatcher:
     def run(self) -> bool:
         """Start the workers and dispatch until SIGINT or SIGTERM, then stop them gracefully; False if a
         worker failed during startup."""
-        log.info("Started parent process [%d]: %d workers, connections to the least-loaded", os.getpid(),
+        log.info("Started parent process [%d]: %d workers, connections handed out in turn", os.getpid(),
                  self.config.workers)
         wake_r, wake_w = socket.socketpair()
         wake_r.setblocking(False)

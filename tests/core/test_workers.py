@@ -1,4 +1,4 @@
-"""`citybrain serve --workers N`: the parent hands each connection to the least-loaded worker."""
+"""`citybrain serve --workers N`: the parent hands the connections to the workers in turn."""
 
 from __future__ import annotations
 
@@ -88,8 +88,7 @@ def _wait(cond, what: str, seconds: float = 60.0) -> None:
 
 def test_two_workers_share_keep_alive_connections_evenly(tmp_path):
     """8 keep-alive connections to a 2-worker server: 4 on each worker, every request on a connection
-    answered by its worker; connections freed on one worker make it the next to get new ones; a worker
-    that dies is replaced; SIGHUP replaces every worker; SIGTERM stops the parent and every worker."""
+    answered by its worker; the next burst is spread the same way; a worker that dies is replaced; SIGHUP replaces every worker; SIGTERM stops the parent and every worker."""
     log = tmp_path / "server.log"
     server = Server(tmp_path, PORT, secret=TEST_SECRET, env={"CITYBRAIN_WORKERS": "2"}, clean_env=True)
     try:
@@ -105,15 +104,12 @@ def test_two_workers_share_keep_alive_connections_evenly(tmp_path):
                 assert c.getresponse().read() == b'{"status":"ok"}'
         assert _split(conns, workers) == by
 
-        # close the 4 connections of one worker: the next 4 all go to it (least loaded)
+        # the next burst is spread in turn too, whatever the connections before it did
         a, b = sorted(workers)
         for i in by[a]:
             conns[i].close()
-        _wait(lambda: all(_holder(conns[i].sock.getsockname()[1] if conns[i].sock else 0, {a}) is None
-                          for i in by[a]), "the closed connections to end")
-        time.sleep(1.0)  # the worker reports them ended; the parent reads that before the next accept
         more = _open(4)
-        assert _split(more, workers) == {a: [0, 1, 2, 3], b: []}
+        assert sorted(len(v) for v in _split(more, workers).values()) == [2, 2]
 
         # a worker killed outright is replaced; the server goes on answering
         os.kill(a, signal.SIGKILL)
@@ -142,3 +138,39 @@ def test_two_workers_share_keep_alive_connections_evenly(tmp_path):
     assert not {w for w in workers | now if Path(f"/proc/{w}").exists()}
     text = log.read_text()
     assert "Received SIGTERM, stopping" in text and text.count("Application shutdown complete") >= 2
+
+
+def test_dispatch_takes_turns_and_passes_over_a_crowded_worker():
+    """The parent's choice: workers in turn (ready ones only), except one holding `SLACK` or more connections
+    than the least-loaded one; None when no worker is ready."""
+    import socket
+
+    import uvicorn
+
+    from citybrain.workers import Dispatcher, _Proc
+
+    d = Dispatcher(uvicorn.Config("x:y"), socket.socket())
+    gone = socket.socket()
+    gone.close()  # no channel to read reports from
+    a, b, c = (_Proc(None, gone) for _ in range(3))
+    a.ready = b.ready = True  # c is still starting
+    d.procs = [a, b, c]
+
+    def take(n: int) -> list[str]:
+        out = []
+        for _ in range(n):
+            p = d._pick([])
+            p.open += 1
+            out.append("ab"[d.procs.index(p)])
+        return out
+
+    assert take(6) == ["a", "b", "a", "b", "a", "b"]
+    b.open = a.open + Dispatcher.SLACK + 2  # b holds many long-lived connections: a gets the new ones until
+    assert take(4) == ["a", "a", "a", "b"]  # the gap is under SLACK again, then they take turns
+    assert take(2) == ["a", "b"]
+    a.open = b.open - Dispatcher.SLACK + 1
+    d.turn = 1
+    assert d._pick([]) is b
+    assert d._pick([b]) is a  # a worker that could not take the connection is not asked again
+    a.ready = b.ready = False
+    assert d._pick([]) is None
