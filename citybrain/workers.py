@@ -28,6 +28,7 @@ import selectors
 import signal
 import socket
 import sys
+import time
 from typing import Any
 
 import uvicorn
@@ -229,6 +230,8 @@ class Dispatcher:
         self.turn = 0
         self.stopping = False
         self.accepting = False
+        self.opened = False  # accepting began: once every worker was ready, or STARTUP_WAIT_S passed
+        self.began = time.monotonic()
         self.spawn = multiprocessing.get_context("spawn")
 
     # workers
@@ -335,8 +338,16 @@ class Dispatcher:
             finally:
                 conn.close()  # the worker holds its own copy now
 
+    STARTUP_WAIT_S = 60.0
+
     def _set_accepting(self) -> None:
-        want = not self.stopping and any(p.ready for p in self.procs)
+        """Accept while a worker is ready; at startup only once every worker is (connections wait in the
+        backlog meanwhile), so the first clients' keep-alive connections do not all stay on the first worker
+        up; after STARTUP_WAIT_S with those that are."""
+        if not self.opened:
+            self.opened = (all(p.ready for p in self.procs)
+                           or time.monotonic() - self.began > self.STARTUP_WAIT_S)
+        want = not self.stopping and self.opened and any(p.ready for p in self.procs)
         if want and not self.accepting:
             self.sel.register(self.listener, selectors.EVENT_READ, None)
         elif not want and self.accepting:
