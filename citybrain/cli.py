@@ -69,11 +69,18 @@ def serve(
         migrate(get_db())
         get_db().dispose()
         os.environ.update(CITYBRAIN_DATA_DIR=str(settings.data_dir), CITYBRAIN_WORKERS=str(n))
-        uvicorn.run("citybrain.app:create_app", factory=True, workers=n, host=host or settings.host,
-                    port=port or settings.port, log_level="info", access_log=False)
+        from citybrain import workers as worker_procs
+
+        # the parent accepts and hands the connections to the workers in turn (citybrain/workers.py);
+        # no WebSocket routes: an upgrade request is answered as plain HTTP
+        worker_procs.serve(uvicorn.Config("citybrain.app:create_app", factory=True, workers=n, ws="none",
+                                          http=worker_procs.HttpProtocol, host=host or settings.host,
+                                          port=port or settings.port, log_level="info", access_log=False))
         return
+    from citybrain.workers import HttpProtocol
+
     uvicorn.run(create_app(), host=host or settings.host, port=port or settings.port, log_level="info",
-                access_log=False)
+                access_log=False, http=HttpProtocol)
 
 
 @app.command()

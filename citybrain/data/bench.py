@@ -219,6 +219,19 @@ def _run_wrk(wrk: str, url: str, key: str, seconds: float, conns: int,
     return rps, p99, (int(bad.group(1)) if bad else 0) + (sum(map(int, errs.groups())) if errs else 0)
 
 
+def _connection_split(port: int) -> list[int] | None:
+    """The established connections to `port` per server process, largest first (from `ss`), if `ss` runs."""
+    ss = shutil.which("ss")
+    if not ss:
+        return None
+    out = subprocess.run([ss, "-tnpH", "state", "established", f"( sport = :{port} )"], capture_output=True,
+                         text=True).stdout
+    per: dict[str, int] = {}
+    for pid in re.findall(r"pid=(\d+)", out):
+        per[pid] = per.get(pid, 0) + 1
+    return sorted(per.values(), reverse=True) or None
+
+
 def _http(data_dir: Path, key: str, seconds: float, workers: int) -> dict[str, Any]:
     """Masked, logged queries through a real `citybrain serve` with `workers` processes: `wrk` (C, one
     thread: it leaves the cores to the server) when installed, else Python client threads."""
@@ -235,7 +248,12 @@ def _http(data_dir: Path, key: str, seconds: float, workers: int) -> dict[str, A
             script = data_dir / "bench-query.lua"
             script.write_text(_LUA % POP)
             _run_wrk(wrk, base, key, 1, conns, script)  # warm up (every worker's caches and connections)
+            seen: list[list[int]] = []
+            sampler = threading.Timer(min(1.0, seconds / 2), lambda: seen.append(_connection_split(PORT)))
+            sampler.start()
             rps, p99, err = _run_wrk(wrk, base, key, seconds, conns, script)
+            sampler.join()
+            split = seen[0] if seen else None
             client = "wrk"
             # the floor of the HTTP stack on this machine now: the smallest request touching the database
             floor = round(_run_wrk(wrk, f"{base}/healthz", key, min(seconds, 3.0), conns, None)[0])
@@ -252,9 +270,10 @@ def _http(data_dir: Path, key: str, seconds: float, workers: int) -> dict[str, A
 
             _hammer(fn, 4, 0.5)
             rps, p99, err = _hammer(fn, 4, seconds)
-            client, conns, floor = "python-threads", 4, None
+            client, conns, floor, split = "python-threads", 4, None, None
         return {"workers": workers, "client": client, "connections": conns, "requests_per_s": round(rps),
-                "p99_ms": round(p99, 2), "errors": err, "healthz_requests_per_s": floor}
+                "p99_ms": round(p99, 2), "errors": err, "healthz_requests_per_s": floor,
+                "connections_per_process": split}
     finally:
         server.stop()
 

@@ -1106,20 +1106,29 @@ _MAKERS: dict[tuple, Callable[[Any], dict]] = {}
 
 def _row_maker(fields: tuple[str, ...], masked: dict[str, Callable]) -> Callable[[Any], dict]:
     """A function turning a driver row into the output record with the masks applied, generated once per
-    shape (`lambda r: {"id_number": m0(r[0]), "gender": r[1], ...}`: no per-field loop on the hot path).
-    Every mask passes None and "" through unchanged."""
+    shape (`v0 = r[0]; ...; return {"id_number": <mask of v0>, "gender": r[1], ...}`: no per-field loop and,
+    for the masks with an inline form (`masking.INLINE`), no call per value on the hot path). Every mask
+    passes None and "" through unchanged."""
     ck = (fields, tuple((f, id(fn)) for f, fn in sorted(masked.items())))
     fn = _MAKERS.get(ck)
     if fn is None:
-        env: dict[str, Any] = {}
-        parts = []
+        env: dict[str, Any] = dict(masking.INLINE_NAMES)
+        lines, parts = [], []
         for i, f in enumerate(fields):
-            if f in masked:
-                env[f"m{i}"] = masked[f]
-                parts.append(f"{f!r}: m{i}(r[{i}])")
-            else:
+            if f not in masked:
                 parts.append(f"{f!r}: r[{i}]")
-        fn = eval("lambda r: {" + ", ".join(parts) + "}", env)  # noqa: S307 - field names are checked identifiers
+                continue
+            env[f"m{i}"] = masked[f]
+            inline = masking.INLINE.get(masked[f])
+            if inline is None:
+                parts.append(f"{f!r}: m{i}(r[{i}])")
+                continue
+            guard, expr = (t.format(v=f"v{i}", m=f"g{i}") for t in inline)
+            lines.append(f"    v{i} = r[{i}]")
+            parts.append(f"{f!r}: ({expr} if {guard} else m{i}(v{i}))")
+        src = "def row(r):\n" + "\n".join(lines) + "\n    return {" + ", ".join(parts) + "}\n"
+        exec(src, env)  # noqa: S102 - field names are checked identifiers, the masks' forms are constants
+        fn = env["row"]
         if len(_MAKERS) > 2000:
             _MAKERS.clear()
         _MAKERS[ck] = fn

@@ -97,3 +97,26 @@ def test_address_mask_keeps_up_to_the_first_street_word():
         v = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12)))
         m = lazy.search(v)
         assert masking.mask_address(v) == (m.group(1) if m else v[: max(1, len(v) // 2)]) + "****", repr(v)
+
+
+def test_generated_row_converters_mask_like_the_functions():
+    """The exchange's generated row converters (inline mask forms, `masking.INLINE`) give exactly what calling
+    each mask function gives, for every kind of value a column can hold."""
+    import datetime as dt
+
+    from citybrain.data import service
+    from citybrain.data.quality import MASKS
+
+    rng = random.Random(11)
+    alphabet = list("街道镇乡路大巷村\n号楼a1X张欧阳")
+    values: list = [None, "", "a", "ab", "abc", "abcd", "张", "张三", "欧阳娜娜", "13812345678", "1381234",
+                    "138123", "440115199001011234", "44011519900101123X", "123456789", "1234567890", 0, 5,
+                    13812345678, 3.5, dt.date(1990, 5, 17), b"bytes", "广东省广州市南沙区黄阁镇进港大道187号"]
+    values += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 20))) for _ in range(3000)]
+    fields = tuple(f"f{i}" for i in range(len(MASKS))) + ("plain",)
+    masks = {f: fn for f, fn in zip(fields, MASKS.values(), strict=False)}
+    convert = service._row_maker(fields, masks)
+    for v in values:
+        row = (v,) * len(fields)
+        expected = {f: (masks[f](v) if f in masks else v) for f in fields}
+        assert convert(row) == expected, repr(v)
