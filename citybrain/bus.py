@@ -96,6 +96,7 @@ _HEAD = select(func.max(BusEvent.id))
 _EVENTS = (select(BusEvent.id, BusEvent.topic, BusEvent.payload, BusEvent.created_at)
            .where(BusEvent.id > bindparam("low"), BusEvent.id <= bindparam("head"))
            .order_by(BusEvent.id).limit(bindparam("n")))
+_PUBLISH = insert(BusEvent.__table__)
 _ADVANCE = (update(BusCursor).where(BusCursor.subscriber == bindparam("name"))
             .values(last_id=bindparam("last"), attempts=0, last_error=None, updated_at=bindparam("at")))
 
@@ -160,7 +161,7 @@ def listen(callback: Callable[[Event], None]) -> Callable[[], None]:
 def publish(session: Session, topic: str, payload: dict[str, Any]) -> None:
     """Add an event to the caller's transaction; it is delivered after the commit."""
     write_lock(session)
-    session.execute(insert(BusEvent).values(topic=topic, payload=payload, created_at=utcnow()))
+    session.connection().execute(_PUBLISH, {"topic": topic, "payload": payload, "created_at": utcnow()})
     session.info["bus_published"] = True
 
 
