@@ -271,11 +271,12 @@ class Dispatcher:
             self._initial_cursor(name)
         end = (rows[-1].id if len(rows) == BATCH else head) if rows else head
         if listening and self._last_seen is not None and self._last_seen < head:
-            if low is not None and self._last_seen >= low:  # the rows read cover the listeners' range
+            if low is not None and low <= self._last_seen < end:  # the rows read cover the listeners' next events
                 self._feed_listeners([r for r in rows if r.id > self._last_seen])
                 self._last_seen = end
             if self._last_seen < head:
                 self._notify_listeners(head)
+            self._moved = True  # another round, for a subscriber whose events lay beyond the rows read
         for sub, last, retry in todo:
             handled += self._deliver(sub, [r for r in rows if r.id > last], end, retry)
         return handled
