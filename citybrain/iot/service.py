@@ -29,7 +29,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import orjson
-from sqlalchemy import case, delete, func, insert, or_, select, text, update
+from sqlalchemy import bindparam, case, delete, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from citybrain import bus, context, demo_district
@@ -1238,6 +1238,10 @@ def _alarm_payload(a: Alarm | SimpleNamespace, info: DevInfo | None, at: dt.date
 
 
 _INSERT_ALARM = insert(Alarm.__table__).returning(Alarm.__table__.c.id)
+_ALARM_ROW = select(Alarm.__table__).where(Alarm.__table__.c.id == bindparam("aid"))
+_CLEAR_ALARM = (update(Alarm.__table__).where(Alarm.__table__.c.id == bindparam("aid"))
+                .values(status="cleared", cleared_at=bindparam("at"), cleared_by=bindparam("by"),
+                        clear_value=bindparam("v"), open_key=None))
 
 
 def _raise_alarm(session: Session, pending: _Pending, r: RuleInfo, info: DevInfo, v: float | None, ts: int,
@@ -1263,13 +1267,25 @@ def _raise_alarm(session: Session, pending: _Pending, r: RuleInfo, info: DevInfo
 
 def _clear_alarm(session: Session, pending: _Pending, alarm_id: int, key: tuple[int, int], v: float | None,
                  now: dt.datetime, by: str = "system:auto", note: str | None = None) -> None:
-    a = session.get(Alarm, alarm_id)
     pending.open_now[key] = None
-    if a is None or a.status == "cleared":
-        return
-    before = a.status
-    a.status, a.cleared_at, a.cleared_by, a.clear_value, a.open_key = "cleared", now, by, v, None
-    session.flush([a])
+    before: str
+    loaded = session.identity_map.get(session.identity_key(Alarm, alarm_id))
+    if loaded is None:  # the telemetry path: Core statements, no ORM object and flush
+        conn = session.connection()
+        row = conn.execute(_ALARM_ROW, {"aid": alarm_id}).mappings().first()
+        if row is None or row["status"] == "cleared":
+            return
+        before = row["status"]
+        conn.execute(_CLEAR_ALARM, {"aid": alarm_id, "at": now, "by": by, "v": v})
+        a: Any = SimpleNamespace(**{**row, "status": "cleared", "cleared_at": now, "cleared_by": by,
+                                    "clear_value": v, "open_key": None})
+    else:  # an alarm this session has loaded (closing by hand): through the ORM, so the object stays current
+        a = loaded
+        if a.status == "cleared":
+            return
+        before = a.status
+        a.status, a.cleared_at, a.cleared_by, a.clear_value, a.open_key = "cleared", now, by, v, None
+        session.flush([a])
     bus.publish(session, "iot.alarm.cleared", _alarm_payload(a, None, now))
     audit.record(session, action="iot.alarm.clear", target_type="iot_alarm", target_id=a.id,
                  before={"status": before}, after={"status": "cleared", "value": v, "by": by}, note=note,
