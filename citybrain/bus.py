@@ -205,11 +205,15 @@ class Dispatcher:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+        if not self._lock.acquire(timeout=10):  # a round still running (a stuck handler): leave the cursors
+            log.warning("bus dispatcher busy at stop; cursors not stored (events will be delivered again)")
+            return
         try:
-            with self._lock:
-                self.flush()
+            self.flush()
         except Exception:
             log.exception("bus cursor flush failed")
+        finally:
+            self._lock.release()
 
     def _run(self) -> None:
         while not self._stop.is_set():
