@@ -18,7 +18,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, String, Text, delete, event, func, insert, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    String,
+    Text,
+    bindparam,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from citybrain.db import Base, Database, JSONType, UTCDateTime, get_db, utcnow
@@ -27,6 +40,7 @@ log = logging.getLogger("citybrain.bus")
 
 MAX_ATTEMPTS = 5
 BATCH = 500
+CURSOR_FLUSH_S = 1.0  # the background dispatcher stores its cursors at least this often while busy (and when idle)
 WRITE_LOCK_KEY = 7349201  # PostgreSQL advisory lock shared with the audit chain
 _LOCK_FLAG = "citybrain_write_lock"
 
@@ -75,6 +89,16 @@ class BusDeadLetter(Base):
     topic: Mapped[str] = mapped_column(String(200))
     error: Mapped[str] = mapped_column(Text)
     created_at: Mapped[Any] = mapped_column(UTCDateTime, default=utcnow)
+
+
+_CURSORS = select(BusCursor.subscriber, BusCursor.last_id, BusCursor.attempts, BusCursor.updated_at)
+_HEAD = select(func.max(BusEvent.id))
+_EVENTS = (select(BusEvent.id, BusEvent.topic, BusEvent.payload, BusEvent.created_at)
+           .where(BusEvent.id > bindparam("low"), BusEvent.id <= bindparam("head"))
+           .order_by(BusEvent.id).limit(bindparam("n")))
+_PUBLISH = insert(BusEvent.__table__)
+_ADVANCE = (update(BusCursor).where(BusCursor.subscriber == bindparam("name"))
+            .values(last_id=bindparam("last"), attempts=0, last_error=None, updated_at=bindparam("at")))
 
 
 @dataclass(frozen=True)
@@ -137,7 +161,7 @@ def listen(callback: Callable[[Event], None]) -> Callable[[], None]:
 def publish(session: Session, topic: str, payload: dict[str, Any]) -> None:
     """Add an event to the caller's transaction; it is delivered after the commit."""
     write_lock(session)
-    session.execute(insert(BusEvent).values(topic=topic, payload=payload, created_at=utcnow()))
+    session.connection().execute(_PUBLISH, {"topic": topic, "payload": payload, "created_at": utcnow()})
     session.info["bus_published"] = True
 
 
@@ -161,6 +185,11 @@ class Dispatcher:
         self._lock = threading.Lock()
         self._last_seen: int | None = None  # listeners' position; None until primed
         self.deliver = True  # False: only live listeners are fed (the other worker processes of a server)
+        self._pos: dict[str, int] = {}  # subscriber -> last event handled (ahead of the stored cursor until flushed)
+        self._dirty: dict[str, int] = {}  # cursors moved since the last flush
+        self._known: set[str] = set()  # subscribers whose cursor row exists
+        self._flushed_at = time.monotonic()
+        self._moved = False
 
     def wake(self) -> None:
         self._wake.set()
@@ -176,64 +205,100 @@ class Dispatcher:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+        if not self._lock.acquire(timeout=10):  # a round still running (a stuck handler): leave the cursors
+            log.warning("bus dispatcher busy at stop; cursors not stored (events will be delivered again)")
+            return
+        try:
+            self.flush()
+        except Exception:
+            log.exception("bus cursor flush failed")
+        finally:
+            self._lock.release()
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.drain(max_rounds=50)
+                self.drain(max_rounds=50, flush=False)
             except Exception:  # keep the dispatcher alive; the error is logged
                 log.exception("bus dispatch failed")
-            self._wake.wait(timeout=0.5)
+            if not self._wake.wait(timeout=0.5) or time.monotonic() - self._flushed_at >= CURSOR_FLUSH_S:
+                try:  # idle, or the cursors have not been stored for a while
+                    with self._lock:
+                        self.flush()
+                except Exception:
+                    log.exception("bus cursor flush failed")
             self._wake.clear()
 
-    def drain(self, max_rounds: int = 1000) -> int:
-        """Deliver pending events until none are left (or max_rounds batches); return how many were handled."""
+    def drain(self, max_rounds: int = 1000, flush: bool = True) -> int:
+        """Deliver pending events until none are left (or max_rounds batches); return how many were handled.
+        The cursors are stored at the end (`flush`); the background thread stores them at most every
+        CURSOR_FLUSH_S while busy (a crash delivers those events again: at-least-once)."""
         handled = 0
         with self._lock:
             for _ in range(max_rounds):
+                self._moved = False
                 n = self._round()
                 handled += n
-                if n == 0:
+                if n == 0 and not self._moved:
                     break
+            if flush:
+                self.flush()
         return handled
 
     def _round(self) -> int:
+        """One delivery round: cursors, head and the pending events in ONE read (Core, no ORM objects); the
+        live listeners and every subscriber are fed from those rows; cursors move in memory (`_flush`)."""
         handled = 0
         subs = list(_subscriptions.values()) if self.deliver else []
+        listening = bool(_listeners) and self._last_seen is not None
+        todo: list[tuple[Subscription, int, bool]] = []
+        rows: list[Any] = []
         with self.db.read() as s:
-            cursors = {c.subscriber: c for c in s.scalars(select(BusCursor))}
-            head = s.scalar(select(BusEvent.id).order_by(BusEvent.id.desc()).limit(1)) or 0
-        if _listeners and self._last_seen is not None and head > self._last_seen:
-            self._notify_listeners(head)
-        for sub in subs:
-            cur = cursors.get(sub.name)
-            last = cur.last_id if cur else self._initial_cursor(sub.name)
-            if last >= head:
-                continue
-            if cur is not None and cur.attempts and cur.updated_at and not self._due(cur):
-                continue
-            handled += self._deliver(sub, last)
+            conn = s.connection()
+            cursors = {r.subscriber: r for r in conn.execute(_CURSORS)} if subs else {}
+            head = conn.execute(_HEAD).scalar() or 0
+            missing = [sub.name for sub in subs if sub.name not in cursors and sub.name not in self._known]
+            for sub in subs:
+                cur = cursors.get(sub.name)
+                last = max(cur.last_id if cur else 0, self._pos.get(sub.name, 0))
+                if last >= head:
+                    continue
+                if cur is not None and cur.attempts and cur.updated_at and not self._due(cur):
+                    continue
+                todo.append((sub, last, bool(cur is not None and cur.attempts)))
+            low = min([last for _sub, last, _retry in todo]
+                      + ([self._last_seen] if listening and self._last_seen < head else []),  # type: ignore[list-item]
+                      default=None)
+            if low is not None:
+                rows = conn.execute(_EVENTS, {"low": low, "head": head, "n": BATCH}).all()
+        for name in missing:
+            self._initial_cursor(name)
+        end = (rows[-1].id if len(rows) == BATCH else head) if rows else head
+        if listening and self._last_seen is not None and self._last_seen < head:
+            if low is not None and low <= self._last_seen < end:  # the rows read cover the listeners' next events
+                self._feed_listeners([r for r in rows if r.id > self._last_seen])
+                self._last_seen = end
+            if self._last_seen < head:
+                self._notify_listeners(head)
+            self._moved = True  # another round, for a subscriber whose events lay beyond the rows read
+        for sub, last, retry in todo:
+            handled += self._deliver(sub, [r for r in rows if r.id > last], end, retry)
         return handled
 
-    def _initial_cursor(self, name: str) -> int:
+    def _initial_cursor(self, name: str) -> None:
         with self.db.write() as s:
             s.execute(insert(BusCursor).values(subscriber=name, last_id=0, attempts=0, updated_at=utcnow()))
             s.commit()
-        return 0
+        self._known.add(name)
 
     @staticmethod
-    def _due(cur: BusCursor) -> bool:
+    def _due(cur: Any) -> bool:
         backoff = min(60.0, 0.2 * 2 ** (cur.attempts - 1))
         return (utcnow() - cur.updated_at).total_seconds() >= backoff
 
-    def _deliver(self, sub: Subscription, last: int) -> int:
-        with self.db.read() as s:
-            rows = s.execute(
-                select(BusEvent.id, BusEvent.topic, BusEvent.payload, BusEvent.created_at)
-                .where(BusEvent.id > last)
-                .order_by(BusEvent.id)
-                .limit(BATCH)
-            ).all()
+    def _deliver(self, sub: Subscription, rows: list[Any], end: int, retry: bool = False) -> int:
+        """Hand the subscriber its events among `rows` (all events after its cursor up to `end`), in order;
+        `retry`: its stored cursor counts failed attempts, stored again at once once the events went through."""
         delivered = 0
         for row in rows:
             if any(topic_matches(p, row.topic) for p in sub.patterns):
@@ -241,20 +306,27 @@ class Dispatcher:
                     sub.handler(Event(row.id, row.topic, row.payload, row.created_at))
                 except Exception as exc:
                     # a dead-lettered event is settled too: count it, so drain() carries on past it
+                    self._dirty.pop(sub.name, None)
                     return delivered + (1 if self._failed(sub, row, exc) else 0)
                 delivered += 1
-            last = row.id
+            self._pos[sub.name] = row.id
+            self._dirty[sub.name] = row.id
+        if rows and end > self._pos.get(sub.name, 0):
+            self._pos[sub.name] = self._dirty[sub.name] = end
         if rows:
-            self._advance(sub.name, last)
+            self._moved = True
+            if retry:
+                self.flush()
         return delivered
 
-    def _advance(self, name: str, last_id: int) -> None:
+    def flush(self) -> None:
+        """Store the cursors moved in memory since the last flush, in one write transaction."""
+        dirty, self._dirty = self._dirty, {}
+        self._flushed_at = time.monotonic()
+        if not dirty:
+            return
         with self.db.write() as s:
-            s.execute(
-                update(BusCursor)
-                .where(BusCursor.subscriber == name)
-                .values(last_id=last_id, attempts=0, last_error=None, updated_at=utcnow())
-            )
+            s.connection().execute(_ADVANCE, [{"name": k, "last": v, "at": utcnow()} for k, v in dirty.items()])
             s.commit()
 
     def _failed(self, sub: Subscription, row: Any, exc: Exception) -> bool:
@@ -277,6 +349,7 @@ class Dispatcher:
                     .values(last_id=row.id - 1, attempts=attempts, last_error=repr(exc)[:4000], updated_at=utcnow())
                 )
             s.commit()
+        self._pos[sub.name] = row.id if attempts >= MAX_ATTEMPTS else row.id - 1
         return attempts >= MAX_ATTEMPTS
 
     def _notify_listeners(self, head: int) -> None:
@@ -288,13 +361,17 @@ class Dispatcher:
                     .order_by(BusEvent.id)
                     .limit(5000)
                 ).all()
-            for row in rows:
-                for cb in list(_listeners):
-                    try:
-                        cb(Event(row.id, row.topic, row.payload, row.created_at))
-                    except Exception:
-                        log.exception("bus listener failed")
+            self._feed_listeners(rows)
             self._last_seen = rows[-1].id if rows else head
+
+    @staticmethod
+    def _feed_listeners(rows: list[Any]) -> None:
+        for row in rows:
+            for cb in list(_listeners):
+                try:
+                    cb(Event(row.id, row.topic, row.payload, row.created_at))
+                except Exception:
+                    log.exception("bus listener failed")
 
     def prime_listeners(self) -> None:
         """Start live listeners from the current head (they do not replay history)."""

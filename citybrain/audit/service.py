@@ -15,7 +15,7 @@ import hmac
 from typing import Any
 
 import orjson
-from sqlalchemy import event, func, insert, select, update
+from sqlalchemy import bindparam, event, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from citybrain import context
@@ -84,12 +84,22 @@ def _fields(r: AuditRecord) -> dict[str, Any]:
     }
 
 
+# built once: Core statements on the session's connection (no ORM execution layer per record)
+_HEAD_ROW = select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc()).limit(1)
+_INSERT_RECORDS = insert(AuditRecord.__table__)
+_HEAD_TABLE = AuditHead.__table__
+_UPDATE_ANCHOR = (update(_HEAD_TABLE).where(_HEAD_TABLE.c.id == 1)
+                  .values(seq=bindparam("a_seq"), hash=bindparam("a_hash"), mac=bindparam("a_mac")))
+_INSERT_ANCHOR = insert(_HEAD_TABLE).values(id=1, seq=bindparam("a_seq"), hash=bindparam("a_hash"),
+                                            mac=bindparam("a_mac"))
+
+
 def _head(session: Session) -> tuple[int, str]:
     cached = session.info.get(_HEAD)
     if cached is not None:
         return cached
     lock_chain(session)
-    row = session.execute(select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc()).limit(1)).first()
+    row = session.connection().execute(_HEAD_ROW).first()
     return (row.seq, row.hash) if row else (0, GENESIS)
 
 
@@ -134,10 +144,11 @@ def record_many(session: Session, entries: list[dict[str, Any]], *, actor: Princ
         row["at"], row["prev_hash"] = at, prev
         prev = row["hash"]
         rows.append(row)
-    session.execute(insert(AuditRecord.__table__), rows)
-    anchor = {"seq": seq, "hash": prev, "mac": _head_mac(seq, prev, alg)}
-    if session.execute(update(AuditHead).where(AuditHead.id == 1).values(**anchor)).rowcount == 0:
-        session.execute(insert(AuditHead).values(id=1, **anchor))
+    conn = session.connection()
+    conn.execute(_INSERT_RECORDS, rows)
+    anchor = {"a_seq": seq, "a_hash": prev, "a_mac": _head_mac(seq, prev, alg)}
+    if conn.execute(_UPDATE_ANCHOR, anchor).rowcount == 0:
+        conn.execute(_INSERT_ANCHOR, anchor)
     session.info[_HEAD] = (seq, prev)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from citybrain import bus
@@ -627,7 +627,7 @@ def _log(session: Session, case: Case, action: str, principal: Principal, *, frm
          data: dict | None = None, topic: str | None = "cases.case.transitioned") -> None:
     """Write one step of the case log, its audit record and (for transitions) its bus event; no commit."""
     now = utcnow()
-    session.execute(_EVENT_INSERT, {"case_id": case.id, "action": action, "from_status": frm, "to_status": to,
+    session.connection().execute(_EVENT_INSERT, {"case_id": case.id, "action": action, "from_status": frm, "to_status": to,
                                     "actor": principal.label, "actor_id": principal.id,
                                     "actor_org_id": principal.org_id, "comment": comment,
                                     "attachments": attachments or None, "data": data or None, "at": now})
@@ -1475,6 +1475,15 @@ def _iot_category(session: Session, hint: str | None) -> Category | None:
     return find_category(session, code=str(hint).strip())
 
 
+# built once (the alarm handler runs for every alarm event)
+_OPEN_IOT_CASE = (select(Case).where(Case.device_code == bindparam("device"), Case.rule_id == bindparam("rule"),
+                                     Case.source == "iot", Case.status.in_(list(wf.OPEN)))
+                  .order_by(Case.id.desc()).limit(1))
+_CASE_BY_REF = select(Case.id).where(Case.external_ref == bindparam("ref"))
+_CLEARED_LOGGED = select(CaseEvent.id).where(CaseEvent.case_id == bindparam("case_id"),
+                                             CaseEvent.action == "alarm_cleared", CaseEvent.comment == bindparam("key"))
+
+
 def on_alarm_raised(session: Session, *, payload: dict[str, Any]) -> Case | None:
     """One open case per device and rule: the first alarm opens (files, dispatches) it, repeats are noted."""
     device, rule = str(payload.get("device_code") or ""), str(payload.get("rule_id") or "")
@@ -1482,9 +1491,7 @@ def on_alarm_raised(session: Session, *, payload: dict[str, Any]) -> Case | None
     if not device or not rule:
         log.warning("alarm without device_code/rule_id ignored: %s", payload)
         return None
-    case = session.scalar(select(Case).where(Case.device_code == device, Case.rule_id == rule,
-                                             Case.source == "iot", Case.status.in_(list(wf.OPEN)))
-                          .order_by(Case.id.desc()).limit(1))
+    case = session.scalar(_OPEN_IOT_CASE, {"device": device, "rule": rule})
     if case is not None:
         if alarm_id and alarm_id in (case.alarm_ids or []):
             return case  # the same event delivered again
@@ -1495,7 +1502,7 @@ def on_alarm_raised(session: Session, *, payload: dict[str, Any]) -> Case | None
              topic=None)
         session.commit()
         return case
-    if alarm_id and session.scalar(select(Case.id).where(Case.external_ref == f"iot-alarm:{alarm_id}")):
+    if alarm_id and session.scalar(_CASE_BY_REF, {"ref": f"iot-alarm:{alarm_id}"}):
         return None  # this alarm already produced a case that has since been closed
     cat = _iot_category(session, payload.get("category_hint"))
     iotc = get_config(session, key="iot")
@@ -1540,14 +1547,11 @@ def on_alarm_raised(session: Session, *, payload: dict[str, Any]) -> Case | None
 def on_alarm_cleared(session: Session, *, payload: dict[str, Any]) -> Case | None:
     """Note the recovery on the open case of that device and rule (the case still needs handling and closure)."""
     device, rule = str(payload.get("device_code") or ""), str(payload.get("rule_id") or "")
-    case = session.scalar(select(Case).where(Case.device_code == device, Case.rule_id == rule,
-                                             Case.source == "iot", Case.status.in_(list(wf.OPEN)))
-                          .order_by(Case.id.desc()).limit(1))
+    case = session.scalar(_OPEN_IOT_CASE, {"device": device, "rule": rule})
     if case is None:
         return None
     key = f"cleared:{payload.get('alarm_id')}:{payload.get('at')}"
-    if session.scalar(select(CaseEvent.id).where(CaseEvent.case_id == case.id, CaseEvent.action == "alarm_cleared",
-                                                 CaseEvent.comment == key)):
+    if session.scalar(_CLEARED_LOGGED, {"case_id": case.id, "key": key}):
         return case
     _log(session, case, "alarm_cleared", SYSTEM, comment=key,
          data={"alarm_id": payload.get("alarm_id"), "message": payload.get("message_zh") or "告警已恢复"}, topic=None)

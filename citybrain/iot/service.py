@@ -25,10 +25,11 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
-from sqlalchemy import case, delete, func, insert, or_, select, text, update
+from sqlalchemy import bindparam, case, delete, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from citybrain import bus, context, demo_district
@@ -1226,7 +1227,7 @@ def _describe(r: RuleInfo, info: DevInfo, v: float | None) -> tuple[str, str]:
             f"{dur_en})")
 
 
-def _alarm_payload(a: Alarm, info: DevInfo | None, at: dt.datetime) -> dict[str, Any]:
+def _alarm_payload(a: Alarm | SimpleNamespace, info: DevInfo | None, at: dt.datetime) -> dict[str, Any]:
     return {"alarm_id": a.id, "device_code": a.device_code, "model_code": a.model_code, "rule_id": a.rule_id,
             "rule_name": a.rule_name, "severity": a.severity, "property": a.property,
             "value": a.last_value if a.status == "cleared" and a.clear_value is None else
@@ -1236,16 +1237,23 @@ def _alarm_payload(a: Alarm, info: DevInfo | None, at: dt.datetime) -> dict[str,
             "org_ids": [a.org_id] if a.org_id is not None else [], "category_hint": a.category_hint}
 
 
+_INSERT_ALARM = insert(Alarm.__table__).returning(Alarm.__table__.c.id)
+_ALARM_ROW = select(Alarm.__table__).where(Alarm.__table__.c.id == bindparam("aid"))
+_CLEAR_ALARM = (update(Alarm.__table__).where(Alarm.__table__.c.id == bindparam("aid"))
+                .values(status="cleared", cleared_at=bindparam("at"), cleared_by=bindparam("by"),
+                        clear_value=bindparam("v"), open_key=None))
+
+
 def _raise_alarm(session: Session, pending: _Pending, r: RuleInfo, info: DevInfo, v: float | None, ts: int,
                  now: dt.datetime) -> None:
     zh, en = _describe(r, info, v)
-    a = Alarm(open_key=f"{r.id}:{info.id}", rule_id=r.id, device_id=info.id, device_code=info.code,
-              model_code=info.model.code, rule_name=r.name, rule_name_en=r.name_en, severity=r.severity,
-              status="active", property=r.prop, value=v, last_value=v, count=1, org_id=info.org_id,
-              grid_code=info.grid_code, lon=info.lon, lat=info.lat, message_zh=zh, message_en=en,
-              category_hint=r.category_hint or info.model.category_hint, raised_at=now, reading_ts=ts)
-    session.add(a)
-    session.flush([a])
+    row = {"open_key": f"{r.id}:{info.id}", "rule_id": r.id, "device_id": info.id, "device_code": info.code,
+           "model_code": info.model.code, "rule_name": r.name, "rule_name_en": r.name_en, "severity": r.severity,
+           "status": "active", "property": r.prop, "value": v, "last_value": v, "count": 1, "org_id": info.org_id,
+           "grid_code": info.grid_code, "lon": info.lon, "lat": info.lat, "message_zh": zh, "message_en": en,
+           "category_hint": r.category_hint or info.model.category_hint, "raised_at": now, "reading_ts": ts}
+    # Core, not an ORM object and a flush: this runs inside the telemetry transaction
+    a = SimpleNamespace(id=session.connection().execute(_INSERT_ALARM, row).scalar_one(), clear_value=None, **row)
     bus.publish(session, "iot.alarm.raised", _alarm_payload(a, info, now))
     audit.record(session, action="iot.alarm.raise", target_type="iot_alarm", target_id=a.id,
                  after={"device": info.code, "rule": r.name, "severity": r.severity, "value": v},
@@ -1259,13 +1267,25 @@ def _raise_alarm(session: Session, pending: _Pending, r: RuleInfo, info: DevInfo
 
 def _clear_alarm(session: Session, pending: _Pending, alarm_id: int, key: tuple[int, int], v: float | None,
                  now: dt.datetime, by: str = "system:auto", note: str | None = None) -> None:
-    a = session.get(Alarm, alarm_id)
     pending.open_now[key] = None
-    if a is None or a.status == "cleared":
-        return
-    before = a.status
-    a.status, a.cleared_at, a.cleared_by, a.clear_value, a.open_key = "cleared", now, by, v, None
-    session.flush([a])
+    before: str
+    loaded = session.identity_map.get(session.identity_key(Alarm, alarm_id))
+    if loaded is None:  # the telemetry path: Core statements, no ORM object and flush
+        conn = session.connection()
+        row = conn.execute(_ALARM_ROW, {"aid": alarm_id}).mappings().first()
+        if row is None or row["status"] == "cleared":
+            return
+        before = row["status"]
+        conn.execute(_CLEAR_ALARM, {"aid": alarm_id, "at": now, "by": by, "v": v})
+        a: Any = SimpleNamespace(**{**row, "status": "cleared", "cleared_at": now, "cleared_by": by,
+                                    "clear_value": v, "open_key": None})
+    else:  # an alarm this session has loaded (closing by hand): through the ORM, so the object stays current
+        a = loaded
+        if a.status == "cleared":
+            return
+        before = a.status
+        a.status, a.cleared_at, a.cleared_by, a.clear_value, a.open_key = "cleared", now, by, v, None
+        session.flush([a])
     bus.publish(session, "iot.alarm.cleared", _alarm_payload(a, None, now))
     audit.record(session, action="iot.alarm.clear", target_type="iot_alarm", target_id=a.id,
                  before={"status": before}, after={"status": "cleared", "value": v, "by": by}, note=note,

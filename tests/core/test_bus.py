@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import pytest
 from sqlalchemy import func, select
@@ -238,3 +239,62 @@ def test_an_event_committed_late_is_not_skipped(db, subs):
     t.join(10)
     bus.drain()
     assert got == ["A", "B"]
+
+
+def test_background_cursors_are_stored_when_idle_and_on_stop(db, subs):
+    got = []
+    bus.subscribe("t.lazy", "t.>", lambda e: got.append(e.payload["n"]))
+    d = Dispatcher(db)
+    for n in range(3):
+        _publish(db, "t.e", n=n)
+    d.drain(flush=False)  # as the background thread while busy: the cursor moves in memory only
+    assert got == [0, 1, 2]
+    with db.read() as s:
+        stored = s.get(BusCursor, "t.lazy").last_id
+        newest = s.scalar(select(func.max(BusEvent.id)))
+    assert stored < newest
+    d.drain()  # nothing new, but the explicit drain stores the cursor
+    assert got == [0, 1, 2]
+    with db.read() as s:
+        assert s.get(BusCursor, "t.lazy").last_id == newest
+    _publish(db, "t.e", n=3)
+    d.start()
+    try:
+        deadline = dt.datetime.now() + dt.timedelta(seconds=5)
+        while len(got) < 4 and dt.datetime.now() < deadline:
+            d.wake()
+            time.sleep(0.05)
+    finally:
+        d.stop()  # stores the cursor
+    with db.read() as s:
+        assert s.get(BusCursor, "t.lazy").last_id == s.scalar(select(func.max(BusEvent.id)))
+    assert got == [0, 1, 2, 3]
+
+
+def test_a_crash_before_the_cursor_is_stored_redelivers(db, subs):
+    got = []
+    bus.subscribe("t.unsaved", "t.>", lambda e: got.append(e.payload["n"]))
+    for n in range(2):
+        _publish(db, "t.e", n=n)
+    Dispatcher(db).drain(flush=False)  # the process dies before the cursor was stored
+    Dispatcher(db).drain()
+    assert got == [0, 1, 0, 1]  # at-least-once: delivered again, nothing lost
+    Dispatcher(db).drain()
+    assert got == [0, 1, 0, 1]
+
+
+def test_listeners_and_a_lagging_subscriber_share_one_read(db, subs, monkeypatch):
+    monkeypatch.setattr(bus, "BATCH", 4)
+    seen, got = [], []
+    for n in range(10):  # published before the subscriber existed: it starts from the beginning
+        _publish(db, "t.old", n=n)
+    bus.listen(lambda e: seen.append(e.payload["n"]))  # listeners start at the head
+    bus.subscribe("t.lag", "t.>", lambda e: got.append(e.payload["n"]))
+    for n in range(10, 13):
+        _publish(db, "t.new", n=n)
+    bus.drain()
+    assert got == list(range(13))
+    assert seen == [10, 11, 12]
+    _publish(db, "t.new", n=13)
+    bus.drain()
+    assert got == list(range(14)) and seen == [10, 11, 12, 13]

@@ -225,3 +225,40 @@ def test_alarm_scope_follows_owner_department(client, db, register, send, frozen
     assert client.post(f"/api/v1/iot/alarms/{gid}/ack", headers=as_role("handler")).status_code == 404
     with db.read() as s:
         assert s.scalar(select(func.count()).select_from(Alarm)) == 2
+
+
+def test_alarm_events_and_audit_match_the_stored_alarm(client, db, register, send, frozen):
+    """Raised and cleared in the telemetry transaction by Core statements: the events carry what the stored alarm
+    row says (as the payload built from the ORM object would), and both changes are audited."""
+    from citybrain.audit.models import AuditRecord
+
+    code, secret = register("gas", "应急管理")
+    assert _step(send, code, secret, {"lel": 25})["alarms_raised"] == 1
+    assert _step(send, code, secret, {"lel": 10})["alarms_cleared"] == 1
+    [a] = _alarms(db, code)
+    assert a.status == "cleared" and a.clear_value == 10 and a.open_key is None and a.cleared_by == "system:auto"
+    [raised], [cleared] = _events(db, "iot.alarm.raised"), _events(db, "iot.alarm.cleared")
+    a.status = "active"  # as it was when raised
+    assert {k: v for k, v in raised.items() if k != "at"} == {
+        k: v for k, v in service._alarm_payload(a, None, a.raised_at).items() if k != "at"}
+    a.status = "cleared"
+    assert {k: v for k, v in cleared.items() if k != "at"} == {
+        k: v for k, v in service._alarm_payload(a, None, a.cleared_at).items() if k != "at"}
+    assert cleared["at"] == a.cleared_at.isoformat() and raised["at"] == a.raised_at.isoformat()
+    with db.read() as s:
+        audits = {r.action: r.summary for r in s.scalars(select(AuditRecord).where(AuditRecord.target_id == str(a.id)))}
+    assert audits["iot.alarm.raise"]["after"]["value"] == 25
+    assert audits["iot.alarm.clear"] == {"before": {"status": "active"},
+                                         "after": {"status": "cleared", "value": 10, "by": "system:auto"}}
+
+
+def test_a_clear_by_hand_keeps_the_loaded_alarm_current(client, db, frozen, register, send):
+    """Closing by hand clears the alarm object the session holds (the ORM path), not behind its back."""
+    code, secret = register("tilt", "住建")
+    _step(send, code, secret, {"tilt_x": 2.0})
+    aid = _alarms(db, code)[0].id
+    context.set_principal(context.SYSTEM)
+    with db.write() as s:
+        a = service.close_alarm(s, alarm_id=aid, principal=context.SYSTEM, note="误报")
+        assert a.status == "cleared" and a.open_key is None
+    assert _alarms(db, code)[0].status == "cleared"
