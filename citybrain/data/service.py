@@ -630,7 +630,8 @@ def load_records(session: Session, *, principal: Principal, code: str, rows: Ite
     # commit in groups (every `commit_rows` rows or `commit_seconds`): a failure rolls back the open group only
     conn = session.get_bind().connect()
     sqlite = conn.dialect.name == "sqlite"
-    if sqlite:  # a large page cache for random-key index inserts (reset when the load ends)
+    if sqlite:  # a large page cache for random-key index inserts (the connection's own is restored at the end)
+        cache_size = conn.exec_driver_sql("PRAGMA cache_size").scalar()
         conn.exec_driver_sql(f"PRAGMA cache_size=-{LOAD_CACHE_KIB}")
         conn.commit()
     load_id = load.id
@@ -737,7 +738,7 @@ def load_records(session: Session, *, principal: Principal, code: str, rows: Ite
         raise
     finally:
         if sqlite:
-            conn.exec_driver_sql("PRAGMA cache_size=-2000")
+            conn.exec_driver_sql(f"PRAGMA cache_size={int(cache_size)}")
             conn.commit()
         conn.close()
     elapsed = time.perf_counter() - t0
