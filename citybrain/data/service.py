@@ -3,6 +3,7 @@ open data (开放) and statistics. Public functions take keyword arguments after
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import gc
@@ -63,9 +64,10 @@ ANSWER_WORKDAYS = 10  # STANDARDS.md §6.2: conditional requests are answered wi
 MAX_GRANT_DAYS = 366 * 3
 MAX_PAGE = 1000
 LOAD_CACHE_KIB = 262144  # SQLite page cache of a loading connection (256 MiB)
-# a load commits its batches in groups: every COMMIT_ROWS rows or COMMIT_SECONDS, whichever comes first (each
-# commit writes the pages its group dirtied — on a random-key unique index most of the index — once)
-COMMIT_ROWS = 100_000
+# a load writes and commits its checked batches in groups: every COMMIT_ROWS rows read or COMMIT_SECONDS,
+# whichever comes first (each commit writes the pages its group dirtied — with a random key, most of the
+# unique index — once; a group sorted by key sweeps that index once)
+COMMIT_ROWS = 50_000
 COMMIT_SECONDS = 1.0
 CODE_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z\-_.]{2,59}$")
 
@@ -544,33 +546,33 @@ def _write_prepared(conn, resource: Resource, load_id: int, prep: _Prepared, now
 
 
 class _Writer:
-    """Writes a load's batches in one background thread, one at a time and in order, while the loading thread
-    validates the next batch (the database steps without the GIL). `submit` first waits for the batch
-    before, so at most one is in flight; `wait` returns the counts of the batches finished since the last
-    call and re-raises a failed batch's error."""
+    """Writes a load's groups of rows in one background thread, one at a time and in order, while the loading
+    thread validates the next group (the database steps without the GIL). `submit` first waits for the group
+    before, so at most one is in flight; `wait` returns the counts of the group finished since the last call
+    and re-raises a failed group's error."""
 
     def __init__(self, write: Callable[..., tuple[int, int, int]]):
         self._write = write
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="data-load")
-        self._pending: tuple[Future, int, bool] | None = None
-        self.failed = False  # a batch failed in the database (its group's transaction is lost)
+        self._pending: tuple[Future, int] | None = None
+        self.failed = False  # a group failed in the database
 
-    def wait(self) -> list[tuple[int, int, int, int, bool]]:
-        """[(inserted, updated, rejected, rows read when the batch was cut, committed)] of the finished batch."""
+    def wait(self) -> list[tuple[int, int, int, int]]:
+        """[(inserted, updated, rejected, rows read when the group was cut)] of the finished group, if any."""
         if self._pending is None:
             return []
-        fut, read, commit = self._pending
+        fut, read = self._pending
         self._pending = None
         self.failed = fut.exception() is not None
-        return [(*fut.result(), read, commit)]
+        return [(*fut.result(), read)]
 
-    def submit(self, read: int, commit: bool, *args: Any) -> list[tuple[int, int, int, int, bool]]:
+    def submit(self, read: int, *args: Any) -> list[tuple[int, int, int, int]]:
         done = self.wait()
-        self._pending = (self._pool.submit(self._write, *args, commit), read, commit)
+        self._pending = (self._pool.submit(self._write, *args), read)
         return done
 
-    def close(self) -> list[tuple[int, int, int, int, bool]]:
-        """Wait for the batch in flight and stop the thread; the batch's counts if it was written."""
+    def close(self) -> list[tuple[int, int, int, int]]:
+        """Wait for the group in flight and stop the thread; the group's counts if it was committed."""
         done = []
         if self._pending is not None:
             fut = self._pending[0]
@@ -626,8 +628,9 @@ def load_records(session: Session, *, principal: Principal, code: str, rows: Ite
                 status="running", actor=principal.label, started_at=utcnow())
     session.add(load)
     session.commit()
-    # the rows go through one connection of their own, written by a second thread one batch at a time; batches
-    # commit in groups (every `commit_rows` rows or `commit_seconds`): a failure rolls back the open group only
+    # the rows are checked in batches and written in groups of batches (every `commit_rows` rows read or
+    # `commit_seconds`), each group sorted by key in one transaction on a connection of its own, by a second
+    # thread while the next group is checked: a failure rolls back the group being written only
     conn = session.get_bind().connect()
     sqlite = conn.dialect.name == "sqlite"
     if sqlite:  # a large page cache for random-key index inserts (the connection's own is restored at the end)
@@ -641,7 +644,7 @@ def load_records(session: Session, *, principal: Principal, code: str, rows: Ite
     batch: list[tuple[int, dict]] = []
     rejects: list[dict[str, Any]] = []
 
-    def write(prep: _Prepared, rejects: list[dict[str, Any]], now: dt.datetime, commit: bool) -> tuple[int, int, int]:
+    def write(prep: _Prepared, rejects: list[dict[str, Any]], now: dt.datetime) -> tuple[int, int, int]:
         i, u = _write_prepared(conn, resource, load_id, prep, now)
         if rejects:  # one statement (no GIL hand-over per row while the next batch is checked)
             doc = orjson.dumps([(r["row_no"], r["record"], r["reasons"]) for r in rejects])
@@ -652,44 +655,44 @@ def load_records(session: Session, *, principal: Principal, code: str, rows: Ite
                 conn.exec_driver_sql(f"INSERT INTO {rej_table.name} (load_id, row_no, record, reasons) "
                                      f"SELECT %s, (e ->> 0)::int, e -> 1, e -> 2 FROM json_array_elements(%s::json) "
                                      f"WITH ORDINALITY AS x(e, i) ORDER BY i", (load_id, doc.decode()))
-        if commit:
-            conn.commit()
+        conn.commit()
         return i, u, len(rejects)
 
     writer = _Writer(write)
 
-    group = [0, 0, 0]  # inserted, updated, rejected of the batches written since the last commit
-    group_rows, group_start = 0, time.monotonic()
+    group: list[tuple[int, dict]] = []  # clean rows of the batches checked since the last group was cut
+    group_rejects: list[dict[str, Any]] = []
+    group_start = time.monotonic()
 
-    def count(done: list[tuple[int, int, int, int, bool]]) -> None:
-        # only committed groups count (a failed load reports what it keeps)
+    def count(done: list[tuple[int, int, int, int]]) -> None:
         nonlocal inserted, updated, rejected
-        for i, u, r, read, committed in done:
-            group[0] += i
-            group[1] += u
-            group[2] += r
-            if committed:
-                inserted += group[0]
-                updated += group[1]
-                rejected += group[2]
-                group[:] = [0, 0, 0]
-                if progress:
-                    progress(read)
+        for i, u, r, read in done:
+            inserted += i
+            updated += u
+            rejected += r
+            if progress:
+                progress(read)
+
+    def cut() -> None:
+        """Hand the open group to the writer (sorted by key: its index inserts sweep the B-tree once)."""
+        nonlocal group, group_rejects, group_start
+        if group or group_rejects:
+            count(writer.submit(total, _prepare_batch(resource, group, sqlite), group_rejects, utcnow()))
+        group, group_rejects, group_start = [], [], time.monotonic()
 
     def flush(last: bool = False) -> None:
-        nonlocal batch, rejects, group_rows, group_start
-        if resource.base_table in CROSS_SOURCE:  # reads on the load's connection: the batch before must be done
+        nonlocal batch, rejects
+        if resource.base_table in CROSS_SOURCE:  # reads on the load's connection: the group before must be done
             count(writer.wait())
         good, bad = _cross_source(conn, resource, batch, validator)
         for row_no, r, reasons in bad:
             rejects.append({"load_id": load_id, "row_no": row_no,
                             "record": orjson.loads(orjson.dumps(r, default=str)), "reasons": reasons})
-        group_rows += len(batch) + len(rejects)
-        commit = last or group_rows >= commit_rows or time.monotonic() - group_start >= commit_seconds
-        count(writer.submit(total, commit, _prepare_batch(resource, good, sqlite), rejects, utcnow()))
-        if commit:
-            group_rows, group_start = 0, time.monotonic()
+        group.extend(good)
+        group_rejects.extend(rejects)
         batch, rejects = [], []
+        if last or len(group) + len(group_rejects) >= commit_rows or time.monotonic() - group_start >= commit_seconds:
+            cut()
 
     check, normalise = validator.check, validator.normalise_keys
     try:
@@ -711,23 +714,16 @@ def load_records(session: Session, *, principal: Principal, code: str, rows: Ite
                     if len(batch) >= batch_size or len(rejects) >= batch_size:
                         flush()
                 flush(last=True)
+        except Exception:
+            if not writer.failed:  # the source or a check broke off: the whole batches checked before it are kept
+                with contextlib.suppress(Exception):
+                    cut()
+            raise
         finally:
-            # the batch in flight ends (written or not) before the connection is used again
+            # the group in flight ends (committed or not) before the connection is used again
             count(writer.close())
     except Exception:
-        # the batches written since the last commit: kept when the failure is not the database's (a source
-        # that breaks off keeps every whole batch before it, as when each batch committed), else rolled back
-        kept = False
-        if not writer.failed and conn.in_transaction():
-            try:
-                conn.commit()
-                kept = True
-            except Exception:  # noqa: BLE001 - the load fails anyway; what was not committed is rolled back
-                pass
-        if kept:
-            inserted, updated, rejected = inserted + group[0], updated + group[1], rejected + group[2]
-        else:
-            conn.rollback()
+        conn.rollback()
         session.rollback()
         audit.reset_session_head(session)
         load = session.get(Load, load_id)
