@@ -466,27 +466,26 @@ def _cross_source(conn, resource: Resource, batch: list[tuple[int, dict]],
 
 
 class _Prepared(NamedTuple):
-    """A batch of clean rows made ready for the driver (in the reading thread), written by `_write_prepared`."""
+    """A group of clean rows made ready for the driver (in the reading thread), written by `_write_prepared`."""
 
-    rows: list[tuple[int, dict]]
+    rows: list[dict]
     cols: list[str]
     payload: Any  # the rows as one JSON text (SQLite: arrays in `cols` order; PostgreSQL: objects)
 
 
-def _prepare_batch(resource: Resource, batch: list[tuple[int, dict]], sqlite: bool) -> _Prepared:
-    """Sort a base-table batch by key (B-tree inserts stay local) and lay its values out for the driver."""
-    if not resource.base_table or not batch:
-        return _Prepared(batch, [], None)
+def _prepare_batch(resource: Resource, rows: list[dict], sqlite: bool) -> _Prepared:
+    """Sort a base-table group by key (B-tree inserts stay local) and lay its values out for the driver."""
+    if not resource.base_table or not rows:
+        return _Prepared(rows, [], None)
     bt = BASE_TABLES[resource.base_table]
-    key = bt.key
-    batch = sorted(batch, key=lambda x: x[1][key])
-    cols = [n for n in bt.columns if n in batch[0][1]]
+    rows = sorted(rows, key=operator.itemgetter(bt.key))
+    cols = [n for n in bt.columns if n in rows[0]]
     get = operator.itemgetter(*cols) if len(cols) > 1 else (lambda r: (r[cols[0]],))
     # one JSON text: arrays on SQLite (dates as ISO text, how SQLite keeps them), objects named by column
     # on PostgreSQL (`json_populate_recordset` types them by the table's columns)
     if sqlite:
-        return _Prepared(batch, cols, orjson.dumps([get(r) for _, r in batch]))
-    return _Prepared(batch, cols, orjson.dumps([r for _, r in batch]).decode())  # clean rows: named by column
+        return _Prepared(rows, cols, orjson.dumps([get(r) for r in rows]))
+    return _Prepared(rows, cols, orjson.dumps(rows).decode())  # clean rows: named by column
 
 
 def _write_prepared(conn, resource: Resource, load_id: int, prep: _Prepared, now: dt.datetime) -> tuple[int, int]:
@@ -532,14 +531,14 @@ def _write_prepared(conn, resource: Resource, load_id: int, prep: _Prepared, now
     first = _next_seq(conn, "record", len(batch))
     table = Record.__table__
     key = resource.key_field
-    keys = [str(r[key]) for _, r in batch]
+    keys = [str(r[key]) for r in batch]
     existing = set()
     for i in range(0, len(keys), 900):
         existing.update(conn.scalars(select(table.c.record_key).where(
             table.c.resource_id == resource.id, table.c.record_key.in_(keys[i:i + 900]))))
     rows = [{"resource_id": resource.id, "record_key": str(r[key]),
              "data": orjson.loads(orjson.dumps(r, default=str)), "seq": first + i, "load_id": load_id,
-             "updated_at": now} for i, (_, r) in enumerate(batch)]
+             "updated_at": now} for i, r in enumerate(batch)]
     conn.execute(_upsert_stmt(conn, table, ["resource_id", "record_key"], ["data", "seq", "load_id", "updated_at"]),
                  rows)
     return sum(1 for k in keys if k not in existing), sum(1 for k in keys if k in existing)
@@ -660,7 +659,8 @@ def load_records(session: Session, *, principal: Principal, code: str, rows: Ite
 
     writer = _Writer(write)
 
-    group: list[tuple[int, dict]] = []  # clean rows of the batches checked since the last group was cut
+    group: list[dict] = []  # clean rows of the batches checked since the last group was cut (dicts of plain
+    # values are not tracked by the garbage collector; tuples holding them would be, 50,000 at a time)
     group_rejects: list[dict[str, Any]] = []
     group_start = time.monotonic()
 
@@ -688,7 +688,7 @@ def load_records(session: Session, *, principal: Principal, code: str, rows: Ite
         for row_no, r, reasons in bad:
             rejects.append({"load_id": load_id, "row_no": row_no,
                             "record": orjson.loads(orjson.dumps(r, default=str)), "reasons": reasons})
-        group.extend(good)
+        group.extend([r for _, r in good])
         group_rejects.extend(rejects)
         batch, rejects = [], []
         if last or len(group) + len(group_rejects) >= commit_rows or time.monotonic() - group_start >= commit_seconds:
