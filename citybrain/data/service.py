@@ -697,7 +697,7 @@ def load_records(session: Session, *, principal: Principal, code: str, rows: Ite
     check, normalise = validator.check, validator.normalise_keys
     try:
         try:
-            with _fewer_gc_passes(10 * batch_size):
+            with _fewer_gc_passes(2 * commit_rows):  # a group's rows laid out as tuples for its JSON, once
                 for raw in rows:
                     total += 1
                     if not isinstance(raw, dict) or "__invalid__" in raw:

@@ -223,7 +223,7 @@ def test_a_load_gives_the_collector_back_its_thresholds(hub):
         with hub.write() as s, (pytest.raises(OSError) if fail else contextlib.nullcontext()):
             service.load_records(s, principal=SYSTEM, code=POP, rows=source(fail), batch_size=500)
         assert gc.get_threshold() == before
-    assert {t[0] for t in during} == {max(5000, before[0])} != {before[0]} and {t[1:] for t in during} == {before[1:]}
+    assert {t[0] for t in during} == {max(2 * service.COMMIT_ROWS, before[0])} != {before[0]} and {t[1:] for t in during} == {before[1:]}
 
 
 @pytest.mark.parametrize("raw", ["nan", "NaN", "inf", "-Infinity", float("nan")])
