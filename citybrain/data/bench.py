@@ -129,11 +129,13 @@ def bench_exchange(quick: bool = False) -> dict[str, Any]:
 
     ids, rows = _people(n_rows)
     result["baseline_sqlite_rows_per_s"] = round(_baseline_sqlite(rows, tmp / "baseline.db"))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with db.write() as s:
         load = service.load_records(s, principal=SYSTEM, code=POP, rows=rows(), source="bench", batch_size=5000)
     el = time.perf_counter() - t0
     result["load_rows_per_s"] = round(load.total / el)
+    # CPU of both load threads per row: comparable between runs on a shared machine, unlike the rate
+    result["load_cpu_us_per_row"] = round((time.process_time() - c0) / load.total * 1e6, 2)
     result["load_seconds"] = round(el, 2)
     result["load_accepted"] = load.inserted + load.updated
     result["load_vs_raw_sqlite"] = round(result["load_rows_per_s"] / result["baseline_sqlite_rows_per_s"], 3)

@@ -1,3 +1,4 @@
+import contextlib
 import io
 
 import openpyxl
@@ -102,7 +103,7 @@ def test_batches_written_behind_validation_keep_every_reject_and_count(hub):
     rows[21] = dict(rows[2])  # a key of the first batch again, in the last batch
     seen: list[int] = []
     with hub.write() as s:
-        load = service.load_records(s, principal=SYSTEM, code=POP, rows=iter(rows), batch_size=5,
+        load = service.load_records(s, principal=SYSTEM, code=POP, rows=iter(rows), batch_size=5, commit_rows=5,
                                     progress=seen.append)
         load_id = load.id
     assert (load.status, load.total, load.inserted, load.updated, load.rejected) == ("done", 23, 20, 0, 3)
@@ -129,20 +130,30 @@ def _fail_on_insert(db, id_number: str) -> None:
         s.commit()
 
 
-def test_a_batch_failing_in_the_database_fails_the_load_and_keeps_the_batches_before(hub):
-    rows = _people(17, 90_000)
-    _fail_on_insert(hub, rows[12]["id_number"])  # third batch of five
+@pytest.mark.parametrize(("commit_rows", "kept"), [(5, 17), (10, 11)])
+def test_a_batch_failing_in_the_database_fails_the_load_and_keeps_the_groups_before(hub, commit_rows, kept):
+    """Batches of 5 clean rows committed alone or in groups of >= 10 rows read: the failing batch's whole group
+    is rolled back (its rejects too), the groups before stay, and the load's counts are what it kept."""
+    rows = _people(27, 90_000)
+    rows[3]["phone"] = "12345"  # a reject in the first group
+    rows[11]["phone"] = "12345"  # a reject in the group that fails when groups are of 10
+    _fail_on_insert(hub, rows[17]["id_number"])  # fourth batch of five
     with hub.write() as s, pytest.raises(Exception, match="boom"):
-        service.load_records(s, principal=SYSTEM, code=POP, rows=rows, batch_size=5)
+        service.load_records(s, principal=SYSTEM, code=POP, rows=rows, batch_size=5, commit_rows=commit_rows,
+                             commit_seconds=3600)
     with hub.read() as s:
         load = service.list_loads(s, principal=SYSTEM, code=POP, limit=1)[0]
         stored = {x for (x,) in s.execute(select(Population.id_number).where(
             Population.id_number.in_([r["id_number"] for r in rows])))}
-    assert (load["status"], load["inserted"]) == ("failed", 10)
-    assert stored == {r["id_number"] for r in rows[:10]}
+        rejects = service.load_rejects(s, principal=SYSTEM, load_id=load["id"])
+    rejected = 2 if kept == 17 else 1
+    assert (load["status"], load["inserted"], load["rejected"]) == ("failed", kept - rejected, rejected)
+    assert stored == {r["id_number"] for r in rows[:kept]} - {rows[3]["id_number"], rows[11]["id_number"]}
+    assert [x["row"] for x in rejects] == [4, 12][:rejected]
 
 
 def test_a_failing_source_fails_the_load_and_keeps_the_written_batches(hub):
+    """A source breaking off mid-group: the whole batches written before it are committed and counted."""
     rows = _people(12, 95_000)
 
     def source():
@@ -157,6 +168,62 @@ def test_a_failing_source_fails_the_load_and_keeps_the_written_batches(hub):
             Population.id_number.in_([r["id_number"] for r in rows])))}
     assert (load["status"], load["total"], load["inserted"]) == ("failed", 12, 10)
     assert stored == {r["id_number"] for r in rows[:10]}
+
+
+def test_commit_groups_give_the_report_and_rows_of_batch_commits_and_a_reload_upserts(hub):
+    """A load larger than its commit group, with failures in every group, reports and keeps exactly what
+    committing each batch does; loading the rows again (some changed) updates them with new change numbers."""
+    rows = _people(64, 70_000)
+    for i in (2, 19, 33, 47, 60):
+        rows[i]["phone"] = "12345"
+    rows[25]["gender"] = "未知"
+    rows[50] = dict(rows[8])  # a key again, two groups later
+    results = []
+    for commit_rows in (7, 20, 1000):  # each batch alone, groups of 3 batches, one group
+        changed = [dict(r) for r in rows]
+        for r in changed[::9]:
+            r["residence_address"] = f"南沙区测试路{commit_rows}号"
+        with hub.write() as s:
+            load = service.load_records(s, principal=SYSTEM, code=POP, rows=changed, batch_size=7,
+                                        commit_rows=commit_rows, commit_seconds=3600)
+            load_id = load.id
+        with hub.read() as s:
+            stored = {r.id_number: (r.residence_address, r.seq, r.load_id) for r in s.scalars(
+                select(Population).where(Population.id_number.in_([r["id_number"] for r in rows])))}
+            rej = [(x["row"], x["reasons"]) for x in service.load_rejects(s, principal=SYSTEM, load_id=load_id)]
+        results.append((load, stored, rej))
+    (first, stored1, rej1), *later = results
+    assert (first.status, first.total, first.inserted, first.updated, first.rejected) == ("done", 64, 57, 0, 7)
+    for load, stored, rej in later:
+        assert (load.status, load.total, load.inserted, load.updated, load.rejected) == ("done", 64, 0, 57, 7)
+        assert load.report["failures"] == first.report["failures"]
+        assert rej == rej1
+        assert set(stored) == set(stored1)
+        assert all(stored[k][2] == load.id and stored[k][1] > stored1[k][1] for k in stored)
+    final = results[-1][1]
+    assert {final[r["id_number"]][0] for r in rows[::9] if r["id_number"] in final} == {"南沙区测试路1000号"}
+    assert len({v[1] for v in final.values()}) == 57  # one change number per row
+
+
+def test_a_load_gives_the_collector_back_its_thresholds(hub):
+    """The young-generation threshold is raised while a load runs and restored after it, also after a failure."""
+    import gc
+
+    before = gc.get_threshold()
+    during = []
+
+    def source(fail):
+        for r in _people(12, 60_000 + 100 * fail):
+            during.append(gc.get_threshold())
+            yield r
+        if fail:
+            raise OSError("the file went away")
+
+    for fail in (False, True):
+        with hub.write() as s, (pytest.raises(OSError) if fail else contextlib.nullcontext()):
+            service.load_records(s, principal=SYSTEM, code=POP, rows=source(fail), batch_size=500)
+        assert gc.get_threshold() == before
+    assert {t[0] for t in during} == {max(2 * service.COMMIT_ROWS, before[0])} != {before[0]} and {t[1:] for t in during} == {before[1:]}
 
 
 @pytest.mark.parametrize("raw", ["nan", "NaN", "inf", "-Infinity", float("nan")])
