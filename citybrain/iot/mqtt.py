@@ -45,8 +45,6 @@ log = logging.getLogger("citybrain.iot.mqtt")
 DEFAULT_PREFIX = "citybrain/v1"
 RECEIVE_MAXIMUM = 65535
 SESSION_EXPIRY_S = 7 * 86400
-READ_NAP_S = 0.001  # after a short read: the reader waits this long for more (a few hundred messages at load)
-READ_FULL = 1 << 16  # a read at least this long is not followed by a nap
 VERIFIED_MAX = 200_000  # remembered device secrets (one per device that reported)
 
 
@@ -236,8 +234,6 @@ class Subscriber:
             if not data:
                 raise ConnectionError("connection closed")
             buf = buf + data if buf else data
-            if len(data) < READ_FULL:  # the broker writes packet by packet: let more arrive before the next read
-                time.sleep(READ_NAP_S)  # (far fewer wake-ups and GIL hand-overs with the ingesting thread)
 
     def _ack(self, batch: list[Msg]) -> None:
         with self.send_lock:

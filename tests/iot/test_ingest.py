@@ -308,8 +308,8 @@ def test_postgresql_pipeline_keeps_alarms_audit_and_connection_mode(client, db, 
     connection is back in its usual transaction mode afterwards."""
     from sqlalchemy import text
 
-    from citybrain.audit.service import verify
     from citybrain.audit.models import AuditRecord
+    from citybrain.audit.service import verify
     from citybrain.bus import BusEvent
     from citybrain.iot.models import Alarm
 
