@@ -108,17 +108,12 @@ def publish(port: int, packets: Encoded) -> float:
 
     def lane_run(s: socket.socket, blob: bytes, expect: int) -> None:
         def reader() -> None:
-            # count the PUBACKs (MQTT 3.1.1: 4 bytes each); a short nap after each read lets many of them
-            # arrive per read instead of waking this thread for every few the broker writes (CPU the broker and
-            # the server need); the publisher's clock stops at the last PUBACK read, at most a nap late
-            left = expect * 4
-            while left > 0:
+            got = 0
+            while got < expect * 4:
                 data = s.recv(1 << 16)
                 if not data:
                     return
-                left -= len(data)
-                if left > 0:
-                    time.sleep(0.001)
+                got += len(data)  # PUBACK (MQTT 3.1.1) is 4 bytes
 
         r = threading.Thread(target=reader)
         r.start()
