@@ -26,12 +26,14 @@ import struct
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import orjson
 import paho.mqtt.client as paho
 from sqlalchemy import insert
+from sqlalchemy.orm import Session
 
 from citybrain.db import Database, utcnow
 from citybrain.errors import Unauthorized
@@ -109,6 +111,7 @@ class Subscriber:
         self.stopping = threading.Event()
         self._pending = b""  # bytes read past the CONNACK, handed to the reader
         self.processed = 0
+        self._conn: Any = None  # PostgreSQL: the subscriber's own connection (`_session`)
         self._verified: dict[str, tuple[int, str]] = {}  # device secret -> (device id, secret hash it matched)
         self.sock: socket.socket | None = None
         self.gen = 0  # connection generation: PUBACKs go only to the connection that delivered the message
@@ -128,6 +131,8 @@ class Subscriber:
         self.stopping.set()
         self.wake.set()
         self.worker.join(timeout=10)
+        if not self.worker.is_alive():
+            self._close_conn()
         sock = self.sock
         if sock is not None:
             with contextlib.suppress(OSError), self.send_lock:
@@ -264,6 +269,35 @@ class Subscriber:
             self._ack(batch)
             self.processed += len(batch)
 
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[Session]:
+        """A write session; PostgreSQL: on the subscriber's own connection, held between batches (the pool's
+        pre-ping per checkout is a round trip per batch), replaced after an error."""
+        if self.db.is_sqlite:
+            with self.db.write() as s:
+                yield s
+            return
+        conn = self._conn
+        if conn is None or conn.closed or conn.invalidated:
+            self._close_conn()
+            conn = self._conn = self.db.write_engine.connect()
+        try:
+            with self.db.write_factory(bind=conn) as s:
+                try:
+                    yield s
+                except BaseException:
+                    s.rollback()
+                    raise
+        except BaseException:
+            self._close_conn()
+            raise
+
+    def _close_conn(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
     def _secret_ok(self, info: service.DevInfo, secret: Any) -> bool:
         """Whether `secret` is the device's secret. A secret that verified is remembered in memory (with the
         device and the hash it matched) so the device's next messages skip the SHA-256; after a rotation the
@@ -289,7 +323,7 @@ class Subscriber:
         dead: list[dict[str, Any]] = []
         now = utcnow()
         plen = len(self.prefix) + 1
-        with self.db.write() as s:
+        with self._session() as s:
             st = service._state(s)
             with st.lock:
                 registry = service._registry(s, st)

@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import paho.mqtt.client as paho
@@ -74,17 +74,29 @@ class Broker:
                 self.proc.wait()
 
 
-def publish(port: int, messages: list[tuple[str, bytes]], conns: int = 2) -> float:
-    """Publish at QoS 1 from `conns` sockets (a topic always on the same socket, so a device's messages keep
-    their order) as fast as the broker takes them; return seconds until every PUBACK arrived."""
+class Encoded(NamedTuple):
+    blobs: list[bytes]  # one per connection
+    counts: list[int]  # PUBLISH packets in each
+
+
+def encode(messages: list[tuple[str, bytes]], prefix: str, conns: int = 2) -> Encoded:
+    """The QoS 1 PUBLISH packets of `messages` (topic `PREFIX/...` under `prefix`), one blob per connection (a
+    topic always on the same connection, so a device's messages keep their order). Done before the clock
+    starts: a fleet's devices encode their own messages."""
     lanes: list[list[bytes]] = [[] for _ in range(conns)]
     for i, (topic, payload) in enumerate(messages):
         lane = hash(topic) % conns
         pid = i % 65535 + 1
-        lanes[lane].append(_packet(0x32, _str(topic.encode()) + struct.pack("!H", pid) + payload))
-    blobs = [b"".join(lane) for lane in lanes]
+        lanes[lane].append(_packet(0x32, _str(topic.replace("PREFIX", prefix).encode()) + struct.pack("!H", pid)
+                                   + payload))
+    return Encoded([b"".join(lane) for lane in lanes], [len(lane) for lane in lanes])
+
+
+def publish(port: int, packets: Encoded) -> float:
+    """Send pre-encoded QoS 1 PUBLISH packets (`encode`), one socket per lane, as fast as the broker takes them;
+    return seconds until every PUBACK arrived."""
     socks = []
-    for k in range(conns):
+    for k in range(len(packets.blobs)):
         s = socket.create_connection(("127.0.0.1", port))
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         cid = f"cb-benchpub-{uuid.uuid4().hex[:8]}-{k}".encode()
@@ -110,9 +122,9 @@ def publish(port: int, messages: list[tuple[str, bytes]], conns: int = 2) -> flo
             s.sendall(view[i:i + (1 << 18)])
         r.join()
 
+    threads = [threading.Thread(target=lane_run, args=(s, b, n))
+               for s, b, n in zip(socks, packets.blobs, packets.counts, strict=True)]
     t0 = time.perf_counter()
-    threads = [threading.Thread(target=lane_run, args=(s, b, len(lane)))
-               for s, b, lane in zip(socks, blobs, lanes, strict=True)]
     for t in threads:
         t.start()
     for t in threads:
@@ -149,8 +161,9 @@ def bare_rate(port: int, messages: list[tuple[str, bytes]], prefix: str) -> floa
     c.connect("127.0.0.1", port, properties=props)
     c.loop_start()
     ready.wait(10)
+    packets = encode(messages, prefix)
     t0 = time.perf_counter()
-    publish(port, [(t.replace("PREFIX", prefix), p) for t, p in messages])
+    publish(port, packets)
     last = -1
     while not done.wait(3):  # stop when nothing arrived for 3 s
         if got[0] == last:
@@ -174,8 +187,9 @@ def bare_lean_rate(port: int, messages: list[tuple[str, bytes]], prefix: str) ->
     sub.start()
     try:
         time.sleep(0.3)
+        packets = encode(messages, prefix)
         t0 = time.perf_counter()
-        publish(port, [(t.replace("PREFIX", prefix), p) for t, p in messages])
+        publish(port, packets)
         last, last_change, t_last = 0, time.monotonic(), time.perf_counter()
         while last < len(messages) and time.monotonic() - last_change < 3:
             time.sleep(0.01)
@@ -199,9 +213,10 @@ def server_rate(port: int, db_path: Path, messages: list[tuple[str, bytes]], pre
                 readings: int) -> tuple[float, int]:
     """(readings/s stored by the server, readings missing): from the first publish to the last commit.
     Stops waiting when nothing new arrived for 5 s."""
+    packets = encode(messages, prefix)
     before = _stored(db_path)
     t0 = time.perf_counter()
-    publish(port, [(t.replace("PREFIX", prefix), p) for t, p in messages])
+    publish(port, packets)
     last, last_change, t_last = before, time.monotonic(), time.perf_counter()
     while last < before + readings and time.monotonic() - last_change < 5:
         time.sleep(0.05)

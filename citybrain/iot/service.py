@@ -29,7 +29,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, case, delete, func, insert, or_, select, text, update
+from sqlalchemy import bindparam, case, delete, event, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from citybrain import bus, context, demo_district
@@ -741,13 +741,17 @@ def ingest_parts(session: Session, parts: list[Part]) -> None:
         try:
             try:
                 _ingest_locked(session, st, parts, safe=False)
-            except UniqueViolation:  # PostgreSQL COPY met a stored row after all: again, merging on conflict
-                log.warning("telemetry COPY met stored rows; writing the batch with ON CONFLICT instead")
+            except Exception as exc:  # PostgreSQL: a new message's row existed after all: again, merging on conflict
+                if not isinstance(getattr(exc, "orig", exc), UniqueViolation):
+                    raise
+                log.warning("telemetry INSERT met stored rows; writing the batch with ON CONFLICT instead")
+                _pg_abort(session)
                 session.rollback()
                 for part in parts:
                     part.result = IngestResult()
                 _ingest_locked(session, st, parts, safe=True)
         except BaseException:
+            _pg_abort(session)
             session.rollback()
             raise
 
@@ -1031,34 +1035,110 @@ def _bump_daily(session: Session, day: str, accepted: int, rejected: int, pendin
 
 
 def _commit(session: Session, pending: _Pending) -> None:
-    """Commit a telemetry transaction. PostgreSQL: its deferred writes (the readings, device rows, counters) and
-    the COMMIT go in ONE pipeline, one round trip; an error there (e.g. a unique violation of the readings)
-    leaves nothing committed and is raised as usual."""
+    """Commit a telemetry transaction. PostgreSQL: its deferred writes (device rows, counters) and the COMMIT go
+    in ONE pipeline with the readings' INSERT sent earlier (`_pg_send`), one round trip; an error there (e.g. a
+    unique violation of the readings) leaves nothing committed and is raised as usual."""
     writes = pending.pg_writes
-    if not writes:
+    if not writes and not pending.pg_sent:
         session.commit()
         return
     session.flush()  # ORM objects first: nothing may be written after this transaction's COMMIT
-    raw = session.connection().connection.dbapi_connection
-    idle = raw.pgconn.transaction_status == 0  # TransactionStatus.IDLE: nothing sent yet in this transaction
+    early = session.connection().info.get(_EARLY)
+    if early is None:
+        early = _pg_open(session.connection())
+    elif early.pipe is None:  # closed by another statement of the transaction (`_pg_barrier`): a new one
+        early.pipe = early.raw.pipeline()
+        early.pipe.__enter__()
     try:
-        if idle:  # BEGIN goes in the pipeline too (psycopg would wait for its own BEGIN)
-            raw.autocommit = True
-        with raw.pipeline(), raw.cursor() as cur:
-            if idle:
-                cur.execute("BEGIN")
-            for sql, params in writes:
-                cur.execute(sql, params)
-            cur.execute("COMMIT")
+        cur = early.cur
+        for sql, params in writes:
+            cur.execute(sql, params)
+        cur.execute("COMMIT")
+        pipe, early.pipe = early.pipe, None
+        pipe.__exit__(None, None, None)
     except BaseException:
-        with contextlib.suppress(Exception):
-            raw.rollback()
+        _pg_abort(session)
         raise
-    finally:
-        if idle:
-            with contextlib.suppress(Exception):
-                raw.autocommit = False
+    _pg_done(session.connection().info)
     session.commit()  # the session's bookkeeping; the database transaction is already committed
+
+
+# PostgreSQL: a telemetry transaction's statements go in one pipeline opened when its readings are written, so the
+# server executes the INSERT while Python evaluates the rules; the rest and the COMMIT join it (`_commit`). Any
+# other statement of the transaction (alarms, audit, bus: rare) first waits for what was sent (`_pg_barrier`).
+_EARLY = "citybrain_iot_pipeline"
+
+
+class _Early:
+    __slots__ = ("raw", "pipe", "cur", "auto")
+
+    def __init__(self, raw: Any, pipe: Any, cur: Any, auto: bool):
+        self.raw, self.pipe, self.cur, self.auto = raw, pipe, cur, auto
+
+
+def _pg_open(conn: Any) -> _Early:
+    raw = conn.connection.dbapi_connection
+    auto = raw.pgconn.transaction_status == 0  # IDLE: nothing sent yet in this transaction
+    if auto:  # BEGIN goes in the pipeline too (psycopg would wait for its own BEGIN)
+        raw.autocommit = True
+    pipe = raw.pipeline()
+    pipe.__enter__()
+    early = conn.info[_EARLY] = _Early(raw, pipe, raw.cursor(), auto)
+    if auto:
+        early.cur.execute("BEGIN")
+    engine = conn.engine
+    if not event.contains(engine, "before_cursor_execute", _pg_barrier):
+        event.listen(engine, "before_cursor_execute", _pg_barrier)
+    return early
+
+
+def _pg_send(session: Session, sql: str, params: tuple) -> None:
+    """Send one statement of the telemetry transaction without waiting for it (PostgreSQL)."""
+    conn = session.connection()
+    early = conn.info.get(_EARLY)
+    if early is None:
+        early = _pg_open(conn)
+    elif early.pipe is None:
+        early.pipe = early.raw.pipeline()
+        early.pipe.__enter__()
+    early.cur.execute(sql, params)
+
+
+def _pg_barrier(conn: Any, *_args: Any) -> None:
+    """Before any other statement on a connection with an open telemetry pipeline: wait for what it sent."""
+    early = conn.info.get(_EARLY)
+    if early is not None and early.pipe is not None:
+        pipe, early.pipe = early.pipe, None
+        pipe.__exit__(None, None, None)  # raises the pipeline's error, if any
+
+
+def _pg_done(info: dict) -> None:
+    early = info.pop(_EARLY, None)
+    if early is not None:
+        with contextlib.suppress(Exception):
+            early.cur.close()
+        if early.auto:
+            early.raw.autocommit = False
+
+
+def _pg_abort(session: Session) -> None:
+    """After an error: drop an open telemetry pipeline, roll its transaction back (the caller's rollback then
+    has nothing left to do) and give the connection its usual transaction mode back."""
+    if not session.in_transaction():
+        return
+    with contextlib.suppress(Exception):
+        info = session.connection().info
+        early = info.get(_EARLY)
+        if early is None:
+            return
+        if early.pipe is not None:
+            pipe, early.pipe = early.pipe, None
+            with contextlib.suppress(Exception):
+                err = RuntimeError("telemetry transaction aborted")
+                pipe.__exit__(RuntimeError, err, None)
+        with contextlib.suppress(Exception):
+            early.raw.rollback()
+        _pg_done(info)
 
 
 def _write_readings(session: Session, st: _State, pending: _Pending, wide: dict[tuple[int, int], dict[str, Any]],
@@ -1097,11 +1177,12 @@ def _write_readings(session: Session, st: _State, pending: _Pending, wide: dict[
     if fast and not pg:
         conn.exec_driver_sql("INSERT INTO iot_reading (device_id, ts, vals) VALUES (?, ?, ?) ON CONFLICT (device_id, ts) "
                              "DO UPDATE SET vals = json_patch(excluded.vals, iot_reading.vals)", fast)
-    elif fast:  # three arrays in one INSERT, sent with the transaction's COMMIT (`_commit`); safe: merging
-        pending.pg_writes.append((_PG_INSERT_MERGE if safe else _PG_INSERT,
-                                  (_pg_array([r[0] for r in fast]), _pg_array([r[1] for r in fast]),
-                                   _pg_array([r[2] for r in fast]))))
-    return _merge_late(conn, pg, slow) if slow else []
+    dups = _merge_late(conn, pg, slow) if slow else []
+    if fast and pg:  # three arrays in one INSERT, sent now in the transaction's pipeline (`_pg_send`); safe: merging
+        pending.pg_sent = True
+        _pg_send(session, _PG_INSERT_MERGE if safe else _PG_INSERT,
+                 (_pg_array([r[0] for r in fast]), _pg_array([r[1] for r in fast]), _pg_array([r[2] for r in fast])))
+    return dups
 
 
 def _merge_late(conn: Any, pg: bool, slow: list[tuple[int, int, dict[str, Any]]]) -> list[tuple[int, int, str]]:
@@ -1155,6 +1236,7 @@ class _Pending:
     flushed: dict[int, int] = field(default_factory=dict)
     newest: dict[int, int] = field(default_factory=dict)
     pg_writes: list[tuple[str, tuple]] = field(default_factory=list)  # PostgreSQL: sent with the COMMIT
+    pg_sent: bool = False  # PostgreSQL: statements already sent in the transaction's pipeline (`_pg_send`)
     cur: tuple | None = None  # the reading being evaluated, and which readings raised / cleared alarms
     raised_by: list[tuple] = field(default_factory=list)
     cleared_by: list[tuple] = field(default_factory=list)

@@ -299,3 +299,44 @@ def test_postgresql_array_literals_carry_every_json_text_unchanged(db):
         nums = conn.exec_driver_sql("SELECT unnest(%s::int8[])", (service._pg_array(ints),)).scalars().all()
     assert got == texts
     assert nums == ints
+
+
+def test_postgresql_pipeline_keeps_alarms_audit_and_connection_mode(client, db, register, send, frozen):
+    """PostgreSQL sends a batch's INSERT before the rules run and the rest with the COMMIT: a batch that also
+    raises an alarm (statements in between) stores readings, alarm, bus event and audit record exactly once,
+    also when the INSERT meets a row written behind the server's back (redone with ON CONFLICT), and every
+    connection is back in its usual transaction mode afterwards."""
+    from sqlalchemy import text
+
+    from citybrain.audit.models import AuditRecord
+    from citybrain.audit.service import verify
+    from citybrain.bus import BusEvent
+    from citybrain.iot.models import Alarm
+
+    if db.is_sqlite:
+        pytest.skip("the pipeline is PostgreSQL's")
+    code, secret = register("gas", "应急管理")  # lel > 20: alarm
+    assert send(code, secret, {"lel": 5.0}, ts=frozen - dt.timedelta(minutes=5)).json()["stored"] == 1
+    ts = frozen - dt.timedelta(minutes=1)
+    with db.write() as s:
+        did = s.scalar(select(Device.id).where(Device.code == code))
+        s.execute(text("INSERT INTO iot_reading (device_id, ts, vals) VALUES (:d, :t, :v)"),
+                  {"d": did, "t": int(ts.timestamp() * 1000), "v": '{"battery": 80.0}'})
+        s.commit()
+    r = send(code, secret, {"lel": 25.0, "battery": 1.0}, ts=ts)  # conflicts with the row above, raises an alarm
+    assert r.status_code == 200 and r.json()["accepted"] == 2 and r.json()["alarms_raised"] == 1, r.text
+    r = send(code, secret, {"lel": 5.0}, ts=frozen)  # clears it: the usual path, alarm statements in between
+    assert r.status_code == 200 and r.json()["alarms_cleared"] == 1, r.text
+    with db.read() as s:
+        assert service.count_readings(s, device_id=did) == 4
+        alarms = list(s.scalars(select(Alarm).where(Alarm.device_code == code)))
+        assert len(alarms) == 1 and alarms[0].status == "cleared"
+        actions = list(s.scalars(select(AuditRecord.action).where(AuditRecord.target_type == "iot_alarm",
+                                                                  AuditRecord.target_id == str(alarms[0].id))))
+        assert sorted(actions) == ["iot.alarm.clear", "iot.alarm.raise"]
+        topics = list(s.scalars(select(BusEvent.topic).where(BusEvent.topic.like("iot.alarm.%"))))
+        assert sorted(topics) == ["iot.alarm.cleared", "iot.alarm.raised"]
+    assert verify(db)["ok"]
+    with db.write_engine.connect() as conn:  # pooled connections: none left in autocommit or in a pipeline
+        raw = conn.connection.dbapi_connection
+        assert raw.autocommit is False and raw._pipeline is None
