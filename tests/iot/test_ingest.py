@@ -314,7 +314,7 @@ def test_postgresql_pipeline_keeps_alarms_audit_and_connection_mode(client, db, 
     from citybrain.iot.models import Alarm
 
     if db.is_sqlite:
-        pytest.skip("the pipeline is PostgreSQL's")
+        pytest.skip("the pipeline belongs to the other backend")
     code, secret = register("gas", "应急管理")  # lel > 20: alarm
     assert send(code, secret, {"lel": 5.0}, ts=frozen - dt.timedelta(minutes=5)).json()["stored"] == 1
     ts = frozen - dt.timedelta(minutes=1)
