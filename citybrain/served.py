@@ -47,11 +47,16 @@ class Server:
 
     def stop(self) -> None:
         """Terminate the server (kill it if it does not stop within 15 s)."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, 15)
         self.log.close()
+
+
+def terminate(proc: subprocess.Popen, timeout_s: float) -> None:
+    """Stop a child process: SIGTERM, then SIGKILL if it has not ended within `timeout_s`."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

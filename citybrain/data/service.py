@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
-from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import orjson
@@ -588,7 +587,7 @@ _GC_LOCK = threading.Lock()
 _GC_LOADS: list[Any] = [0, None]  # loads running in the process, the collector's thresholds before the first
 
 
-@contextmanager
+@contextlib.contextmanager
 def _fewer_gc_passes(young: int) -> Iterator[None]:
     """Raise the collector's young-generation threshold to `young` while loads run (the last one to end
     restores it). A batch allocates thousands of tuples that die with it; at the default threshold (700)

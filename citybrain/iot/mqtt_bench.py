@@ -28,6 +28,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from citybrain import served
 from citybrain.iot import bench
 from citybrain.iot.mqtt import RECEIVE_MAXIMUM, Subscriber, _varint
 
@@ -65,13 +66,7 @@ class Broker:
         raise RuntimeError("the bench's mosquitto did not start")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        served.terminate(self.proc, 5)
 
 
 class Encoded(NamedTuple):

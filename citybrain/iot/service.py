@@ -1043,12 +1043,7 @@ def _commit(session: Session, pending: _Pending) -> None:
         session.commit()
         return
     session.flush()  # ORM objects first: nothing may be written after this transaction's COMMIT
-    early = session.connection().info.get(_EARLY)
-    if early is None:
-        early = _pg_open(session.connection())
-    elif early.pipe is None:  # closed by another statement of the transaction (`_pg_barrier`): a new one
-        early.pipe = early.raw.pipeline()
-        early.pipe.__enter__()
+    early = _pg_pipeline(session.connection())
     try:
         cur = early.cur
         for sql, params in writes:
@@ -1092,16 +1087,21 @@ def _pg_open(conn: Any) -> _Early:
     return early
 
 
-def _pg_send(session: Session, sql: str, params: tuple) -> None:
-    """Send one statement of the telemetry transaction without waiting for it (PostgreSQL)."""
-    conn = session.connection()
+def _pg_pipeline(conn: Any) -> _Early:
+    """The connection's open telemetry pipeline: opened now, or again after another statement of the
+    transaction closed it (`_pg_barrier`)."""
     early = conn.info.get(_EARLY)
     if early is None:
-        early = _pg_open(conn)
-    elif early.pipe is None:
+        return _pg_open(conn)
+    if early.pipe is None:
         early.pipe = early.raw.pipeline()
         early.pipe.__enter__()
-    early.cur.execute(sql, params)
+    return early
+
+
+def _pg_send(session: Session, sql: str, params: tuple) -> None:
+    """Send one statement of the telemetry transaction without waiting for it (PostgreSQL)."""
+    _pg_pipeline(session.connection()).cur.execute(sql, params)
 
 
 def _pg_barrier(conn: Any, *_args: Any) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from citybrain import context
+from citybrain import context, served
 from citybrain.data import demo, exchangelog
 from citybrain.db import Database
 from citybrain.identity import service as identity
@@ -90,5 +90,4 @@ def running_server(data_dir: Path, port: int, **env: str) -> Iterator[str]:
             time.sleep(0.1)
         yield base
     finally:
-        proc.terminate()
-        proc.wait(15)
+        served.terminate(proc, 15)

@@ -10,6 +10,7 @@ import time
 import httpx
 import pytest
 
+from citybrain import served
 from tests.conftest import DEMO_PASSWORD
 
 pytestmark = pytest.mark.slow
@@ -53,9 +54,5 @@ def test_demo_devices_report_and_alarms_fire_within_a_minute(tmp_path):
         gj = httpx.get(f"{base}/api/v1/iot/alarms.geojson", headers=h).json()
         assert gj["features"] and all(f["geometry"]["coordinates"][0] > 113 for f in gj["features"])
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        served.terminate(proc, 20)
         log.close()

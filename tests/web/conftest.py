@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
+from citybrain import served
 from tests.conftest import DEMO_PASSWORD, IN_CI, TEST_SECRET
 
 CHROMIUM = "/usr/bin/chromium"
@@ -127,11 +128,7 @@ def server(tmp_path_factory) -> Iterator[Server]:
             time.sleep(0.3)
         yield Server(base, data_dir, proc, log)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        served.terminate(proc, 10)
 
 
 @pytest.fixture(scope="session")
