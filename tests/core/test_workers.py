@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from citybrain.served import Server
+from citybrain.served import Server, free_port
 from tests.conftest import TEST_SECRET
 
-PORT = 8163
-
+PORT = free_port()  # the system's pick when the module loads, so parallel suites never share it
 pytestmark = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads /proc to see who holds a socket")
 
 

@@ -2,6 +2,7 @@ import datetime as dt
 
 from sqlalchemy import func, select
 
+from citybrain import served
 from citybrain.audit import service as audit
 from citybrain.context import SYSTEM
 from citybrain.data import demo, exchangelog, service
@@ -249,7 +250,7 @@ def test_rate_limit_holds_across_worker_processes(db, hub, tmp_path):
         org = identity.org_by_code(s, code="D-YXZX")
         key, _k = identity.create_api_key(s, name="w", scopes=["data.exchange"], kind="consumer", org_id=org.id)
     db.dispose()
-    with running_server(tmp_path, 8157, CITYBRAIN_WORKERS="2", CITYBRAIN_DATA_RATE_PER_S="0.001",
+    with running_server(tmp_path, served.free_port(), CITYBRAIN_WORKERS="2", CITYBRAIN_DATA_RATE_PER_S="0.001",
                         CITYBRAIN_DATA_RATE_BURST="5") as base:
         def call(_i: int) -> int:
             with httpx.Client(base_url=base, headers={"X-API-Key": key}) as c:  # a new connection each time

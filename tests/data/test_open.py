@@ -4,10 +4,9 @@ import io
 import httpx
 import pytest
 
+from citybrain import served
 from citybrain.audit import service as audit
 from tests.data.conftest import ENT, HEALTH, POP, running_server
-
-PORT = 8151
 
 
 def test_open_catalogue_is_public(client, hub):
@@ -131,7 +130,7 @@ def server(db, hub, tmp_path):
     if not db.is_sqlite:
         pytest.skip("the subprocess test runs once, on the embedded database")
     db.dispose()
-    with running_server(tmp_path, PORT) as base:
+    with running_server(tmp_path, served.free_port()) as base:
         yield base
 
 

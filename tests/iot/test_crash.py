@@ -13,11 +13,10 @@ import httpx
 import orjson
 import pytest
 
+from citybrain import served
 from citybrain.iot import bench
 
 pytestmark = pytest.mark.slow
-
-PORT = 8133
 
 
 def test_sigkill_during_ingest_loses_no_acknowledged_reading(tmp_path):
@@ -25,7 +24,8 @@ def test_sigkill_during_ingest_loses_no_acknowledged_reading(tmp_path):
     data.mkdir()
     seeded = bench._seed(data, 300)
     devices = seeded["devices"]
-    server = bench.Server(data, PORT)
+    port = served.free_port()
+    server = bench.Server(data, port)
     acked: list[tuple[str, str]] = []  # (device, ts) of acknowledged batches
     lock = threading.Lock()
     stop = threading.Event()
@@ -64,7 +64,7 @@ def test_sigkill_during_ingest_loses_no_acknowledged_reading(tmp_path):
         server.stop()
     assert len(acked) >= 300 * 20, "too few batches were acknowledged before the kill"
 
-    restarted = bench.Server(data, PORT)  # recovery happens on open (WAL replay) and migrations run again
+    restarted = bench.Server(data, port)  # recovery happens on open (WAL replay) and migrations run again
     try:
         assert httpx.get(f"{restarted.base}/healthz").status_code == 200
     finally:

@@ -15,18 +15,17 @@ from tests.conftest import DEMO_PASSWORD
 
 pytestmark = pytest.mark.slow
 
-PORT = 8134
-
 
 def test_demo_devices_report_and_alarms_fire_within_a_minute(tmp_path):
+    port = served.free_port()
     env = dict(os.environ, CITYBRAIN_SECRET_KEY="demo-test-secret", CITYBRAIN_DEMO_PASSWORD=DEMO_PASSWORD)
     env.pop("CITYBRAIN_DATABASE_URL", None)
     env.pop("CITYBRAIN_MQTT_URL", None)
     log = open(tmp_path / "demo.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-c", "from citybrain.cli import main; main()", "demo", "--port",
-                             str(PORT), "--data-dir", str(tmp_path / "data")], env=env, stdout=log,
+                             str(port), "--data-dir", str(tmp_path / "data")], env=env, stdout=log,
                             stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{PORT}"
+    base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180  # seeding every module's demo data comes first
         while time.monotonic() < deadline:

@@ -1,4 +1,4 @@
-"""Browser-test fixtures: a real `citybrain` server on 127.0.0.1 (ports 8160-8169) with a demo data folder,
+"""Browser-test fixtures: a real `citybrain` server on 127.0.0.1 (a port the system picks) with a demo data folder,
 and Debian's Chromium driven by Playwright (never a downloaded browser).
 
 Every page opened through `pages` records its requests; a test fails if any request leaves 127.0.0.1.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,6 @@ from tests.conftest import DEMO_PASSWORD, IN_CI, TEST_SECRET
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-PORTS = range(8160, 8170)
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
@@ -43,17 +41,6 @@ def need_chromium() -> None:
         if IN_CI:
             pytest.fail(missing, pytrace=False)
         pytest.skip(missing)
-
-
-def free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 8160-8169")
 
 
 class Server:
@@ -96,10 +83,10 @@ def seed(data_dir: str) -> None:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory) -> Iterator[Server]:
-    """`citybrain serve` on a free port in 8160-8169 with its own seeded data folder (SQLite)."""
+    """`citybrain serve` on a free port with its own seeded data folder (SQLite)."""
     need_chromium()
     data_dir = tmp_path_factory.mktemp("web-server")
-    port = free_port()
+    port = served.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
     env.update(CITYBRAIN_SECRET_KEY=TEST_SECRET, CITYBRAIN_DEMO_PASSWORD=DEMO_PASSWORD,
                CITYBRAIN_DATA_DIR=str(data_dir), NO_PROXY="127.0.0.1", no_proxy="127.0.0.1")
