@@ -228,6 +228,15 @@ def set_db(db: Database | None) -> None:
         _db = db
 
 
+def upsert_insert(bind: Any, table: Any) -> Any:
+    """An INSERT of `table` for the bind's dialect, which has `on_conflict_do_nothing/update` (SQLite or PostgreSQL)."""
+    if bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
+
+
 # --- migrations -------------------------------------------------------------------------------
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"

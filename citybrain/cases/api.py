@@ -298,10 +298,7 @@ def create_batch(body: CaseBatchIn, db: WriteDB, who: Principal = Depends(requir
 
 def _limit(request: Request, phone: str | None) -> None:
     """Per-IP and per-phone rate limit of the citizen endpoints (429 problem with Retry-After)."""
-    limiter = getattr(request.app.state, "cases_public_limiter", None)
-    if limiter is None:
-        limiter = request.app.state.cases_public_limiter = ratelimit.Limiter()
-    ratelimit.check(limiter, ip=request.client.host if request.client else None, phone=phone)
+    ratelimit.check(ip=request.client.host if request.client else None, phone=phone)
 
 
 @router.post("/public/cases", status_code=201, response_model=ReportedOut, tags=["cases public 市民"],

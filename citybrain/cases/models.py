@@ -277,3 +277,14 @@ class Config(Base):
     key: Mapped[str] = mapped_column(String(60), primary_key=True)
     value: Mapped[dict] = mapped_column(JSONType)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RateBucket(Base):
+    """A token bucket of the citizen endpoints' rate limits (`ip:<address>` or `phone:<number>`), shared by every
+    worker process; a bucket older than its window is full again and may be deleted."""
+
+    __tablename__ = "cases_rate_bucket"
+
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    at_s: Mapped[float] = mapped_column(Float, index=True)  # UTC epoch seconds of the last take

@@ -177,3 +177,21 @@ def test_batch_intake_audits_every_case_by_id(client, cdb, as_role):
     with cdb.read() as s:
         seqs = list(s.scalars(select(AuditRecord.seq).order_by(AuditRecord.seq)))
     assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_citizen_limits_hold_across_worker_processes(client, limits):
+    """Each worker process has its own application; the buckets are in the database, so a second application
+    (another worker of `serve --workers 2`) refuses the request that goes over the limit."""
+    from fastapi.testclient import TestClient
+
+    from citybrain.app import create_app
+
+    def track(c, i):  # a different phone each time: only the per-IP limit (3 a minute) applies
+        return c.post("/api/v1/public/cases/track", json={"ticket": "202611160000001", "phone": f"1390000000{i}"})
+
+    with TestClient(create_app(background=False), raise_server_exceptions=False) as other:
+        assert [track(c, i).status_code for i, c in enumerate((client, other, client))] == [404, 404, 404]
+        r = track(other, 3)
+        assert r.status_code == 429 and r.headers["Retry-After"] == "20"
+        clock.advance(dt.timedelta(seconds=20))
+        assert track(other, 4).status_code == 404
