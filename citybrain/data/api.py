@@ -8,8 +8,10 @@ import io
 import re
 import time
 import uuid
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
+import anyio
 import orjson
 from fastapi import APIRouter, Depends, File, Header, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -510,10 +512,22 @@ def open_download(code: str, fmt: str, db: ReadDB, who: Principal = Depends(opti
 
     name = service.ckan_name(code)
     if fmt == "csv":
-        return StreamingResponse(gen_csv(), media_type="text/csv; charset=utf-8",
+        return StreamingResponse(_closing(gen_csv()), media_type="text/csv; charset=utf-8",
                                  headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
-    return StreamingResponse(gen_json(), media_type="application/json",
+    return StreamingResponse(_closing(gen_json()), media_type="application/json",
                              headers={"Content-Disposition": f'attachment; filename="{name}.json"'})
+
+
+async def _closing(gen: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """Stream a generator from the thread pool and close it there as soon as the response ends, also when the
+    client goes away early (its `finally` logs the download and ends its read), rather than leaving it to the
+    garbage collector in whatever thread happens to run it."""
+    try:
+        while (chunk := await run_in_threadpool(next, gen, None)) is not None:
+            yield chunk
+    finally:
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(gen.close)
 
 
 @open_router.post("/resources/{code}/keys", status_code=201, summary="申请开放数据密钥 Apply for a key")

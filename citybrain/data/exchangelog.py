@@ -169,6 +169,13 @@ class LogWriter:
         ev.wait(timeout)
         _outcome(p)
 
+    def post(self, db: Database, entry: dict[str, Any]) -> None:
+        """Log a call whose data has already left (a streamed download) without waiting: it never blocks the
+        caller, which may be any thread, even this writer's own; a failure goes to the server log."""
+        p = _Pending(db, entry, LIMITER, None)
+        p.notify = lambda: p.error is not None and log.error("exchange log entry lost: %s (%s)", entry, p.error)
+        self._enqueue(p)
+
     async def submit_async(self, db: Database, entry: dict[str, Any], timeout: float = 15.0) -> None:
         """`submit` for the event loop: the loop serves other requests until the commit. The entries of
         one turn of the loop (the requests it had ready) reach the writer together, after that turn, so

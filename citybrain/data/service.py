@@ -1577,11 +1577,12 @@ def open_rows(session: Session, *, code: str, principal: Principal | None = None
 
 
 def log_open_download(*, code: str, records: int, principal: Principal | None) -> None:
-    """Count an open-data download in the exchange statistics (consumer 0 = the public)."""
+    """Count an open-data download in the exchange statistics (consumer 0 = the public); never waits (the data
+    has already left, and an abandoned download may be finished from any thread)."""
     db = get_db()
     with db.read() as s:
         meta = _meta(s, code)
-    exchangelog.WRITER.submit(db, {
+    exchangelog.WRITER.post(db, {
         "at": utcnow(), "consumer_org_id": 0, "provider_org_id": meta["provider_org_id"],
         "resource_id": meta["id"], "actor": (principal.label if principal else "anonymous")[:100],
         "key_id": principal.id if principal and principal.kind == "apikey" else None, "op": "open",

@@ -4,7 +4,7 @@ import io
 import httpx
 import pytest
 
-from citybrain import served
+from citybrain import context, served
 from citybrain.audit import service as audit
 from tests.data.conftest import ENT, HEALTH, POP, running_server
 
@@ -153,3 +153,45 @@ def test_ckanapi_client_against_a_running_server(server):
     # the distribution URL really downloads
     csv_url = next(r["url"] for r in pkg["resources"] if r["format"] == "CSV")
     assert httpx.get(csv_url, timeout=10).status_code == 200
+
+
+def test_a_download_cut_short_is_counted_and_blocks_nothing(db, hub, tmp_path):
+    """A client that drops an open-data download midway: the server ends the download at once, counts the
+    records it had produced, and goes on writing (before, the abandoned download could lock writes for 30 s)."""
+    import socket
+    import sqlite3
+    import struct
+    import time
+
+    if not db.is_sqlite:
+        pytest.skip("the subprocess test runs once, on the embedded database")
+    from citybrain.data import demo, service
+
+    with db.write() as s:  # megabytes of CSV: more than the sockets' buffers hold
+        service.load_records(s, principal=context.SYSTEM, code=ENT, rows=demo.entity_rows(40000, seed=5),
+                             source="test")
+    path = db.engine.url.database
+    db.dispose()
+    with running_server(tmp_path, served.free_port()) as base:
+        host, port = base.removeprefix("http://").split(":")
+        sock = socket.create_connection((host, int(port)))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(f"GET /api/v1/open/resources/{ENT}/download.csv HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        time.sleep(0.5)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # reset: the client is gone
+        deadline = time.monotonic() + 10
+        logged = []
+        while not logged and time.monotonic() < deadline:
+            with sqlite3.connect(path) as conn:
+                logged = conn.execute("SELECT records FROM data_exchange_log WHERE op = 'open'").fetchall()
+            time.sleep(0.2)
+        assert logged and 0 < logged[0][0] < 40000 + 120, logged
+        # writes go on: a citizen report is answered at once
+        r = httpx.post(f"{base}/api/v1/public/cases", timeout=5, json={
+            "phone": "13700000001", "title": "路灯不亮", "category_code": "01037", "lon": 113.55, "lat": 22.78,
+            "address": "南沙街道"})
+        assert r.status_code == 201, r.text
+        full = httpx.get(f"{base}/api/v1/open/resources/{ENT}/download.csv", timeout=30)
+        assert full.status_code == 200 and full.text.count("\n") > 40000
