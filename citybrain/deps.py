@@ -67,6 +67,10 @@ def _resolve(cred: str) -> Principal:
     """Look a credential up in the database (401 if unknown) and remember the principal."""
     from citybrain.identity import service as identity
 
+    if not cred.startswith(("cbk_", "cbt_")):  # neither a machine key nor a login token: say which is which
+        raise Unauthorized("凭证无效：登录令牌以 cbt_ 开头，机器密钥（API Key）以 cbk_ 开头",
+                           "Invalid credential: login tokens start with cbt_, machine (API) keys with cbk_",
+                           code="invalid_credential")
     with get_db().write() as s:
         if cred.startswith("cbk_"):
             principal = identity.principal_from_api_key(s, key=cred)

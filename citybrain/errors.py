@@ -192,20 +192,48 @@ def _field_name(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or ".".join(str(p) for p in loc)
 
 
+# Chinese for the validation errors people meet (pydantic's `type`); the English text stays pydantic's own
+_ZH_ERRORS = {
+    "missing": "必填", "json_invalid": "不是有效的 JSON", "json_type": "须为 JSON 对象", "model_type": "须为对象",
+    "model_attributes_type": "须为对象", "dict_type": "须为对象", "list_type": "须为列表",
+    "string_type": "须为文字", "string_too_short": "太短", "string_too_long": "太长",
+    "string_pattern_mismatch": "格式不正确", "int_type": "须为整数", "int_parsing": "须为整数",
+    "int_from_float": "须为整数", "float_type": "须为数字", "float_parsing": "须为数字",
+    "bool_type": "须为是/否（true/false）", "bool_parsing": "须为是/否（true/false）",
+    "greater_than": "数值太小", "greater_than_equal": "数值太小", "less_than": "数值太大", "less_than_equal": "数值太大",
+    "too_short": "项数太少", "too_long": "项数太多", "enum": "不是可选的值", "literal_error": "不是可选的值",
+    "date_type": "须为日期", "date_parsing": "须为日期（YYYY-MM-DD）", "date_from_datetime_parsing": "须为日期（YYYY-MM-DD）",
+    "datetime_type": "须为时间", "datetime_parsing": "须为时间（ISO 8601）", "datetime_from_date_parsing": "须为时间（ISO 8601）",
+    "extra_forbidden": "不允许的字段", "value_error": "取值无效", "url_parsing": "须为网址", "uuid_parsing": "须为 UUID",
+}
+
+
 def validation_problem(exc: RequestValidationError) -> Invalid:
-    """A 422 problem naming each offending field."""
+    """A 422 problem naming each offending field, with what is wrong in Chinese and in English."""
     errors = []
     for err in exc.errors():
-        errors.append(
-            {
-                "field": _field_name(tuple(err.get("loc", ()))),
-                "in": str(err.get("loc", ("body",))[0]),
-                "message": err.get("msg", ""),
-                "type": err.get("type", ""),
-            }
-        )
-    names = "、".join(e["field"] for e in errors[:5])
-    return Invalid(f"请求数据校验未通过：{names}", f"Request validation failed: {', '.join(e['field'] for e in errors[:5])}", errors=errors)
+        loc = tuple(err.get("loc", ()))
+        kind = err.get("type", "")
+        field = "body" if kind == "json_invalid" else _field_name(loc)
+        zh = _ZH_ERRORS.get(kind, "取值无效")
+        if kind in ("string_too_short", "string_too_long", "too_short", "too_long", "greater_than",
+                    "greater_than_equal", "less_than", "less_than_equal") and err.get("ctx"):
+            zh += f"（{_bound_zh(kind, err['ctx'])}）"
+        errors.append({"field": field, "in": str(loc[0]) if loc else "body", "message": err.get("msg", ""),
+                       "message_zh": zh, "type": kind})
+    names_zh = "；".join(f"{e['field']} {e['message_zh']}" for e in errors[:5])
+    names_en = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+    return Invalid(f"请求数据校验未通过：{names_zh}", f"Request validation failed: {names_en}", errors=errors)
+
+
+def _bound_zh(kind: str, ctx: dict[str, Any]) -> str:
+    for key, zh in (("min_length", "至少 {} 个字符"), ("max_length", "最多 {} 个字符"), ("gt", "须大于 {}"),
+                    ("ge", "须不小于 {}"), ("lt", "须小于 {}"), ("le", "须不大于 {}")):
+        if key in ctx:
+            if kind in ("too_short", "too_long"):
+                zh = zh.replace("个字符", "项")
+            return zh.format(ctx[key])
+    return ""
 
 
 async def problem_for(request: Request, exc: BaseException) -> ProblemResponse:

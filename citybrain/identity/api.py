@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Query, Request, Response
+import orjson
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from citybrain.config import get_settings
 from citybrain.context import Principal
 from citybrain.deps import SESSION_COOKIE, CurrentUser, ReadDB, WriteDB, require, require_any
-from citybrain.errors import Forbidden
+from citybrain.errors import Forbidden, Invalid, validation_problem
 from citybrain.identity import service
 from citybrain.identity.permissions import PERMISSIONS
 from citybrain.identity.schemas import (
     ApiKeyCreated,
     ApiKeyIn,
     ApiKeyOut,
+    LoginIn,
     MeOut,
     OrgIn,
     OrgOut,
@@ -36,13 +40,34 @@ from citybrain.identity.schemas import (
 router = APIRouter(prefix="/api/v1", tags=["identity 统一身份认证"])
 
 
-@router.post("/auth/token", response_model=TokenOut, summary="登录 Log in (OAuth2 password form)")
+async def _login_form(request: Request) -> LoginIn:
+    """The login fields, from the OAuth2 password form or from a JSON body (`{"username": …, "password": …}`)."""
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json":
+        try:
+            data = orjson.loads(await request.body())
+        except orjson.JSONDecodeError as exc:
+            raise Invalid("请求体不是有效的 JSON", "The body is not valid JSON", code="bad_json",
+                          errors=[{"field": "body", "message": str(exc)}]) from exc
+    else:
+        data = dict(await request.form())
+    try:
+        return LoginIn.model_validate(data if isinstance(data, dict) else {})
+    except ValidationError as exc:
+        raise validation_problem(RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()])) from exc
+
+
+_LOGIN_BODY = {"requestBody": {"required": True, "content": {
+    "application/x-www-form-urlencoded": {"schema": LoginIn.model_json_schema()},
+    "application/json": {"schema": LoginIn.model_json_schema()}}}}
+
+
+@router.post("/auth/token", response_model=TokenOut, openapi_extra=_LOGIN_BODY,
+             summary="登录 Log in (OAuth2 password form, or JSON)")
 def login(request: Request, response: Response, db: WriteDB,
-          username: Annotated[str, Form(min_length=1, max_length=60)],
-          password: Annotated[str, Form(min_length=1, max_length=200)],
-          grant_type: Annotated[str | None, Form(pattern="^password$")] = None) -> TokenOut:
+          body: Annotated[LoginIn, Depends(_login_form)]) -> TokenOut:
     ip = request.client.host if request.client else None
-    token, _auth = service.login(db, username=username, password=password, ip=ip)
+    token, _auth = service.login(db, username=body.username, password=body.password, ip=ip)
     s = get_settings()
     response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict", max_age=s.token_max_hours * 3600)
     return TokenOut(access_token=token, expires_in=s.token_max_hours * 3600, idle_timeout=s.idle_timeout_minutes * 60)

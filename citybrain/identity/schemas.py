@@ -8,6 +8,12 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 
+class LoginIn(BaseModel):
+    username: str = Field(min_length=1, max_length=60)
+    password: str = Field(min_length=1, max_length=200)
+    grant_type: str | None = Field(default=None, pattern="^password$", description="OAuth2: `password` if sent")
+
+
 class TokenOut(BaseModel):
     access_token: str
     token_type: str = "bearer"

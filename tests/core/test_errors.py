@@ -45,3 +45,20 @@ def test_database_errors_map_to_problems(client):
     r = client.get("/api/v1/_test/broken")
     assert r.status_code == 500 and r.headers["content-type"].startswith("application/problem+json")
     assert r.json()["code"] == "internal" and "something else" not in r.text
+
+
+def test_validation_problems_say_what_is_wrong_in_both_languages(client):
+    r = client.post("/api/v1/public/cases", json={"phone": "12345", "category_code": "01037",
+                                                  "lon": 113.55, "lat": 22.78})
+    assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
+    p = r.json()
+    by_field = {e["field"]: e for e in p["errors"]}
+    assert by_field["phone"]["message_zh"] == "格式不正确" and by_field["title"]["message_zh"] == "必填"
+    assert "phone 格式不正确" in p["message_zh"] and "title 必填" in p["message_zh"]
+    assert "phone: String should match pattern" in p["message_en"]
+    r = client.post("/api/v1/public/cases", content=b"not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 422
+    assert [e["field"] for e in r.json()["errors"]] == ["body"] and "不是有效的 JSON" in r.json()["message_zh"]
+    r = client.post("/api/v1/public/cases", json={"phone": "13700000001", "title": "x" * 500, "category_code": "01037",
+                                                  "lon": 113.55, "lat": 22.78})
+    assert any("最多" in e["message_zh"] for e in r.json()["errors"]), r.json()

@@ -210,3 +210,22 @@ def test_argon2id_hashes():
     assert service.verify_password(password_hash=h, password="Abcdef1!")
     assert not service.verify_password(password_hash=h, password="Abcdef1?")
     assert not service.verify_password(password_hash="not-a-hash", password="x")
+
+
+def test_login_takes_json_as_well_as_the_form(client):
+    r = client.post(TOKEN, json={"username": "handler", "password": DEMO_PASSWORD})
+    assert r.status_code == 200 and r.json()["access_token"].startswith("cbt_")
+    r = client.post(TOKEN, json={"username": "handler"})
+    assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
+    assert [e["field"] for e in r.json()["errors"]] == ["password"]
+    r = client.post(TOKEN, content=b"{not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 422 and r.json()["code"] == "bad_json"
+    assert client.post(TOKEN, json={"username": "handler", "password": "wrong"}).status_code == 401
+    doc = client.get("/openapi.json").json()["paths"][TOKEN]["post"]["requestBody"]["content"]
+    assert set(doc) == {"application/x-www-form-urlencoded", "application/json"}
+
+
+def test_a_credential_of_neither_kind_says_what_is_expected(client):
+    r = client.get("/api/v1/me", headers={"X-API-Key": "wrong"})
+    assert r.status_code == 401 and r.json()["code"] == "invalid_credential"
+    assert "cbk_" in r.json()["message_zh"]
