@@ -279,10 +279,13 @@ async def exchange_query(code: str, body: sc.QueryIn, who: Principal = Depends(_
 async def exchange_query_get(code: str, request: Request, who: Principal = Depends(_EXCHANGE),
                              fields: str | None = Query(None, max_length=2000), page: int = Query(1, ge=1),
                              page_size: int = Query(100, ge=1, le=1000),
+                             limit: int | None = Query(None, ge=1, le=1000, description="the same as page_size "
+                                                       "(the name the changes feed uses)"),
                              after: str | None = Query(None, pattern=r"^[0-9]{1,18}$")) -> Response:
-    filters = {k: v for k, v in request.query_params.items() if k not in ("fields", "page", "page_size", "after")}
+    filters = {k: v for k, v in request.query_params.items()
+               if k not in ("fields", "page", "page_size", "limit", "after")}
     return await _exchange_json(who, code, op="query", filters=filters, fields=_fields(fields), page=page,
-                                page_size=page_size, after=after)
+                                page_size=limit or page_size, after=after)
 
 
 @exchange_router.get("/{code}/changes", summary="增量获取 Changes since a cursor")
@@ -581,8 +584,10 @@ def _ckan_error(status: int, kind: str, message: str, message_zh: str | None = N
                         status_code=status)
 
 
-@ckan_router_unversioned.api_route("/{action}", methods=["GET", "POST"], summary="CKAN Action API (subset)")
-@ckan_router.api_route("/{action}", methods=["GET", "POST"], summary="CKAN Action API (subset)")
+@ckan_router_unversioned.api_route("/{action}", methods=["GET", "POST"], include_in_schema=False)
+@ckan_router.post("/{action}", summary="CKAN Action API (subset), POST", operation_id="ckan_action_post")
+@ckan_router.get("/{action}", summary="CKAN Action API (subset): package_list, package_show, package_search, "
+                 "organization_list, status_show, help_show", operation_id="ckan_action_get")
 async def ckan_action(action: str, request: Request) -> Response:
     from starlette.concurrency import run_in_threadpool
 
@@ -620,9 +625,34 @@ def _int(params: dict[str, Any], name: str, default: int, hi: int) -> int:
         raise Invalid(f"{name} 须为整数", f"{name} must be an integer") from None
 
 
+# what `help_show` answers (CKAN gives an action's documentation there; every answer's `help` links to it)
+CKAN_HELP = {
+    "package_list": "Return a list of the names of the site's datasets (packages).\n\n"
+                    ":param limit: how many to return (optional)\n:param offset: where to start (optional)\n"
+                    ":rtype: list of strings\n\n返回开放数据集名称列表。",
+    "package_show": "Return the metadata of a dataset (package) and its resources.\n\n"
+                    ":param id: the id or name of the dataset\n:rtype: dictionary\n\n返回一个开放数据集的元数据及其资源。",
+    "package_search": "Search for datasets (packages).\n\n:param q: the solr-style query (optional)\n"
+                      ":param fq: filter query, e.g. organization:<name> (optional)\n:param rows: how many (optional)\n"
+                      ":param start: offset (optional)\n:rtype: dictionary with count and results\n\n检索开放数据集。",
+    "organization_list": "Return a list of the names of the site's organizations.\n\n"
+                         ":param all_fields: return full dictionaries instead of names (optional)\n"
+                         ":rtype: list\n\n返回数据提供部门列表。",
+    "status_show": "Return a dictionary with information about the site's configuration.\n\n"
+                   ":rtype: dictionary\n\n返回站点信息。",
+    "help_show": "Return the help string for a particular API action.\n\n:param name: action function name\n"
+                 ":rtype: string\n\n返回某个接口的说明。",
+}
+
+
 def _ckan_call(action: str, params: dict[str, Any], base: str) -> Any:
     from citybrain.db import get_db
 
+    if action == "help_show":
+        name = str(params.get("name") or "")
+        if name not in CKAN_HELP:
+            raise NotFound(f"不支持的接口：{name}", f"Action function not found: {name}")
+        return CKAN_HELP[name]
     with get_db().read() as db:
         if action == "package_list":
             limit, offset = _int(params, "limit", 1000, 1000), _int(params, "offset", 0, 10**9)

@@ -67,6 +67,9 @@ def test_query_with_filters_and_paging(client, hub, consumer_key):
     assert not {x["phone"] for x in r1["records"]} & {x["phone"] for x in r2["records"]}
     r = client.get(f"/api/v1/data/exchange/{POP}/records", params={"gender": "女", "page_size": 5}, headers=yx)
     assert r.status_code == 200 and {x["gender"] for x in r.json()["records"]} == {"女"}
+    # `limit` (the change feed's name) is the page size here too, not a filter
+    r = client.get(f"/api/v1/data/exchange/{POP}/records", params={"gender": "女", "limit": 3}, headers=yx)
+    assert r.status_code == 200 and r.json()["count"] == 3
     r = client.post(f"/api/v1/data/exchange/{POP}/query", json={"filters": {"phone": "13800000000"}}, headers=yx)
     assert r.status_code == 422
     # departmental (JSON) records filter the same way

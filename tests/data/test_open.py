@@ -150,6 +150,11 @@ def test_ckanapi_client_against_a_running_server(server):
     assert {o["title"] for o in orgs} >= {"区市场监督管理局", "区政务服务数据管理局"}
     with pytest.raises(ckanapi.NotFound):
         ckan.action.package_show(id="no-such-dataset")
+    # every answer's help link answers (help_show), an unknown action's help is a CKAN NotFound
+    assert "metadata of a dataset" in ckan.action.help_show(name="package_show")
+    assert httpx.get(f"{server}/api/3/action/help_show", params={"name": "package_list"}).json()["success"]
+    with pytest.raises(ckanapi.NotFound):
+        ckan.action.help_show(name="no_such_action")
     # the distribution URL really downloads
     csv_url = next(r["url"] for r in pkg["resources"] if r["format"] == "CSV")
     assert httpx.get(csv_url, timeout=10).status_code == 200
