@@ -17,6 +17,7 @@ from citybrain.cli_common import DataDirOpt
 from citybrain.config import Settings, configure, get_settings
 
 app = typer.Typer(help="CityBrain 城市大脑 — city operations platform", no_args_is_help=True, add_completion=False,
+                  rich_markup_mode=None,  # plain help: the rich one shows flags as taking a <bool> value
                   pretty_exceptions_enable=False)
 
 DataDir = DataDirOpt
