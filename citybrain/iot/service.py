@@ -23,7 +23,7 @@ import re
 import secrets
 import threading
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -858,61 +858,69 @@ def _validate(part: Part, pi: int, registry: dict[str, DevInfo], now: dt.datetim
         dev_id = info.id
         if dev_id not in seen:
             seen[dev_id] = [0, 0]
-        by_key = model.by_key  # type: ignore[attr-defined]
-        acc: dict[str, Any] = {}
-        for prop, v in values.items():
-            p = by_key.get(prop)
-            if p is None:
-                reject(idx, code, dev_id, prop, raw_ts, v, "unknown_property", f"{model.code} has no {prop!r}")
+        acc = model.check(values)  # type: ignore[attr-defined]
+        if acc is None:  # not every property known and valid: property by property, with the reasons
+            acc = _check_each(model, values, idx, code, dev_id, raw_ts, reject)
+            if not acc:
                 continue
-            ptype = p.type
-            if ptype == "number":
-                if v.__class__ is float or v.__class__ is int:
-                    if p.lo <= v <= p.hi:  # finite bounds: also refuses NaN and infinities
-                        acc[prop] = v if v.__class__ is float else float(v)
-                    elif v != v or v in (math.inf, -math.inf):
-                        reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "not a finite number")
-                    else:
-                        reject(idx, code, dev_id, prop, raw_ts, v, "out_of_range", f"{p.min}..{p.max} {p.unit}")
-                    continue
-                else:
-                    reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "expected a number")
-                    continue
-            elif ptype == "bool":
-                if v is True or v is False or (v.__class__ is int and v in (0, 1)):
-                    acc[prop] = 1.0 if v else 0.0
-                else:
-                    reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "expected true/false")
-                    continue
-            elif ptype == "enum":
-                if isinstance(v, str) and v in p.values:
-                    acc[prop] = v
-                else:
-                    reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", f"one of {', '.join(p.values)}")
-                    continue
+        res.accepted += len(acc)
+        key = (dev_id, ts)
+        w = wide.get(key)
+        if w is None:
+            wide[key] = acc
+            if multi:
+                owner[key] = pi
+            continue
+        # the same device and timestamp twice in one batch: merge into a copy (`acc` may be the caller's own
+        # values), the first value of a property wins
+        w = wide[key] = dict(w)
+        for prop, v in acc.items():
+            if prop in w:
+                res.duplicates += 1
             else:
-                if isinstance(v, str) and len(v) <= 200 and "\x00" not in v:
-                    acc[prop] = v
-                else:
-                    reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "expected a string (<= 200 chars)")
-                    continue
-        if acc:
-            res.accepted += len(acc)
-            key = (dev_id, ts)
-            w = wide.get(key)
-            if w is None:
-                wide[key] = acc
+                w[prop] = v
                 if multi:
-                    owner[key] = pi
-            else:  # the same device and timestamp twice in one batch: merge, the first value of a property wins
-                for prop, v in acc.items():
-                    if prop in w:
-                        res.duplicates += 1
-                    else:
-                        w[prop] = v
-                        if multi:
-                            extra_owner[(dev_id, ts, prop)] = pi
+                    extra_owner[(dev_id, ts, prop)] = pi
     res.rejected = len(dead) - dead_before
+
+
+def _check_each(model: catalog.DeviceModel, values: dict[str, Any], idx: int, code: Any, dev_id: int, raw_ts: Any,
+                reject: Callable[..., None]) -> dict[str, Any]:
+    """A reading's values property by property (the model's compiled `check` refused them as a whole): the
+    accepted ones, as floats where numeric; each other property is rejected with its reason."""
+    by_key = model.by_key  # type: ignore[attr-defined]
+    acc: dict[str, Any] = {}
+    for prop, v in values.items():
+        p = by_key.get(prop)
+        if p is None:
+            reject(idx, code, dev_id, prop, raw_ts, v, "unknown_property", f"{model.code} has no {prop!r}")
+            continue
+        ptype = p.type
+        if ptype == "number":
+            if v.__class__ is float or v.__class__ is int:
+                if p.lo <= v <= p.hi:  # finite bounds: also refuses NaN and infinities
+                    acc[prop] = v if v.__class__ is float else float(v)
+                elif v != v or v in (math.inf, -math.inf):
+                    reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "not a finite number")
+                else:
+                    reject(idx, code, dev_id, prop, raw_ts, v, "out_of_range", f"{p.min}..{p.max} {p.unit}")
+            else:
+                reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "expected a number")
+        elif ptype == "bool":
+            if v is True or v is False or (v.__class__ is int and v in (0, 1)):
+                acc[prop] = 1.0 if v else 0.0
+            else:
+                reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "expected true/false")
+        elif ptype == "enum":
+            if isinstance(v, str) and v in p.values:
+                acc[prop] = v
+            else:
+                reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", f"one of {', '.join(p.values)}")
+        elif isinstance(v, str) and len(v) <= 200 and "\x00" not in v:
+            acc[prop] = v
+        else:
+            reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "expected a string (<= 200 chars)")
+    return acc
 
 
 def _store_and_evaluate(session: Session, st: _State, parts: list[Part], now: dt.datetime,
