@@ -1159,28 +1159,22 @@ def _write_readings(session: Session, st: _State, pending: _Pending, wide: dict[
     all, the unique violation makes `ingest_parts` redo the batch with `safe`, merging on conflict). Older (late
     or repeated) messages are merged property by property with the stored row, the stored value wins."""
     conn = session.connection()
-    known, pnewest = st.newest, pending.newest
-    tops: dict[int, int] = {}
-    batch_max: dict[int, int] = {}
+    known, pnewest = st.newest, pending.newest  # the newest stored ts per device (neither changes in this loop)
+    newest: dict[int, int] = {}  # the batch's newest new message per device
     fast: list[tuple[int, int, str]] = []
     slow: list[tuple[int, int, dict[str, Any]]] = []
     dumps = orjson.dumps
     for (did, ts), vals in wide.items():
-        top = tops.get(did)
+        top = known.get(did)
         if top is None:
-            top = known.get(did)
-            if top is None:
-                top = pnewest.get(did, -1)
-            tops[did] = top
+            top = pnewest.get(did, -1)
         if ts > top:
             fast.append((did, ts, dumps(vals).decode()))
+            if ts > newest.get(did, -1):
+                newest[did] = ts
         else:
             slow.append((did, ts, vals))
-        if ts > batch_max.get(did, -1):
-            batch_max[did] = ts
-    for did, ts in batch_max.items():
-        if ts > tops[did]:
-            pnewest[did] = ts
+    pnewest.update(newest)
     pg = conn.dialect.name == "postgresql"
     if fast and not pg:
         conn.exec_driver_sql("INSERT INTO iot_reading (device_id, ts, vals) VALUES (?, ?, ?) ON CONFLICT (device_id, ts) "
@@ -1460,19 +1454,18 @@ def _latest_and_rules(session: Session, st: _State, wide: dict[tuple[int, int], 
                 if drl:
                     rlist = (rlist or []) + drl
             if ndp is not None and prop in ndp:
-                pending.cur = (did, prop, ts)
                 for r in st.nodata_rules:
                     if r.model_code == mcode and r.prop == prop and (r.device_id in (None, did)):
                         akey = (r.id, did)
                         aid = open_now[akey] if akey in open_now else open_alarms.get(akey)
                         if aid:
+                            pending.cur = (did, prop, ts)
                             _clear_alarm(session, pending, aid, akey, v, now)
             if not rlist:
                 continue
-            pending.cur = (did, prop, ts)
             for r in rlist:
                 akey = (r.id, did)
-                aid = open_now[akey] if akey in open_now else open_alarms.get(akey)
+                aid = open_now[akey] if open_now and akey in open_now else open_alarms.get(akey)
                 kind = r.kind
                 if kind == "rate":  # change per minute, measured over at least RATE_WINDOW_MS
                     ref = pending.rate_ref.get(akey) or st.rate_ref.get(akey)
@@ -1485,15 +1478,16 @@ def _latest_and_rules(session: Session, st: _State, wide: dict[tuple[int, int], 
                     pending.rate_ref[akey] = (ts, v)
                 else:
                     x = v
-                hit = _cond(r, x)
+                hit = x > r.t1 if r.op == ">" else _cond(r, x)
                 if kind == "duration":
-                    s = psince[akey] if akey in psince else since_map.get(akey)
+                    s = psince[akey] if psince and akey in psince else since_map.get(akey)
                     if hit:
                         if s is None:
                             s = ts
                             psince[akey] = ts
                             _save_since(session, r.id, did, ts)
                         if aid is None and ts - s >= r.duration_ms:
+                            pending.cur = (did, prop, ts)
                             _raise_alarm(session, pending, r, info, x, ts, now)
                         elif aid is not None:
                             _bump(pending, aid, x)
@@ -1503,11 +1497,13 @@ def _latest_and_rules(session: Session, st: _State, wide: dict[tuple[int, int], 
                         _save_since(session, r.id, did, None)
                 elif hit:
                     if aid is None:
+                        pending.cur = (did, prop, ts)
                         _raise_alarm(session, pending, r, info, x, ts, now)
                     else:
                         _bump(pending, aid, x)
                     continue
                 if aid is not None and _normal(r, x):
+                    pending.cur = (did, prop, ts)
                     _clear_alarm(session, pending, aid, akey, x, now)
     for aid, (n, lv) in pending.bumps.items():
         session.execute(update(Alarm).where(Alarm.id == aid, Alarm.status != "cleared")
