@@ -17,8 +17,10 @@ import csv
 import datetime as dt
 import hashlib
 import io
+import itertools
 import logging
 import math
+import operator
 import re
 import secrets
 import threading
@@ -808,6 +810,7 @@ def _validate(part: Part, pi: int, registry: dict[str, DevInfo], now: dt.datetim
 
     if not isinstance(items, list):
         items = [items]
+    accepted = 0
     for idx, item in enumerate(items):
         if not isinstance(item, dict):
             reject(idx, None, None, None, None, item, "malformed", "reading must be an object")
@@ -863,7 +866,7 @@ def _validate(part: Part, pi: int, registry: dict[str, DevInfo], now: dt.datetim
             acc = _check_each(model, values, idx, code, dev_id, raw_ts, reject)
             if not acc:
                 continue
-        res.accepted += len(acc)
+        accepted += len(acc)
         key = (dev_id, ts)
         w = wide.get(key)
         if w is None:
@@ -881,6 +884,7 @@ def _validate(part: Part, pi: int, registry: dict[str, DevInfo], now: dt.datetim
                 w[prop] = v
                 if multi:
                     extra_owner[(dev_id, ts, prop)] = pi
+    res.accepted += accepted
     res.rejected = len(dead) - dead_before
 
 
@@ -1423,7 +1427,8 @@ def _latest_and_rules(session: Session, st: _State, wide: dict[tuple[int, int], 
     Alarms raised and cleared are counted on the result of the part a reading came from (`own`: several parts)."""
     docs = st.docs
     items = list(wide.items())
-    if any(items[i][0][1] > items[i + 1][0][1] for i in range(len(items) - 1)):
+    tss = [k[1] for k in wide]
+    if any(map(operator.gt, tss, itertools.islice(tss, 1, None))):
         items.sort(key=lambda kv: kv[0][1])  # stable: a device's messages in time order
     model_rules, dev_rules, nodata_props = st.model_rules, st.dev_rules, st.nodata_props
     open_alarms = st.open_alarms or {}
