@@ -37,11 +37,26 @@ INGEST_SECONDS = Histogram("citybrain_iot_ingest_seconds", "Time to validate, st
 AUTH_FAILURES = Counter("citybrain_iot_auth_failures_total", "Telemetry refused for bad credentials", ["source"])
 
 
+_SERIES: dict[str, tuple[Any, ...]] = {}  # source -> its metric series (a label lookup costs a lock and a dict)
+
+
+def _series(source: str) -> tuple[Any, ...]:
+    found = _SERIES.get(source)
+    if found is None:
+        found = _SERIES[source] = (READINGS.labels(source, "stored"), READINGS.labels(source, "duplicate"),
+                                   READINGS.labels(source, "rejected"), INGEST_SECONDS.labels(source))
+    return found
+
+
 def count(source: str, res: service.IngestResult) -> None:
     """Update the ingestion metrics."""
-    READINGS.labels(source, "stored").inc(res.accepted - res.duplicates)
-    READINGS.labels(source, "duplicate").inc(res.duplicates)
-    READINGS.labels(source, "rejected").inc(res.rejected)
+    stored, duplicate, rejected, _seconds = _series(source)
+    if res.accepted - res.duplicates:
+        stored.inc(res.accepted - res.duplicates)
+    if res.duplicates:
+        duplicate.inc(res.duplicates)
+    if res.rejected:
+        rejected.inc(res.rejected)
 
 
 def _credentials(headers: Any) -> tuple[str | None, str, str | None]:
@@ -126,7 +141,7 @@ async def ingest_request(headers: Any, raw: bytes) -> dict[str, Any]:
     ingest_worker(get_db()).submit(partial(_prepare, headers, raw), done, len(raw))
     part = await fut
     res = part.result
-    INGEST_SECONDS.labels("http").observe(time.perf_counter() - t0)
+    _series("http")[3].observe(time.perf_counter() - t0)
     count("http", res)
     if part.refuse is not None:
         raise part.refuse
@@ -166,6 +181,7 @@ class TelemetryFastPath:
 
     def __init__(self, app: Any):
         self.app = app
+        self.done: dict[int, tuple[Any, Any]] = {}  # status -> its metric series
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] != self.PATH or scope["method"] != "POST":
@@ -202,8 +218,12 @@ class TelemetryFastPath:
         try:
             status = await send_json_or_problem(scope, receive, send, rid, produce)
         finally:
-            HTTP_REQUESTS.labels("POST", self.PATH, str(status)).inc()
-            HTTP_LATENCY.labels("POST", self.PATH).observe(time.perf_counter() - start)
+            metrics = self.done.get(status)
+            if metrics is None:
+                metrics = self.done[status] = (HTTP_REQUESTS.labels("POST", self.PATH, str(status)),
+                                               HTTP_LATENCY.labels("POST", self.PATH))
+            metrics[0].inc()
+            metrics[1].observe(time.perf_counter() - start)
             context.end(token)
 
 

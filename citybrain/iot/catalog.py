@@ -9,6 +9,7 @@ class a case opened from the model's alarms is suggested to use (the cases modul
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +67,7 @@ class DeviceModel:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_key", {p.key: p for p in self.props})
+        object.__setattr__(self, "check", compile_check(self.props))
 
     def prop(self, key: str) -> Prop | None:
         return self.by_key.get(key)  # type: ignore[attr-defined]
@@ -79,6 +81,38 @@ class DeviceModel:
             "events": [{"key": k, "name": zh, "name_en": en} for k, zh, en in self.events],
             "default_rules": [r.__dict__ for r in self.rules],
         }
+
+
+def compile_check(props: tuple[Prop, ...]) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
+    """One generated function per model for the ingestion hot path: given a reading's `values`, the accepted
+    values (the same dict when nothing needs converting; else a copy with numbers as floats and booleans as
+    1.0/0.0, in the values' order) when EVERY property is known and valid, else None (the caller then checks
+    property by property and records the reasons). The same rules as `iot.service._check_each`."""
+    env: dict[str, Any] = {}
+    lines = ["def check(vals):", "    get = vals.get", "    n = 0", "    conv = False"]
+    for i, p in enumerate(props):
+        v = f"v{i}"
+        # a JSON null counts as missing here, so `n` falls short and the caller rejects it property by property
+        lines += [f"    {v} = get({p.key!r})", f"    if {v} is not None:", "        n += 1"]
+        if p.type == "number":
+            bounds = f"{p.lo!r} <= {v} <= {p.hi!r}"  # type: ignore[attr-defined]  # exact literals (repr)
+            lines += [f"        if {v}.__class__ is float:", f"            if not {bounds}:", "                return None",
+                      f"        elif {v}.__class__ is int and {bounds}:", "            conv = True",
+                      "        else:", "            return None"]
+        elif p.type == "bool":
+            lines += [f"        if {v} is True or {v} is False or ({v}.__class__ is int and ({v} == 0 or {v} == 1)):",
+                      "            conv = True", "        else:", "            return None"]
+        elif p.type == "enum":
+            env[f"values{i}"] = frozenset(p.values)
+            lines += [f"        if {v}.__class__ is not str or {v} not in values{i}:", "            return None"]
+        else:
+            lines += [f"        if {v}.__class__ is not str or len({v}) > 200 or '\\x00' in {v}:",
+                      "            return None"]
+    lines += ["    if not n or n != len(vals):", "        return None", "    if conv:",
+              "        return {k: float(x) if x.__class__ is int or x.__class__ is bool else x for k, x in vals.items()}",
+              "    return vals"]
+    exec("\n".join(lines), env)  # noqa: S102 - source built above from the model's properties (keys via repr)
+    return env["check"]  # type: ignore[no-any-return]
 
 
 N, B, E = "number", "bool", "enum"

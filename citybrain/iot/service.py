@@ -17,13 +17,15 @@ import csv
 import datetime as dt
 import hashlib
 import io
+import itertools
 import logging
 import math
+import operator
 import re
 import secrets
 import threading
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -808,6 +810,7 @@ def _validate(part: Part, pi: int, registry: dict[str, DevInfo], now: dt.datetim
 
     if not isinstance(items, list):
         items = [items]
+    accepted = 0
     for idx, item in enumerate(items):
         if not isinstance(item, dict):
             reject(idx, None, None, None, None, item, "malformed", "reading must be an object")
@@ -858,61 +861,70 @@ def _validate(part: Part, pi: int, registry: dict[str, DevInfo], now: dt.datetim
         dev_id = info.id
         if dev_id not in seen:
             seen[dev_id] = [0, 0]
-        by_key = model.by_key  # type: ignore[attr-defined]
-        acc: dict[str, Any] = {}
-        for prop, v in values.items():
-            p = by_key.get(prop)
-            if p is None:
-                reject(idx, code, dev_id, prop, raw_ts, v, "unknown_property", f"{model.code} has no {prop!r}")
+        acc = model.check(values)  # type: ignore[attr-defined]
+        if acc is None:  # not every property known and valid: property by property, with the reasons
+            acc = _check_each(model, values, idx, code, dev_id, raw_ts, reject)
+            if not acc:
                 continue
-            ptype = p.type
-            if ptype == "number":
-                if v.__class__ is float or v.__class__ is int:
-                    if p.lo <= v <= p.hi:  # finite bounds: also refuses NaN and infinities
-                        acc[prop] = v if v.__class__ is float else float(v)
-                    elif v != v or v in (math.inf, -math.inf):
-                        reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "not a finite number")
-                    else:
-                        reject(idx, code, dev_id, prop, raw_ts, v, "out_of_range", f"{p.min}..{p.max} {p.unit}")
-                    continue
-                else:
-                    reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "expected a number")
-                    continue
-            elif ptype == "bool":
-                if v is True or v is False or (v.__class__ is int and v in (0, 1)):
-                    acc[prop] = 1.0 if v else 0.0
-                else:
-                    reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "expected true/false")
-                    continue
-            elif ptype == "enum":
-                if isinstance(v, str) and v in p.values:
-                    acc[prop] = v
-                else:
-                    reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", f"one of {', '.join(p.values)}")
-                    continue
+        accepted += len(acc)
+        key = (dev_id, ts)
+        w = wide.get(key)
+        if w is None:
+            wide[key] = acc
+            if multi:
+                owner[key] = pi
+            continue
+        # the same device and timestamp twice in one batch: merge into a copy (`acc` may be the caller's own
+        # values), the first value of a property wins
+        w = wide[key] = dict(w)
+        for prop, v in acc.items():
+            if prop in w:
+                res.duplicates += 1
             else:
-                if isinstance(v, str) and len(v) <= 200 and "\x00" not in v:
-                    acc[prop] = v
-                else:
-                    reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "expected a string (<= 200 chars)")
-                    continue
-        if acc:
-            res.accepted += len(acc)
-            key = (dev_id, ts)
-            w = wide.get(key)
-            if w is None:
-                wide[key] = acc
+                w[prop] = v
                 if multi:
-                    owner[key] = pi
-            else:  # the same device and timestamp twice in one batch: merge, the first value of a property wins
-                for prop, v in acc.items():
-                    if prop in w:
-                        res.duplicates += 1
-                    else:
-                        w[prop] = v
-                        if multi:
-                            extra_owner[(dev_id, ts, prop)] = pi
+                    extra_owner[(dev_id, ts, prop)] = pi
+    res.accepted += accepted
     res.rejected = len(dead) - dead_before
+
+
+def _check_each(model: catalog.DeviceModel, values: dict[str, Any], idx: int, code: Any, dev_id: int, raw_ts: Any,
+                reject: Callable[..., None]) -> dict[str, Any]:
+    """A reading's values property by property (the model's compiled `check` refused them as a whole): the
+    accepted ones, as floats where numeric; each other property is rejected with its reason."""
+    by_key = model.by_key  # type: ignore[attr-defined]
+    acc: dict[str, Any] = {}
+    for prop, v in values.items():
+        p = by_key.get(prop)
+        if p is None:
+            reject(idx, code, dev_id, prop, raw_ts, v, "unknown_property", f"{model.code} has no {prop!r}")
+            continue
+        ptype = p.type
+        if ptype == "number":
+            if v.__class__ is float or v.__class__ is int:
+                if p.lo <= v <= p.hi:  # finite bounds: also refuses NaN and infinities
+                    acc[prop] = v if v.__class__ is float else float(v)
+                elif v != v or v in (math.inf, -math.inf):
+                    reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "not a finite number")
+                else:
+                    reject(idx, code, dev_id, prop, raw_ts, v, "out_of_range", f"{p.min}..{p.max} {p.unit}")
+            else:
+                reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "expected a number")
+        elif ptype == "bool":
+            if v is True or v is False or (v.__class__ is int and v in (0, 1)):
+                acc[prop] = 1.0 if v else 0.0
+            else:
+                reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "expected true/false")
+        elif ptype == "enum":
+            if isinstance(v, str) and v in p.values:
+                acc[prop] = v
+            else:
+                reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", f"one of {', '.join(p.values)}")
+        elif isinstance(v, str) and len(v) <= 200 and "\x00" not in v:
+            acc[prop] = v
+        else:
+            reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "expected a string (<= 200 chars)")
+    return acc
 
 
 def _store_and_evaluate(session: Session, st: _State, parts: list[Part], now: dt.datetime,
@@ -1151,28 +1163,22 @@ def _write_readings(session: Session, st: _State, pending: _Pending, wide: dict[
     all, the unique violation makes `ingest_parts` redo the batch with `safe`, merging on conflict). Older (late
     or repeated) messages are merged property by property with the stored row, the stored value wins."""
     conn = session.connection()
-    known, pnewest = st.newest, pending.newest
-    tops: dict[int, int] = {}
-    batch_max: dict[int, int] = {}
+    known, pnewest = st.newest, pending.newest  # the newest stored ts per device (neither changes in this loop)
+    newest: dict[int, int] = {}  # the batch's newest new message per device
     fast: list[tuple[int, int, str]] = []
     slow: list[tuple[int, int, dict[str, Any]]] = []
     dumps = orjson.dumps
     for (did, ts), vals in wide.items():
-        top = tops.get(did)
+        top = known.get(did)
         if top is None:
-            top = known.get(did)
-            if top is None:
-                top = pnewest.get(did, -1)
-            tops[did] = top
+            top = pnewest.get(did, -1)
         if ts > top:
             fast.append((did, ts, dumps(vals).decode()))
+            if ts > newest.get(did, -1):
+                newest[did] = ts
         else:
             slow.append((did, ts, vals))
-        if ts > batch_max.get(did, -1):
-            batch_max[did] = ts
-    for did, ts in batch_max.items():
-        if ts > tops[did]:
-            pnewest[did] = ts
+    pnewest.update(newest)
     pg = conn.dialect.name == "postgresql"
     if fast and not pg:
         conn.exec_driver_sql("INSERT INTO iot_reading (device_id, ts, vals) VALUES (?, ?, ?) ON CONFLICT (device_id, ts) "
@@ -1421,7 +1427,8 @@ def _latest_and_rules(session: Session, st: _State, wide: dict[tuple[int, int], 
     Alarms raised and cleared are counted on the result of the part a reading came from (`own`: several parts)."""
     docs = st.docs
     items = list(wide.items())
-    if any(items[i][0][1] > items[i + 1][0][1] for i in range(len(items) - 1)):
+    tss = [k[1] for k in wide]
+    if any(map(operator.gt, tss, itertools.islice(tss, 1, None))):
         items.sort(key=lambda kv: kv[0][1])  # stable: a device's messages in time order
     model_rules, dev_rules, nodata_props = st.model_rules, st.dev_rules, st.nodata_props
     open_alarms = st.open_alarms or {}
@@ -1452,19 +1459,18 @@ def _latest_and_rules(session: Session, st: _State, wide: dict[tuple[int, int], 
                 if drl:
                     rlist = (rlist or []) + drl
             if ndp is not None and prop in ndp:
-                pending.cur = (did, prop, ts)
                 for r in st.nodata_rules:
                     if r.model_code == mcode and r.prop == prop and (r.device_id in (None, did)):
                         akey = (r.id, did)
                         aid = open_now[akey] if akey in open_now else open_alarms.get(akey)
                         if aid:
+                            pending.cur = (did, prop, ts)
                             _clear_alarm(session, pending, aid, akey, v, now)
             if not rlist:
                 continue
-            pending.cur = (did, prop, ts)
             for r in rlist:
                 akey = (r.id, did)
-                aid = open_now[akey] if akey in open_now else open_alarms.get(akey)
+                aid = open_now[akey] if open_now and akey in open_now else open_alarms.get(akey)
                 kind = r.kind
                 if kind == "rate":  # change per minute, measured over at least RATE_WINDOW_MS
                     ref = pending.rate_ref.get(akey) or st.rate_ref.get(akey)
@@ -1477,15 +1483,16 @@ def _latest_and_rules(session: Session, st: _State, wide: dict[tuple[int, int], 
                     pending.rate_ref[akey] = (ts, v)
                 else:
                     x = v
-                hit = _cond(r, x)
+                hit = x > r.t1 if r.op == ">" else _cond(r, x)
                 if kind == "duration":
-                    s = psince[akey] if akey in psince else since_map.get(akey)
+                    s = psince[akey] if psince and akey in psince else since_map.get(akey)
                     if hit:
                         if s is None:
                             s = ts
                             psince[akey] = ts
                             _save_since(session, r.id, did, ts)
                         if aid is None and ts - s >= r.duration_ms:
+                            pending.cur = (did, prop, ts)
                             _raise_alarm(session, pending, r, info, x, ts, now)
                         elif aid is not None:
                             _bump(pending, aid, x)
@@ -1495,11 +1502,13 @@ def _latest_and_rules(session: Session, st: _State, wide: dict[tuple[int, int], 
                         _save_since(session, r.id, did, None)
                 elif hit:
                     if aid is None:
+                        pending.cur = (did, prop, ts)
                         _raise_alarm(session, pending, r, info, x, ts, now)
                     else:
                         _bump(pending, aid, x)
                     continue
                 if aid is not None and _normal(r, x):
+                    pending.cur = (did, prop, ts)
                     _clear_alarm(session, pending, aid, akey, x, now)
     for aid, (n, lv) in pending.bumps.items():
         session.execute(update(Alarm).where(Alarm.id == aid, Alarm.status != "cleared")

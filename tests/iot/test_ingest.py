@@ -340,3 +340,32 @@ def test_postgresql_pipeline_keeps_alarms_audit_and_connection_mode(client, db, 
     with db.write_engine.connect() as conn:  # pooled connections: none left in autocommit or in a pipeline
         raw = conn.connection.dbapi_connection
         assert raw.autocommit is False and raw._pipeline is None
+
+
+def test_compiled_model_check_accepts_exactly_what_the_property_checks_accept():
+    """Each model's generated `check` (the hot path) gives the same accepted values, in the same order, as the
+    property-by-property check whenever that one rejects nothing, and defers (None) whenever it would reject."""
+    from citybrain.iot import catalog
+
+    odd = [0, 1, 2, -1, 0.5, 1e308, -1e308, 1e400, float("nan"), float("-inf"), True, False, None, "", "x",
+           "a\x00b", "y" * 201, [1], {"a": 1}, 10**400]
+    for model in catalog.MODELS:
+        props = model.props
+        cases = [{}, {"no_such_property": 1.0}]
+        for p in props:
+            lo = 0.0 if p.min is None else float(p.min)
+            hi = lo + 1 if p.max is None else float(p.max)
+            samples = [*odd, lo, hi, (lo + hi) / 2, int(lo), int(hi), hi + 1, lo - 1, *p.values]
+            cases += [{p.key: v} for v in samples]
+            cases += [{q.key: v for q in props} for v in samples]
+            cases.append({p.key: samples[-1], "no_such_property": 1.0})
+        cases.append({q.key: (q.values[0] if q.values else 1) for q in reversed(props)})
+        for values in cases:
+            rejected: list[tuple] = []
+            slow = service._check_each(model, values, 0, "c", 1, None, lambda *a, out=rejected: out.append(a))
+            fast = model.check(values)
+            if rejected or not slow:
+                assert fast is None, (model.code, values)
+            else:
+                assert fast == slow and list(fast) == list(slow), (model.code, values, fast, slow)
+                assert all(type(a) is type(b) for a, b in zip(fast.values(), slow.values(), strict=True))
