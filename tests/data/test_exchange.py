@@ -280,7 +280,7 @@ def test_fast_path_answers_like_the_route(client, hub, consumer_key, monkeypatch
         await real_serve(self, *a, **kw)
 
     monkeypatch.setattr(data_api.ExchangeFastPath, "_serve", counting_serve)
-    monkeypatch.setattr(data_api, "middleware", [])  # an app answering only through the route
+    monkeypatch.setattr(data_api, "outer_middleware", [])  # an app answering only through the route
     route_app = create_app(background=False)
     yx, wj = consumer_key("D-YXZX"), consumer_key("D-WJJ")  # WJJ holds no grant on the population
 
