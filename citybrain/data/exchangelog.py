@@ -144,12 +144,14 @@ class LogWriter:
     write lock is free at that moment (`SQLiteWriteConnection.try_begin_immediate`): a local file, no
     network wait, and no thread to wake, no GIL hand-offs and no cross-thread answer (together ~0.1-0.2 ms
     of CPU a call with two worker processes). While another writer (a thread, or another worker process)
-    holds the lock, the loop tries again every `RETRY_S`, entries of later turns joining the group, and
-    hands the group to the thread (which waits for the lock) once it has waited `LOOP_WAIT_S`."""
+    holds the lock, the loop tries again in its next turns, then every `RETRY_S`, entries of later turns
+    joining the group, and hands the group to the thread (which waits for the lock) once it has waited
+    `LOOP_WAIT_S`."""
 
     MAX_BATCH = 2000
     IDLE_EXIT_S = 30.0  # the thread ends after this long without work (the next call starts it again)
-    RETRY_S = 0.001  # an event loop's next try for the write lock
+    RETRY_S = 0.001  # an event loop's next try for the write lock, after SPIN tries at once
+    SPIN = 8  # tries in the loop's next turns (another process's log commit holds the lock ~0.1-0.2 ms)
     LOOP_WAIT_S = 0.02  # then its group goes to the thread, which waits for the lock
 
     def __init__(self) -> None:
@@ -157,8 +159,8 @@ class LogWriter:
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
         self.turns: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}  # entries of the loop's current turn
-        # per event loop: entries waiting for the write lock, since when
-        self.waiting: dict[asyncio.AbstractEventLoop, tuple[list[_Pending], float]] = {}
+        # per event loop: entries waiting for the write lock, since when, tries so far
+        self.waiting: dict[asyncio.AbstractEventLoop, tuple[list[_Pending], float, int]] = {}
 
     def _enqueue(self, p: _Pending) -> None:
         self.q.put(p)
@@ -183,11 +185,12 @@ class LogWriter:
             self._commit_here(loop, here, time.monotonic())
 
     def _retry(self, loop: asyncio.AbstractEventLoop) -> None:
-        pending, since = self.waiting.pop(loop, ((), 0.0))
+        pending, since, tries = self.waiting.pop(loop, ((), 0.0, 0))
         if pending:
-            self._commit_here(loop, list(pending), since)
+            self._commit_here(loop, list(pending), since, tries)
 
-    def _commit_here(self, loop: asyncio.AbstractEventLoop, pending: list[_Pending], since: float) -> None:
+    def _commit_here(self, loop: asyncio.AbstractEventLoop, pending: list[_Pending], since: float,
+                     tries: int = 0) -> None:
         """Commit `pending` on the event loop if the write lock is free now; else try again shortly, or
         hand the entries to the thread once they have waited `LOOP_WAIT_S`. A failure other than a busy
         lock goes to the thread too, which retries it as any group."""
@@ -220,9 +223,12 @@ class LogWriter:
         if time.monotonic() - since >= self.LOOP_WAIT_S:
             for p in busy:
                 self._enqueue(p)
-        else:
-            self.waiting[loop] = (busy, since)
-            loop.call_later(self.RETRY_S, self._retry, loop)
+        else:  # the next turns first (the loop serves its other requests between tries), then every RETRY_S
+            self.waiting[loop] = (busy, since, tries + 1)
+            if tries < self.SPIN:
+                loop.call_soon(self._retry, loop)
+            else:
+                loop.call_later(self.RETRY_S, self._retry, loop)
 
     def submit(self, db: Database, entry: dict[str, Any], timeout: float = 15.0) -> None:
         """Log one call durably, waiting for the commit; raise 429 if the shared rate limit refused it (then
