@@ -178,6 +178,28 @@ def shutdown(db: Database) -> None:
             stop(db)
 
 
+class CityBrainAPI(FastAPI):
+    """FastAPI with the modules' outer fast paths (`api.outer_middleware`) in front of the framework's own
+    layers (telemetry check, error, telemetry and body-limit middleware: ~30 µs a request). An outer fast
+    path answers what it can answer exactly like its route, including its errors as problem+json, and
+    passes everything else (lifespan too) on to the full application."""
+
+    outer: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.outer is not None:
+            await self.outer(scope, receive, send)
+        else:
+            await FastAPI.__call__(self, scope, receive, send)
+
+
+def _framework(app: FastAPI) -> ASGIApp:
+    async def call(scope: Scope, receive: Receive, send: Send) -> None:
+        await FastAPI.__call__(app, scope, receive, send)
+
+    return call
+
+
 def create_app(settings: Settings | None = None, *, background: bool = True) -> FastAPI:
     """Build the application. `background=False` leaves the bus dispatcher and module workers off (tests)."""
     if settings is not None:
@@ -218,7 +240,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
                 bus.set_background(False)
                 shutdown(db)
 
-    app = FastAPI(
+    app = CityBrainAPI(
         title="CityBrain 城市大脑 API",
         version=__version__,
         description="城市运行管理平台接口。Every error is application/problem+json with zh-CN and English messages.",
@@ -266,6 +288,12 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
             app.include_router(router)
         for mw in getattr(mod, "middleware", ()):  # a module's pure ASGI fast paths (e.g. iot telemetry)
             app.add_middleware(mw)
+    outer = [mw for _name, mod in modules.parts("api") for mw in getattr(mod, "outer_middleware", ())]
+    if outer:  # in front of the framework's layers (see CityBrainAPI)
+        inner = _framework(app)
+        for mw in outer:
+            inner = mw(inner)
+        app.outer = inner
     return app
 
 

@@ -79,6 +79,7 @@ def _json_dumps(obj: Any) -> str:
 
 
 WRITE_WAIT_S = 30.0  # how long a writer waits for the write gate (the same as SQLite's busy timeout)
+BUSY_TIMEOUT_MS = 30000
 
 
 class SQLiteWriteConnection(sqlite3.Connection):
@@ -97,6 +98,28 @@ class SQLiteWriteConnection(sqlite3.Connection):
         except BaseException:
             self._release()
             raise
+
+    def try_begin_immediate(self) -> bool:
+        """``BEGIN IMMEDIATE`` only if the write gate and SQLite's write lock are free at once, else False
+        (for a caller that must not wait, an event loop: nothing is held when it returns False)."""
+        if not self.gate.acquire(blocking=False):
+            return False
+        self.held = True
+        try:
+            self.execute("PRAGMA busy_timeout=0")
+            try:
+                self.execute("BEGIN IMMEDIATE")
+            finally:
+                self.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        except sqlite3.OperationalError as exc:
+            self._release()
+            if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+                return False
+            raise
+        except BaseException:
+            self._release()
+            raise
+        return True
 
     def _release(self) -> None:
         if self.held:
@@ -164,7 +187,7 @@ class Database:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache per connection
             cur.close()

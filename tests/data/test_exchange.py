@@ -1,5 +1,6 @@
 import datetime as dt
 
+import pytest
 from sqlalchemy import func, select
 
 from citybrain import served
@@ -282,7 +283,7 @@ def test_fast_path_answers_like_the_route(client, hub, consumer_key, monkeypatch
         await real_serve(self, *a, **kw)
 
     monkeypatch.setattr(data_api.ExchangeFastPath, "_serve", counting_serve)
-    monkeypatch.setattr(data_api, "middleware", [])  # an app answering only through the route
+    monkeypatch.setattr(data_api, "outer_middleware", [])  # an app answering only through the route
     route_app = create_app(background=False)
     yx, wj = consumer_key("D-YXZX"), consumer_key("D-WJJ")  # WJJ holds no grant on the population
 
@@ -399,6 +400,66 @@ def test_log_entries_are_group_committed_before_any_answer(hub, monkeypatch):
     with hub.read() as s:
         assert s.scalar(select(func.count()).select_from(ExchangeLog).where(
             ExchangeLog.key_id == 77, ExchangeLog.resource_id == rid)) == 8
+
+
+def test_an_event_loop_commits_its_calls_entries_itself_and_waits_for_a_held_lock_without_blocking(hub,
+                                                                                                monkeypatch):
+    """On SQLite the event loop commits the entries of its calls itself (no writer thread) when the write lock
+    is free; while another writer holds it, no call has its data, the loop keeps running, and once the
+    entries have waited `LOOP_WAIT_S` the writer thread waits for the lock and commits them together."""
+    import asyncio
+    import time
+
+    from sqlalchemy import text
+
+    from citybrain.context import Principal
+    from citybrain.data import api
+    from citybrain.identity import service as identity
+
+    if not hub.is_sqlite:
+        pytest.skip("the event loop commits the log itself only on the embedded database")
+    with hub.read() as s:
+        org = identity.org_by_code(s, code="D-YXZX")
+    who = Principal(kind="apikey", id=78, name="loop", org_id=org.id, permissions=frozenset({"data.exchange"}),
+                    org_scope=frozenset({org.id}))
+    to_thread: list[int] = []
+    real_enqueue = exchangelog.WRITER._enqueue
+    monkeypatch.setattr(exchangelog.WRITER, "_enqueue", lambda p: (to_thread.append(1), real_enqueue(p)))
+
+    def logged() -> int:
+        with hub.read() as s:
+            return s.scalar(select(func.count()).select_from(ExchangeLog).where(ExchangeLog.key_id == 78))
+
+    async def calls(n: int) -> list[bytes]:
+        return await asyncio.gather(*(api.exchange_answer(who, POP, op="query", filters={"area_code": "440115"},
+                                                          page=i + 1, page_size=5) for i in range(n)))
+
+    assert all(b'"count":5' in b for b in asyncio.run(calls(4)))
+    assert logged() == 4 and to_thread == []  # committed on the loop
+
+    blocker = hub.write_factory()  # holds the write lock the log transaction needs
+    blocker.execute(text("UPDATE data_exchange_daily SET calls = calls WHERE 1 = 0"))  # BEGIN IMMEDIATE
+    answered: list[bytes] = []
+    ticks = 0
+
+    async def held() -> None:
+        nonlocal ticks
+        task = asyncio.ensure_future(calls(6))
+        task.add_done_callback(lambda t: answered.extend(t.result()))
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 0.3:  # the loop runs on while the entries wait for the lock
+            await asyncio.sleep(0.005)
+            ticks += 1
+        assert answered == [] and len(to_thread) == 6  # handed to the thread after LOOP_WAIT_S
+        blocker.rollback()
+        blocker.close()
+        await task
+
+    try:
+        asyncio.run(held())
+    finally:
+        blocker.close()
+    assert ticks > 20 and len(answered) == 6 and logged() == 10
 
 
 def test_keyset_paging_walks_a_filtered_result(client, hub, consumer_key):
