@@ -49,6 +49,17 @@ class Actor:
         return r
 
 
+PHOTOS: list[str] = []  # urls of the stand-in photos the simulator uploaded (POST /api/v1/attachments)
+
+
+def _upload_photos(client: httpx.Client) -> None:
+    """Upload the stand-in scene photos once, as the apps do before they report."""
+    for rgb in ((120, 150, 110), (110, 130, 160)):
+        r = client.post("/api/v1/attachments", files={"file": ("scene.png", dd.demo_photo(rgb), "image/png")})
+        if r.status_code == 201:
+            PHOTOS.append(r.json()["url"])
+
+
 def _point(rnd: random.Random) -> tuple[float, float]:
     return (round(rnd.uniform(dd.BBOX[0] + 0.01, dd.BBOX[2] - 0.01), 6),
             round(rnd.uniform(dd.BBOX[1] + 0.01, dd.BBOX[3] - 0.01), 6))
@@ -73,7 +84,7 @@ def step(rnd: random.Random, anon: httpx.Client, actors: dict[str, Actor], handl
         code, title = rnd.choice(PATROL)
         lon, lat = _point(rnd)
         gw.call("POST", "/api/v1/cases", json={"source": "patrol", "title": title, "category_code": code, "lon": lon,
-                                               "lat": lat, "photos": [f"sim/{rnd.randint(1, 10**6)}.jpg"]})
+                                               "lat": lat, "photos": PHOTOS[:1]})
     elif roll < 0.55:
         htype, code, text = rnd.choice(CALLS)
         lon, lat = _point(rnd)
@@ -114,7 +125,7 @@ def step(rnd: random.Random, anon: httpx.Client, actors: dict[str, Actor], handl
                 _act(h, c["id"], "accept", comment="已签收")
         for c in _items(h, status="in_progress,rework")[:3]:
             if rnd.random() < 0.4:
-                _act(h, c["id"], "handle", comment="已处置完毕", attachments=[f"sim/after-{c['id']}.jpg"])
+                _act(h, c["id"], "handle", comment="已处置完毕", attachments=PHOTOS[1:2])
     # verification, closure, supervision
     for c in _items(op, status="handled")[:4]:
         action, note = ("rework", "现场仍有问题") if rnd.random() < 0.1 else ("verify", "核查已处置")
@@ -150,6 +161,8 @@ def run(base_url: str, stop: threading.Event) -> None:
             if a.login():
                 handlers.append(a)
         citizens: list[tuple[str, str]] = []
+        if not PHOTOS:
+            _upload_photos(anon)
         while not stop.is_set():
             try:
                 step(rnd, anon, actors, handlers, citizens)

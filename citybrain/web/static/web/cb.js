@@ -1,7 +1,9 @@
 /* CityBrain page helpers: API calls, texts, toasts, map setup, live feed. No build step, no framework. */
 (function () {
   "use strict";
-  var CB = window.CB || (window.CB = {lang: "zh-CN", t: {}});
+  // the page's settings come as a JSON data block (no inline script, so the CSP can forbid them)
+  var cfg = document.getElementById("cb-config");
+  var CB = window.CB = Object.assign(window.CB || {lang: "zh-CN", t: {}}, cfg ? JSON.parse(cfg.textContent) : {});
 
   CB.tr = function (key, fallback) {
     var v = CB.t[key];

@@ -3,6 +3,7 @@
   "use strict";
   var CB = window.CB;
   var form = document.getElementById("map-form");
+  form.addEventListener("submit", function (ev) { ev.preventDefault(); });  // filters apply on change
   function val(id) { return document.getElementById(id).value; }
   function filters() {
     return {category: val("f-category"), dept: val("f-dept"), status: val("f-status"),

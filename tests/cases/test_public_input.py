@@ -1,0 +1,56 @@
+"""What reporters may send: photos and attachments only as this system's uploads; citizens only inside the district."""
+
+import pytest
+
+from citybrain import demo_district as dd
+
+OUTSIDE = ["//203.0.113.7/track.png", "http://203.0.113.7/track.png", "https://example.com/a.jpg",
+           "/\\203.0.113.7/x.png", "data:image/png;base64,AAAA", "javascript:alert(1)", "/static/web/cb.js",
+           "/api/v1/attachments/../../metrics", "/api/v1/attachments/" + "A" * 64]
+
+
+def _upload(client) -> str:
+    r = client.post("/api/v1/attachments", files={"file": ("scene.png", dd.demo_photo(), "image/png")})
+    assert r.status_code == 201
+    return r.json()["url"]
+
+
+def _citizen(**kw):
+    body = {"phone": "13812345678", "title": "人行道井盖缺失", "category_code": "01002", "lon": 113.551, "lat": 22.781}
+    body.update(kw)
+    return body
+
+
+@pytest.mark.parametrize("photo", OUTSIDE)
+def test_citizen_photos_must_be_own_uploads(client, cdb, photo):
+    r = client.post("/api/v1/public/cases", json=_citizen(photos=[photo]))
+    assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
+    doc = r.json()
+    assert doc["errors"][0]["field"] == "photos.0" and "photos" in doc["message_zh"]
+    assert doc["errors"][0]["message"].split("; ")[0].endswith("照片/附件须为本系统上传的附件地址（POST /api/v1/attachments 返回的 url）")
+
+
+def test_uploaded_photo_is_accepted_and_shown(client, cdb, as_role):
+    url = _upload(client)
+    r = client.post("/api/v1/public/cases", json=_citizen(photos=[url]))
+    assert r.status_code == 201, r.text
+    d = client.get(f"/api/v1/cases/{r.json()['id']}", headers=as_role("operator")).json()
+    assert d["photos"] == [url]
+
+
+def test_staff_photos_batches_and_action_attachments_are_checked_too(client, cdb, as_role):
+    gw, op = as_role("gridworker"), as_role("operator")
+    bad = "//203.0.113.7/track.png"
+    patrol = {"source": "patrol", "title": "道路破损", "category_code": "06013", "lon": 113.55, "lat": 22.78}
+    r = client.post("/api/v1/cases", json={**patrol, "photos": [bad]}, headers=gw)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "photos.0"
+    r = client.post("/api/v1/cases/batch", json={"items": [{**patrol, "source": "api", "photos": [bad]}]}, headers=op)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "items.0.photos.0"
+    url = _upload(client)
+    r = client.post("/api/v1/cases", json={**patrol, "photos": [url]}, headers=gw)
+    assert r.status_code == 201, r.text
+    cid = r.json()["id"]
+    r = client.post(f"/api/v1/cases/{cid}/actions/note", json={"comment": "补充", "attachments": [bad]}, headers=op)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "attachments.0"
+    r = client.post(f"/api/v1/cases/{cid}/actions/note", json={"comment": "补充", "attachments": [url]}, headers=op)
+    assert r.status_code == 200, r.text
