@@ -156,7 +156,11 @@ TEXT: dict[str, tuple[str, str]] = {
     "ioc.rank_town": ("镇街排名", "Towns"),
     "ioc.live": ("实时动态", "Live feed"),
     "ioc.live.off": ("实时推送未接入", "Live feed not connected"),
-    "ioc.sev": ("级", "level"),
+    # alarm severity (docs/iot.md; colours after the national four-level convention: red, orange, yellow, blue)
+    "sev.1": ("一般", "Minor"),
+    "sev.2": ("较重", "Major"),
+    "sev.3": ("严重", "Serious"),
+    "sev.4": ("特别严重", "Critical"),
     "ioc.reported": ("新上报", "new"),
     "ioc.closed": ("结案", "closed"),
     # map

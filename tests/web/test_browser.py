@@ -86,6 +86,19 @@ def test_case_photos_show_only_this_servers_files(pages):
     assert shown == {"imgs": ["/api/v1/attachments/" + "0" * 64], "text": 3}
 
 
+def test_alarm_severity_colours_follow_the_national_convention(pages):
+    page = pages.new("operator")
+    page.goto(pages.url("/map"))
+    legend = page.locator("#map-legend")
+    colours = {}
+    for name in ("特别严重", "严重", "较重", "一般"):
+        swatch = legend.locator("span", has_text=re.compile(f"活动告警 {name}$")).locator("i")
+        colours[name] = swatch.evaluate("e => getComputedStyle(e).backgroundColor")
+    # 特别严重 red, 严重 orange, 较重 yellow, 一般 blue (docs/iot.md: 4 特别严重 … 1 一般)
+    assert colours == {"特别严重": "rgb(215, 38, 61)", "严重": "rgb(245, 124, 0)", "较重": "rgb(242, 195, 0)",
+                       "一般": "rgb(31, 111, 209)"}
+
+
 # --- the closed loop: grid worker -> operator -> handler -> grid worker -> operator, watched on the IOC -----------
 
 def _png(width: int = 240, height: int = 160) -> bytes:

@@ -51,7 +51,7 @@
   legend.appendChild(CB.el("span", null, CB.el("i", {style: "background:" + CB.statusColor.offline}), CB.tr("map.devices") + " " + CB.status("offline")));
   [1, 2, 3, 4].forEach(function (l) {
     legend.appendChild(CB.el("span", null, CB.el("i", {style: "background:" + CB.sevColor[l] + ";border:2px solid #fff"}),
-      CB.tr("map.alarms") + " " + (CB.lang === "en" ? CB.tr("ioc.sev") + " " + l : l + CB.tr("ioc.sev"))));
+      CB.tr("map.alarms") + " " + CB.sevName(l)));
   });
   window.CB_MAP = {map: map, layers: layers};
 })();
