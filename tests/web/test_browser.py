@@ -255,6 +255,9 @@ def test_citizen_reports_tracks_and_rates_without_login(pages, server):
     page = pages.new(mobile=True)
     page.goto(pages.url("/citizen"))
     assert page.get_by_role("button", name="退出").count() == 0
+    # the district and its six towns are drawn from the public outline (no login)
+    page.wait_for_function("() => Number(document.getElementById('r-map').dataset.outline || 0) === 7")
+    assert page.locator("#r-map path.leaflet-interactive, #r-map canvas").count() >= 1
     page.get_by_label("问题类别").select_option("06010")
     page.get_by_label("问题描述").fill("小区门口垃圾桶满溢多日无人清运")
     page.get_by_label("地址").fill("南沙街道金洲社区金沙路12号")
