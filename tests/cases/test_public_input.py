@@ -54,3 +54,36 @@ def test_staff_photos_batches_and_action_attachments_are_checked_too(client, cdb
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "attachments.0"
     r = client.post(f"/api/v1/cases/{cid}/actions/note", json={"comment": "补充", "attachments": [url]}, headers=op)
     assert r.status_code == 200, r.text
+
+
+def test_citizen_report_outside_the_district_is_refused(client, cdb):
+    r = client.post("/api/v1/public/cases", json=_citizen(lon=0, lat=0))
+    assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
+    doc = r.json()
+    assert doc["code"] == "outside_district" and {e["field"] for e in doc["errors"]} == {"lon", "lat"}
+    assert "不在本区辖区内" in doc["message_zh"] and "outside this district" in doc["message_en"]
+    r = client.post("/api/v1/public/cases", json=_citizen(lon=dd.CENTER[0], lat=dd.CENTER[1]))
+    assert r.status_code == 201, r.text
+    r = client.post("/api/v1/public/cases", json=_citizen(lon=None, lat=None, address="南沙街道金沙路12号"))
+    assert r.status_code == 201, r.text  # an address alone is checked by the operator
+
+
+def test_staff_report_outside_every_grid_waits_in_the_manual_queue(client, cdb, as_role):
+    op = as_role("operator")
+    r = client.post("/api/v1/cases", json={"source": "hotline", "title": "来电反映井盖缺失", "hotline_type": "03",
+                                           "category_code": "01002", "reporter_phone": "13912345678",
+                                           "lon": 0.0, "lat": 0.0, "address": "不明地点"}, headers=op)
+    assert r.status_code == 201, r.text
+    c = client.get(f"/api/v1/cases/{r.json()['id']}", headers=op).json()
+    assert c["status"] == "filed" and c["queue"] == "manual" and c["dept_org_id"] is None  # filed, not dispatched
+    r = client.post("/api/v1/cases/batch", json={"items": [{"source": "api", "title": "外部系统推送", "category_code": "01002",
+                                                            "lon": 0.0, "lat": 0.0}]}, headers=op)
+    assert r.status_code == 200 or r.status_code == 201, r.text
+    item = r.json()["items"][0]
+    c = client.get(f"/api/v1/cases/{item['id']}", headers=op).json()
+    assert c["status"] == "filed" and c["queue"] == "manual"
+    # inside a grid the matrix dispatches as before
+    r = client.post("/api/v1/cases", json={"source": "hotline", "title": "来电反映井盖缺失", "hotline_type": "03",
+                                           "category_code": "01002", "reporter_phone": "13912345678",
+                                           "lon": dd.CENTER[0], "lat": dd.CENTER[1]}, headers=op)
+    assert r.json()["status"] == "dispatched"
