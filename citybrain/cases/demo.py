@@ -95,6 +95,25 @@ def _users(db: Database) -> dict[str, int]:
     return out
 
 
+# The simulator's own people (citybrain.sim.cases), so it never works as the accounts the README gives users.
+SIM_USERS: tuple[tuple[str, str, str, str], ...] = (
+    ("sim-operator", "模拟坐席", "operator", "D-YXZX"),
+    ("sim-leader", "模拟领导", "leader", dd.GOV_CODE),
+)
+
+
+def sim_users(db: Database) -> None:
+    """Create the simulator's command-centre operator and leader (idempotent)."""
+    password = get_settings().demo_password
+    with db.write() as s:
+        for username, real_name, role, org_code in SIM_USERS:
+            org = identity.org_by_code(s, code=org_code)
+            if org is None or identity.user_by_username(s, username=username) is not None:
+                continue
+            identity.create_user(s, username=username, real_name=real_name, password=password, org_id=org.id,
+                                 phone=None, roles=[role])
+
+
 def _principal(db: Database, username: str):
     with db.read() as s:
         u = identity.user_by_username(s, username=username)
@@ -114,6 +133,7 @@ def _demo_photos(db: Database) -> list[str]:
 def seed(db: Database, *, days: int = 30, per_day: int = 12, rng_seed: int = 4) -> None:
     """Seed the demo's configuration, users and case history (skipped when cases already exist)."""
     seed_config(db)
+    sim_users(db)
     with db.read() as s:
         if s.scalar(select(func.count()).select_from(Case)):
             return
