@@ -1550,7 +1550,10 @@ def on_alarm_raised(session: Session, *, payload: dict[str, Any]) -> Case | None
         if org.type in ("department", "external"):
             dept = org.id
             break
-    title = f"{payload.get('rule_name') or '物联告警'}：{payload.get('message_zh') or device}"
+    rule_name = payload.get("rule_name") or "物联告警"
+    message = payload.get("message_zh") or ""
+    # the alarm text already names the rule (【严重】设备（编码）规则：…); otherwise "规则：设备"
+    title = (message if rule_name in message else f"{rule_name}：{message or device}")[:200]
     case = report(session, principal=SYSTEM, source="iot", title=title,
                   description=f"设备 {device} 告警（规则 {payload.get('rule_name') or rule}，{payload.get('property')}="
                               f"{payload.get('value')}，级别 {severity}）。{payload.get('message_en') or ''}",

@@ -206,6 +206,9 @@ TEXT: dict[str, tuple[str, str]] = {
     "cockpit.overdue": ("超期与督办案件", "Overdue and supervised cases"),
     "cockpit.score": ("得分", "Score"),
     "cockpit.cases": ("案件数", "Cases"),
+    "cockpit.reports": ("上报数", "Reports"),
+    "cockpit.filing_rate": ("有效上报率", "Valid reports"),
+    "cockpit.verify_rate": ("按时核查率", "Checked on time"),
     "cockpit.trend": ("案件趋势（近30天）", "Cases, last 30 days"),
     # citizen
     "citizen.title": ("市民随手拍", "Report a problem"),

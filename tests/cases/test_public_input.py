@@ -1,7 +1,10 @@
 """What reporters may send: photos and attachments only as this system's uploads; citizens only inside the district."""
 
+import datetime as dt
+
 import pytest
 
+from citybrain import clock
 from citybrain import demo_district as dd
 
 OUTSIDE = ["//203.0.113.7/track.png", "http://203.0.113.7/track.png", "https://example.com/a.jpg",
@@ -87,3 +90,26 @@ def test_staff_report_outside_every_grid_waits_in_the_manual_queue(client, cdb, 
                                            "category_code": "01002", "reporter_phone": "13912345678",
                                            "lon": dd.CENTER[0], "lat": dd.CENTER[1]}, headers=op)
     assert r.json()["status"] == "dispatched"
+
+
+def test_unplaced_cases_and_empty_groups_get_no_score(client, cdb, as_role):
+    from citybrain.cases import analytics
+
+    op = as_role("operator")
+    r = client.post("/api/v1/cases", json={"source": "hotline", "title": "来电反映井盖缺失", "hotline_type": "03",
+                                           "category_code": "01002", "reporter_phone": "13912345678",
+                                           "lon": 0.0, "lat": 0.0, "address": "不明地点"}, headers=op)
+    assert r.status_code == 201
+    clock.advance(dt.timedelta(minutes=5))  # the evaluation period ends now: [now - 30 d, now)
+    for group in ("dept", "town"):
+        rows = client.get("/api/v1/cases/evaluation", params={"group_by": group}, headers=as_role("leader")).json()["rows"]
+        loose = [x for x in rows if x["key"] is None]
+        assert loose and loose[0]["name"] == "未派遣/未定位" and loose[0]["score"] is None and loose[0]["grade"] is None
+        assert rows[-1]["key"] is None  # listed last, never ranked
+    ioc = client.get("/api/v1/cases/ioc-summary", headers=as_role("leader")).json()
+    assert all(x["org_id"] is not None for x in ioc["dept_ranking"] + ioc["town_ranking"])
+    empty = {k: 0 for k in ("reported", "filed", "dispatched", "dispatched_on_time", "suspended", "closed",
+                            "handled_on_time", "closed_on_time", "reworked", "handled", "returned", "public_filed",
+                            "valid_callbacks", "contacted", "resolved", "satisfied", "basic")}
+    assert analytics.indicators(empty, kind="dept")["score"] is None  # nothing to rate: no 100
+    assert analytics.indicators({**empty, "dispatched": 2, "closed": 1}, kind="dept")["score"] is not None

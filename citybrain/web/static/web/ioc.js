@@ -95,12 +95,12 @@
     tb.innerHTML = "";
     if (!rows.length) { tb.appendChild(CB.el("tr", null, CB.el("td", {class: "nc-tag"}, CB.tr("common.none")))); return; }
     rows.slice(0, 6).forEach(function (r, i) {
-      var score = pick(r, "score", "closure_rate", "ontime_rate");
+      var score = r.score !== undefined ? r.score : pick(r, "closure_rate", "ontime_rate");
       tb.appendChild(CB.el("tr", null,
         CB.el("td", null, String(i + 1)),
         CB.el("td", null, CB.name(r) || CB.name(r, "org_name") || r.org_code || ""),
         CB.el("td", {class: "n"}, CB.num(pick(r, "cases", "count", "total"))),
-        CB.el("td", {class: "n"}, score === undefined ? "" : (score <= 1 ? CB.pct(score) : Number(score).toFixed(1)))));
+        CB.el("td", {class: "n"}, score === undefined || score === null ? "—" : (score <= 1 ? CB.pct(score) : Number(score).toFixed(1)))));
     });
   }
 
