@@ -67,7 +67,7 @@ class PublicCaseIn(BaseModel):
     name: str | None = Field(default=None, max_length=60)
     title: str = Field(min_length=2, max_length=200)
     description: str = Field(default="", max_length=5000)
-    category_code: str = Field(max_length=12)
+    category_code: str = Field(max_length=12, description='a class of the active dictionary, or "other" (其他)')
     lon: float | None = Field(default=None, ge=-180, le=180)
     lat: float | None = Field(default=None, ge=-90, le=90)
     address: str | None = Field(default=None, max_length=300)

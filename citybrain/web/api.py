@@ -183,7 +183,8 @@ def switch_language(code: str, next: str | None = None) -> Response:
 @router.get("/citizen", response_class=HTMLResponse, include_in_schema=False)
 def citizen_report(request: Request, db: ReadDB, who: Principal = Depends(page_principal)) -> Response:
     """Citizen report page (no login); the category picker is filled on the server."""
-    return render(request, "citizen.html", who, active="citizen", categories=service.report_categories(db))
+    return render(request, "citizen.html", who, active="citizen",
+                  categories=service.citizen_categories(db, lang=i18n.page_language(request)))
 
 
 @router.get("/citizen/track", response_class=HTMLResponse, include_in_schema=False)

@@ -1,6 +1,7 @@
 """What reporters may send: photos and attachments only as this system's uploads; citizens only inside the district."""
 
 import datetime as dt
+import re
 
 import pytest
 
@@ -113,3 +114,20 @@ def test_unplaced_cases_and_empty_groups_get_no_score(client, cdb, as_role):
                             "valid_callbacks", "contacted", "resolved", "satisfied", "basic")}
     assert analytics.indicators(empty, kind="dept")["score"] is None  # nothing to rate: no 100
     assert analytics.indicators({**empty, "dispatched": 2, "closed": 1}, kind="dept")["score"] is not None
+
+
+def test_citizen_picks_from_a_short_plain_list_and_other_goes_to_the_centre(client, cdb, as_role):
+    html = client.get("/citizen").text
+    options = re.findall(r'<option value="([^"]*)"[^>]*>([^<]*)</option>', html)
+    codes = [c for c, _name in options if c]
+    assert 5 <= len(codes) <= 20 and codes[-1] == "other" and "垃圾堆积、乱倒垃圾" in html and "其他问题" in html
+    assert "停车场" not in html and "立体车库" not in html  # not the 404 classes of the standard
+    en = client.get("/citizen", cookies={"lang": "en"}).text
+    assert "Rubbish piled up or dumped" in en and "Something else" in en
+    r = client.post("/api/v1/public/cases", json=_citizen(category_code="other", title="其他问题 · 小区门口"))
+    assert r.status_code == 201, r.text
+    op = as_role("operator")
+    d = client.get(f"/api/v1/cases/{r.json()['id']}", headers=op).json()
+    assert d["category_code"] is None and d["hotline_type"] == "02" and d["status"] == "reported"
+    filed = client.post(f"/api/v1/cases/{d['id']}/actions/file", json={"comment": "符合立案条件"}, headers=op).json()
+    assert filed["status"] == "filed" and filed["queue"] == "manual"  # the centre classifies and dispatches it
