@@ -117,3 +117,16 @@ DEMO_USERS: tuple[DemoUser, ...] = (
 def department(short: str) -> Department:
     """The demo department with this short name (e.g. "水务")."""
     return next(d for d in DEPARTMENTS if d.short == short)
+
+
+def demo_photo(rgb: tuple[int, int, int] = (120, 150, 110), size: int = 48) -> bytes:
+    """A small solid-colour PNG: the demo's stand-in for a scene photo (uploaded like a real one)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    row = b"\x00" + bytes(rgb) * size
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(row * size)) + chunk(b"IEND", b""))

@@ -127,8 +127,11 @@ def indicators(row: dict[str, int], *, kind: str) -> dict[str, Any]:
         score = ((100 - _pct(r["public_report_rate"]) if r["public_report_rate"] is not None else 100.0) * 0.1
                  + filed_count_score(r["filed"]) * 0.2 + _pct(r["closure_rate"]) * 0.3
                  + _pct(r["on_time_closure_rate"]) * 0.4)
-    r["score"] = round(score, 2)
-    r["grade"] = grade(r["score"])
+    rated = (("closure_rate", "on_time_handling_rate", "rework_rate") if kind == "dept"
+             else ("public_report_rate", "closure_rate", "on_time_closure_rate"))
+    # nothing to rate (every rate of the formula has an empty base): no score rather than full marks
+    r["score"] = round(score, 2) if any(r[k] is not None for k in rated) else None
+    r["grade"] = grade(r["score"]) if r["score"] is not None else None
     return r
 
 
@@ -186,11 +189,13 @@ def evaluate(session: Session, *, principal: Principal, group_by: str = "dept", 
             rows.append(d)
     for d in rows:
         d["name"] = _name(session, group_by, d["key"])
+        if d["key"] is None and group_by != "all":  # the cases with no department or place: listed, never ranked
+            d["score"] = d["grade"] = None
         if d["key"] is None:
             d["name_en"] = "Not dispatched / not located" if group_by != "all" else "District"
         elif group_by in ("dept", "town", "community"):
             d["name_en"] = _org_names(session, d["key"])[1]
-    rows.sort(key=lambda d: (d["key"] is None, -d["score"], str(d["key"])))
+    rows.sort(key=lambda d: (d["key"] is None, d["score"] is None, -(d["score"] or 0), str(d["key"])))
     return {"group_by": group_by, "start": start, "end": end, "rows": rows}
 
 
@@ -232,7 +237,9 @@ def _gridworkers(session: Session, start: dt.datetime, end: dt.datetime, scope) 
         d["score"] = round(_pct(d["filing_rate"]) * 0.4 + (100 - _pct(d["missed_rate"]) if d["missed_rate"]
                                                            is not None else 100.0) * 0.2
                            + _pct(d["on_time_verify_rate"]) * 0.4, 2)
-        d["grade"] = grade(d["score"])
+        if d["filing_rate"] is None and d["missed_rate"] is None and d["on_time_verify_rate"] is None:
+            d["score"] = None  # nothing to rate
+        d["grade"] = grade(d["score"]) if d["score"] is not None else None
         out.append(d)
     return out
 
@@ -340,7 +347,7 @@ def ioc_summary(session: Session, *, principal: Principal) -> dict[str, Any]:
             out.append({"org_id": key, "name": name, "name_en": name_en, "score": r["score"], "grade": r["grade"],
                         "closure_rate": r["closure_rate"], "on_time_rate": r["on_time_closure_rate"],
                         "satisfaction_rate": r["satisfaction_rate"], "cases": r["reported"]})
-        out.sort(key=lambda d: (-d["score"], str(d["org_id"])))
+        out.sort(key=lambda d: (d["score"] is None, -(d["score"] or 0), str(d["org_id"])))
         return out
 
     return {

@@ -305,8 +305,10 @@ def _limit(request: Request, phone: str | None) -> None:
              summary="市民反映问题 Citizen report (no login)")
 def public_report(request: Request, body: PublicCaseIn, db: WriteDB) -> ReportedOut:
     _limit(request, body.phone)
+    service.check_public_location(db, lon=body.lon, lat=body.lat)
+    other = body.category_code == "other"  # "其他": no class; the command centre classifies it (12345 02 求助)
     case = service.report(db, principal=ANONYMOUS, source="web", title=body.title, description=body.description,
-                          category_code=body.category_code, lon=body.lon, lat=body.lat, address=body.address,
+                          category_code=None if other else body.category_code, hotline_type="02" if other else None, lon=body.lon, lat=body.lat, address=body.address,
                           reporter_name=body.name, reporter_phone=body.phone, photos=body.photos)
     return _reported(case, _lang(request))
 

@@ -9,7 +9,7 @@ import random
 
 from sqlalchemy import func, select
 
-from citybrain import clock, context
+from citybrain import clock, context, modules
 from citybrain import demo_district as dd
 from citybrain.cases import service
 from citybrain.cases.models import Case, DeptAlias, Responsibility
@@ -95,15 +95,45 @@ def _users(db: Database) -> dict[str, int]:
     return out
 
 
+# The simulator's own people (citybrain.sim.cases), so it never works as the accounts the README gives users.
+SIM_USERS: tuple[tuple[str, str, str, str], ...] = (
+    ("sim-operator", "模拟坐席", "operator", "D-YXZX"),
+    ("sim-leader", "模拟领导", "leader", dd.GOV_CODE),
+)
+
+
+def sim_users(db: Database) -> None:
+    """Create the simulator's command-centre operator and leader (idempotent)."""
+    password = get_settings().demo_password
+    with db.write() as s:
+        for username, real_name, role, org_code in SIM_USERS:
+            org = identity.org_by_code(s, code=org_code)
+            if org is None or identity.user_by_username(s, username=username) is not None:
+                continue
+            identity.create_user(s, username=username, real_name=real_name, password=password, org_id=org.id,
+                                 phone=None, roles=[role])
+
+
 def _principal(db: Database, username: str):
     with db.read() as s:
         u = identity.user_by_username(s, username=username)
         return identity.principal_for_user(s, user=u) if u else None
 
 
+def _demo_photos(db: Database) -> list[str]:
+    """Stand-in scene photos (a few colours) stored as uploads, as their urls; [] without the web module."""
+    web = modules.part("web", "service")
+    if web is None:
+        return []
+    with db.write() as s:
+        return [web.store_attachment(s, data=dd.demo_photo(rgb), filename=f"demo-{n}.png", principal=SYSTEM)["url"]
+                for n, rgb in enumerate(((132, 150, 104), (150, 140, 120), (96, 120, 150), (160, 120, 96)))]
+
+
 def seed(db: Database, *, days: int = 30, per_day: int = 12, rng_seed: int = 4) -> None:
     """Seed the demo's configuration, users and case history (skipped when cases already exist)."""
     seed_config(db)
+    sim_users(db)
     with db.read() as s:
         if s.scalar(select(func.count()).select_from(Case)):
             return
@@ -132,6 +162,11 @@ def seed(db: Database, *, days: int = 30, per_day: int = 12, rng_seed: int = 4) 
         if username not in cache:
             cache[username] = _principal(db, username) or operator
         return cache[username]
+
+    urls = _demo_photos(db)
+
+    def photo(i: int) -> list[str]:
+        return urls[i % len(urls):][:1] if urls else []
 
     real_now = clock.now()
     start = (real_now - dt.timedelta(days=days)).astimezone(CST).replace(hour=8, minute=0, second=0, microsecond=0)
@@ -172,7 +207,7 @@ def seed(db: Database, *, days: int = 30, per_day: int = 12, rng_seed: int = 4) 
                     case = service.report(s, principal=reporter, source="patrol", title=title, category_code=code,
                                           lon=round(lon, 6), lat=round(lat, 6), grid_code=grid,
                                           address=f"{community.name}{rnd.randint(1, 200)}号附近",
-                                          photos=[f"demo/patrol/{i}.jpg"])
+                                          photos=photo(i))
                 elif kind < 0.85:
                     htype, code, text = rnd.choice(HOTLINE_TEXTS)
                     case = service.report(s, principal=operator, source="hotline", title=text, hotline_type=htype,
@@ -194,7 +229,7 @@ def seed(db: Database, *, days: int = 30, per_day: int = 12, rng_seed: int = 4) 
                                           reporter_phone=f"137{rnd.randint(10000000, 99999999)}")
                 case_id = case.id if case is not None else None
             if case_id is not None:
-                _walk(db, rnd, case_id, at, who, handlers, gridworkers, operator, leader, real_now)
+                _walk(db, rnd, case_id, at, who, handlers, gridworkers, operator, leader, real_now, urls)
         # a cluster the hotspot detector flags: 暴露垃圾 around a market over the last day
         market = (113.5612, 22.7893)
         gw = who(gridworkers.get(next(iter(gridworkers))) if gridworkers else None)
@@ -205,14 +240,14 @@ def seed(db: Database, *, days: int = 30, per_day: int = 12, rng_seed: int = 4) 
                                lon=market[0] + rnd.uniform(-0.0008, 0.0008), lat=market[1] + rnd.uniform(-0.0008, 0.0008),
                                grid_code=None if service._geo_service() else f"{dd.COMMUNITIES[1].code}001",
                                address="农贸市场周边",
-                               photos=[f"demo/market-{k}.jpg"], auto_file=True)
+                               photos=photo(k), auto_file=True)
     finally:
         clock.reset()
     with db.write() as s:
         service.sweep(s)
 
 
-def _walk(db, rnd, case_id, at, who, handlers, gridworkers, operator, leader, real_now) -> None:
+def _walk(db, rnd, case_id, at, who, handlers, gridworkers, operator, leader, real_now, urls) -> None:
     """Move one case along its life at plausible times (stopping at the present)."""
     t = at
 
@@ -269,7 +304,7 @@ def _walk(db, rnd, case_id, at, who, handlers, gridworkers, operator, leader, re
         do("supervise", leader, comment="请加快办理", level=2)
     if not step(limit_min * (rnd.uniform(1.2, 3.0) if slow else rnd.uniform(0.1, 0.7))):
         return
-    do("handle", handler, comment="已处置完毕", attachments=["demo/after.jpg"])
+    do("handle", handler, comment="已处置完毕", attachments=urls[1:2])
     c = case()
     verifier = who(gridworkers.get(c.community_org_id)) if c.community_org_id in gridworkers else operator
     if not step(rnd.uniform(20, 300)):
@@ -278,7 +313,7 @@ def _walk(db, rnd, case_id, at, who, handlers, gridworkers, operator, leader, re
         do("rework", verifier, comment="现场仍有问题，返工")
         if not step(rnd.uniform(60, 600)):
             return
-        do("handle", handler, comment="已重新处置", attachments=["demo/after2.jpg"])
+        do("handle", handler, comment="已重新处置", attachments=urls[2:3])
         if not step(rnd.uniform(20, 200)):
             return
     do("verify", verifier, comment="现场核查已处置")

@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 Source = Literal["patrol", "hotline", "video", "superior", "api"]
 Satisfaction = Literal["satisfied", "basic", "dissatisfied"]
-Photo = Field(max_length=500)
+
+# A photo or attachment is the address of a file uploaded to this system (POST /api/v1/attachments answers it
+# as `url`: the path and the file's SHA-256). Anything else — another host, `//host/...`, a data: URL — would
+# make the staff's browsers fetch it when they open the case.
+ATTACHMENT_URL = re.compile(r"/api/v1/attachments/[0-9a-f]{64}")
+
+
+def _own_attachment(value: str) -> str:
+    if not ATTACHMENT_URL.fullmatch(value):
+        raise ValueError("照片/附件须为本系统上传的附件地址（POST /api/v1/attachments 返回的 url）; "
+                         "must be the url of a file uploaded with POST /api/v1/attachments")
+    return value
+
+
+AttachmentUrl = Annotated[str, Field(max_length=100, json_schema_extra={"pattern": "^" + ATTACHMENT_URL.pattern + "$"},
+                                      description="url answered by POST /api/v1/attachments"),
+                          AfterValidator(_own_attachment)]
 
 
 class CaseIn(BaseModel):
@@ -28,7 +45,7 @@ class CaseIn(BaseModel):
     grid_code: str | None = Field(default=None, max_length=20, pattern=r"^\d{14,15}$")
     reporter_name: str | None = Field(default=None, max_length=60)
     reporter_phone: str | None = Field(default=None, pattern=r"^1[3-9]\d{9}$|^0\d{2,3}-?\d{7,8}$")
-    photos: list[str] = Field(default_factory=list, max_length=20)
+    photos: list[AttachmentUrl] = Field(default_factory=list, max_length=20)
     external_ref: str | None = Field(default=None, max_length=120, description="idempotency key of the sender")
     urgent: bool | None = None
     auto_file: bool | None = Field(default=None, description="file (and dispatch) at once; default by source")
@@ -50,11 +67,11 @@ class PublicCaseIn(BaseModel):
     name: str | None = Field(default=None, max_length=60)
     title: str = Field(min_length=2, max_length=200)
     description: str = Field(default="", max_length=5000)
-    category_code: str = Field(max_length=12)
+    category_code: str = Field(max_length=12, description='a class of the active dictionary, or "other" (其他)')
     lon: float | None = Field(default=None, ge=-180, le=180)
     lat: float | None = Field(default=None, ge=-90, le=90)
     address: str | None = Field(default=None, max_length=300)
-    photos: list[str] = Field(default_factory=list, max_length=9)
+    photos: list[AttachmentUrl] = Field(default_factory=list, max_length=9)
 
 
 class TrackIn(BaseModel):
@@ -78,7 +95,7 @@ class ActionIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     comment: str | None = Field(default=None, max_length=2000)
-    attachments: list[str] = Field(default_factory=list, max_length=20)
+    attachments: list[AttachmentUrl] = Field(default_factory=list, max_length=20)
     dept_org_id: int | None = None
     unit_org_id: int | None = None
     target_case_id: int | None = None

@@ -430,6 +430,25 @@ def _geo_service() -> Any:
     return _geo[0]
 
 
+def _outside_grids(session: Session, case: Case) -> bool:
+    """True when the case has a position that no unit grid covers, on a map that has a district outline."""
+    if case.grid_code or case.lon is None or case.lat is None:
+        return False
+    geo = _geo_service()
+    return geo is not None and geo.in_service_area(session, lon=case.lon, lat=case.lat) is not None
+
+
+def check_public_location(session: Session, *, lon: float | None, lat: float | None) -> None:
+    """A citizen's report must lie in the district: 422 naming lon and lat otherwise (no outline loaded: no check)."""
+    geo = _geo_service()
+    if lon is None or lat is None or geo is None or geo.in_service_area(session, lon=lon, lat=lat) is not False:
+        return
+    raise Invalid("反映问题的位置不在本区辖区内，请在地图上重新选择问题所在位置",
+                  "The location is outside this district; choose the place of the problem on the map again",
+                  errors=[{"field": "lon", "message": "outside the district"},
+                          {"field": "lat", "message": "outside the district"}], code="outside_district")
+
+
 def _locate(session: Session, lon: float | None, lat: float | None) -> dict[str, Any] | None:
     if lon is None or lat is None:
         return None
@@ -871,7 +890,8 @@ def report_batch(session: Session, *, principal: Principal, items: list[dict[str
             case.status, case.filed_at = "filed", now
             steps.append(("file", "reported", "filed", "按规则自动立案"))
             dept, unit, how = (item["dept_org_id"], None, "given") if item.get("dept_org_id") else \
-                (resolve_for_case(session, case) if rules["auto_dispatch"] else (None, None, "manual"))
+                (resolve_for_case(session, case) if rules["auto_dispatch"] and not _outside_grids(session, case)
+                 else (None, None, "manual"))
             if dept is None:
                 case.queue = "manual"
             else:
@@ -953,6 +973,12 @@ def _file(session: Session, case: Case, principal: Principal, *, comment: str | 
         return
     if not rules["auto_dispatch"]:
         case.queue = "manual"
+        return
+    if _outside_grids(session, case):
+        case.queue = "manual"  # no grid, so no community or town to match: the centre checks the place first
+        _notify(session, case=case, kind="manual_queue", org_id=command_center_org_id(session),
+                zh=f"案件 {case.ticket} 的位置不在任何单元网格内，请核实位置后人工派遣",
+                en=f"Case {case.ticket} lies outside every unit grid; check the place and dispatch it manually")
         return
     dept, unit, how = resolve_for_case(session, case)
     if dept is None:
@@ -1524,7 +1550,10 @@ def on_alarm_raised(session: Session, *, payload: dict[str, Any]) -> Case | None
         if org.type in ("department", "external"):
             dept = org.id
             break
-    title = f"{payload.get('rule_name') or '物联告警'}：{payload.get('message_zh') or device}"
+    rule_name = payload.get("rule_name") or "物联告警"
+    message = payload.get("message_zh") or ""
+    # the alarm text already names the rule (【严重】设备（编码）规则：…); otherwise "规则：设备"
+    title = (message if rule_name in message else f"{rule_name}：{message or device}")[:200]
     case = report(session, principal=SYSTEM, source="iot", title=title,
                   description=f"设备 {device} 告警（规则 {payload.get('rule_name') or rule}，{payload.get('property')}="
                               f"{payload.get('value')}，级别 {severity}）。{payload.get('message_en') or ''}",

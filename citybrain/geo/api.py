@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
 from citybrain.context import Principal
@@ -14,6 +14,8 @@ from citybrain.geo import service
 from citybrain.geo.schemas import Feature, FeatureCollection, GeoJSONIn, ImportReport, LocateOut, RejectDetail
 
 router = APIRouter(prefix="/api/v1/geo", tags=["geo 时空一张图"])
+public_router = APIRouter(prefix="/api/v1/public/geo", tags=["geo 时空一张图"])
+routers = [router, public_router]
 # Reading the map: `geo.read`, or `geo.manage` (the administrator who maintains it may look at it).
 GeoReader = Annotated[Principal, Depends(require_any("geo.read", "geo.manage"))]
 _NUM = r" *[-+]?\d{1,3}(\.\d{0,17})?([eE][-+]?\d{1,2})? *"
@@ -103,3 +105,16 @@ def imports(db: ReadDB, _who: Annotated[Principal, Depends(require("geo.manage")
             summary="被拒要素 Features an import rejected, with reasons")
 def rejected(import_id: Annotated[int, Path(ge=1, le=2**31 - 1)], db: ReadDB, _who: Annotated[Principal, Depends(require("geo.manage"))]) -> list[dict]:
     return service.import_rejects(db, import_id=import_id)
+
+
+@public_router.get("/outline", response_model=FeatureCollection,
+                   summary="辖区边界（公开）The district and town boundaries with names, no login (for the citizen pages)")
+def outline(request: Request, db: ReadDB) -> Response:
+    """Boundaries, codes and names of the district and its towns only; cached by the browser and revalidated
+    with the map revision (ETag)."""
+    body, rev = service.public_outline(db)
+    etag = f'"{rev}"'
+    headers = {"ETag": etag, "Cache-Control": "public, max-age=300"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)

@@ -292,6 +292,50 @@ def areas_geojson(session: Session, *, level: str | None = None, parent_code: st
             "features": [_feature(a.code, a.geojson, _area_props(a)) for a in session.scalars(q)]}
 
 
+# --- the public outline and the service area ---------------------------------------------------------------------
+
+_outlines: OrderedDict[str, tuple[bytes, Any]] = OrderedDict()
+
+
+def _outline(session: Session) -> tuple[bytes, Any]:
+    """(GeoJSON bytes of the district and towns with code and names only, the district's prepared shape or None),
+    built once per map revision."""
+    rev = _revision(session)
+    hit = _outlines.get(rev)
+    if hit is not None:
+        return hit
+    rows = session.execute(select(Area.code, Area.name, Area.name_en, Area.level, Area.parent_code, Area.geojson)
+                           .where(Area.level.in_(("district", "town"))).order_by(Area.code)).all()
+    doc = {"type": "FeatureCollection", "features": [
+        _feature(r.code, r.geojson, {"code": r.code, "name": r.name, "name_en": r.name_en, "level": r.level,
+                                     "parent_code": r.parent_code}) for r in rows]}
+    parts = [r.geojson for r in rows if r.level == "district"] or [r.geojson for r in rows]
+    area = shapely.union_all(shapely.from_geojson(parts)) if parts else None
+    if area is not None:
+        shapely.prepare(area)
+    hit = (orjson.dumps(doc), area)
+    with _index_lock:
+        _outlines[rev] = hit
+        while len(_outlines) > 4:
+            _outlines.popitem(last=False)
+    return hit
+
+
+def public_outline(session: Session) -> tuple[bytes, str]:
+    """The district and town boundaries with their codes and names (nothing else) as GeoJSON bytes, and an ETag:
+    what the citizen pages draw without a login."""
+    return _outline(session)[0], _revision(session)
+
+
+def in_service_area(session: Session, *, lon: float, lat: float) -> bool | None:
+    """Whether a WGS84 point lies in the district (its boundary counts as inside); None when no district or town
+    boundary is loaded (nothing to check against)."""
+    area = _outline(session)[1]
+    if area is None:
+        return None
+    return bool(area.intersects(shapely.Point(float(lon), float(lat))))
+
+
 def grid_codes_under(session: Session, *, area_code: str) -> list[str]:
     """Codes of the grids inside a district (6 digits), town (9), community (12), or the grid itself (15)."""
     code = (area_code or "").strip()
@@ -363,6 +407,7 @@ def store_areas(session: Session, *, areas: Iterable[dict[str, Any]]) -> int:
         session.execute(delete(Area).where(Area.code.in_(chunk)))
     session.execute(insert(Area), rows)
     _sync_postgis(session, "geo_area", codes)
+    _bump_revision(session)  # the outline (public map, service-area check) follows the areas
     return len(rows)
 
 

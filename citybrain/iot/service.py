@@ -1294,6 +1294,11 @@ def _fmt(v: float | None) -> str:
     return f"{v:.3f}".rstrip("0").rstrip(".")
 
 
+def _qty(v: float | None, unit: str) -> str:
+    """A value with its unit, spaced as written (`275 µg/m³`, `2.1 m`; `85%` and `5°` stay joined)."""
+    return f"{_fmt(v)}{unit}" if not unit or unit in ("%", "°") else f"{_fmt(v)} {unit}"
+
+
 def _describe(r: RuleInfo, info: DevInfo, v: float | None) -> tuple[str, str]:
     p = info.model.prop(r.prop)
     unit = p.unit if p else ""
@@ -1303,15 +1308,15 @@ def _describe(r: RuleInfo, info: DevInfo, v: float | None) -> tuple[str, str]:
         return (f"【{sev_zh}】{info.name}（{info.code}）{r.name}：超过{r.duration_ms // 60000}分钟未上报{pname}",
                 f"[{sev_en}] {info.code}: {r.name_en}: no {pname_en} for {r.duration_ms // 60000} min")
     if r.op in ("between", "outside"):
-        limit = f"{_fmt(r.t1)}–{_fmt(r.t2)}{unit}"
+        limit = f"{_fmt(r.t1)}–{_qty(r.t2, unit)}"
     else:
-        limit = f"{r.op}{_fmt(r.t1)}{unit}"
+        limit = f"{r.op}{_qty(r.t1, unit)}"
     if r.kind == "rate":
         limit += "/分钟"
     dur_zh = f"持续{r.duration_ms // 60000}分钟" if r.kind == "duration" else ""
     dur_en = f" for {r.duration_ms // 60000} min" if r.kind == "duration" else ""
-    return (f"【{sev_zh}】{info.name}（{info.code}）{r.name}：{pname}{_fmt(v)}{unit}（阈值{limit}{dur_zh}）",
-            f"[{sev_en}] {info.code}: {r.name_en}: {pname_en} {_fmt(v)}{unit} (limit {limit.replace('/分钟', '/min')}"
+    return (f"【{sev_zh}】{info.name}（{info.code}）{r.name}：{pname} {_qty(v, unit)}（阈值{limit}{dur_zh}）",
+            f"[{sev_en}] {info.code}: {r.name_en}: {pname_en} {_qty(v, unit)} (limit {limit.replace('/分钟', '/min')}"
             f"{dur_en})")
 
 

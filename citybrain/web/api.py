@@ -7,8 +7,9 @@ without the right gets a 403 page, not just a hidden link.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Depends, File, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -64,7 +65,32 @@ def render(request: Request, template: str, who: Principal, *, active: str = "",
         status_code=status,
     )
     resp.headers["Cache-Control"] = "no-store"
+    resp.headers["Content-Security-Policy"] = content_security_policy(settings.tile_url)
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    resp.headers["Referrer-Policy"] = "same-origin"
     return resp
+
+
+def _tile_source(tile_url: str | None) -> str:
+    """The CSP source of the optional tile server (`https://t{s}.example.cn/...` -> `https://*.example.cn`)."""
+    if not tile_url:
+        return ""
+    parts = urlsplit(tile_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return ""
+    host = parts.netloc.rsplit("@", 1)[-1]
+    if "{" in host:  # a {s} subdomain template: allow the parent domain's subdomains
+        host = "*." + host.split(".", 1)[1] if "." in host else ""
+    return f" {parts.scheme}://{host}" if host and "{" not in host else ""
+
+
+@lru_cache(maxsize=8)
+def content_security_policy(tile_url: str | None) -> str:
+    """The pages' CSP: scripts, styles, images and API calls from this server only (photos are uploads here;
+    inline style attributes are allowed, inline scripts are not); map tiles also from the configured tile server."""
+    return ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+            f"img-src 'self' data: blob:{_tile_source(tile_url)}; connect-src 'self'; font-src 'self' data:; "
+            "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'self'")
 
 
 def _gate(request: Request, who: Principal, needed: tuple[str, ...]) -> Response | None:
@@ -157,7 +183,8 @@ def switch_language(code: str, next: str | None = None) -> Response:
 @router.get("/citizen", response_class=HTMLResponse, include_in_schema=False)
 def citizen_report(request: Request, db: ReadDB, who: Principal = Depends(page_principal)) -> Response:
     """Citizen report page (no login); the category picker is filled on the server."""
-    return render(request, "citizen.html", who, active="citizen", categories=service.report_categories(db))
+    return render(request, "citizen.html", who, active="citizen",
+                  categories=service.citizen_categories(db, lang=i18n.page_language(request)))
 
 
 @router.get("/citizen/track", response_class=HTMLResponse, include_in_schema=False)

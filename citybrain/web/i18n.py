@@ -156,7 +156,11 @@ TEXT: dict[str, tuple[str, str]] = {
     "ioc.rank_town": ("镇街排名", "Towns"),
     "ioc.live": ("实时动态", "Live feed"),
     "ioc.live.off": ("实时推送未接入", "Live feed not connected"),
-    "ioc.sev": ("级", "level"),
+    # alarm severity (docs/iot.md; colours after the national four-level convention: red, orange, yellow, blue)
+    "sev.1": ("一般", "Minor"),
+    "sev.2": ("较重", "Major"),
+    "sev.3": ("严重", "Serious"),
+    "sev.4": ("特别严重", "Critical"),
     "ioc.reported": ("新上报", "new"),
     "ioc.closed": ("结案", "closed"),
     # map
@@ -202,6 +206,9 @@ TEXT: dict[str, tuple[str, str]] = {
     "cockpit.overdue": ("超期与督办案件", "Overdue and supervised cases"),
     "cockpit.score": ("得分", "Score"),
     "cockpit.cases": ("案件数", "Cases"),
+    "cockpit.reports": ("上报数", "Reports"),
+    "cockpit.filing_rate": ("有效上报率", "Valid reports"),
+    "cockpit.verify_rate": ("按时核查率", "Checked on time"),
     "cockpit.trend": ("案件趋势（近30天）", "Cases, last 30 days"),
     # citizen
     "citizen.title": ("市民随手拍", "Report a problem"),

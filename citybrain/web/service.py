@@ -295,6 +295,40 @@ def report_categories(session: Session) -> list[dict[str, Any]]:
     return out
 
 
+# What citizens pick from: common problems in plain words, each mapped to a class of the standard dictionary
+# (GB/T 47678.5 事项); "其他" goes in without a class (12345 诉求类型 02 求助) and the command centre classifies it.
+OTHER = "other"
+CITIZEN_TYPES: tuple[tuple[str, str, str], ...] = (
+    ("06010", "垃圾堆积、乱倒垃圾", "Rubbish piled up or dumped"),
+    ("06042", "垃圾桶、垃圾站满溢", "Overflowing bins"),
+    ("06012", "道路脏乱不洁", "Dirty street"),
+    ("06013", "道路、人行道破损", "Damaged road or pavement"),
+    ("01002", "井盖缺失、破损", "Missing or broken manhole cover"),
+    ("01037", "路灯不亮、损坏", "Street light out or broken"),
+    ("09009", "机动车乱停放", "Illegally parked car"),
+    ("09010", "共享单车、电动车乱停放", "Bikes or scooters blocking the way"),
+    ("09006", "占道经营、流动摊贩", "Street stalls blocking the way"),
+    ("07001", "小广告、乱张贴", "Flyers and posters"),
+    ("06028", "噪声扰民", "Noise"),
+    ("06027", "油烟污染", "Cooking fumes"),
+    ("06036", "乱堆杂物", "Clutter piled in public space"),
+    ("06001", "私搭乱建", "Illegal structure"),
+    ("06051", "盲道被占、缺损", "Tactile paving blocked or damaged"),
+)
+
+
+def citizen_categories(session: Session, *, lang: str) -> list[dict[str, Any]]:
+    """The citizen report's short list (those of its classes the active dictionary has) and "其他" last."""
+    svc = modules.part("cases", "service")
+    if svc is None:
+        return []
+    en = lang == "en"
+    out = [{"code": code, "name": name_en if en else name, "kind": "event", "big_name": ""}
+           for code, name, name_en in CITIZEN_TYPES if svc.find_category(session, code=code, kind="event") is not None]
+    out.append({"code": OTHER, "name": "Something else" if en else "其他问题", "kind": "", "big_name": ""})
+    return out
+
+
 def dispatch_suggestion(session: Session, *, case_id: int, principal: Principal) -> dict[str, Any]:
     """The department the responsibility matrix suggests for a case (the one auto-dispatch would pick)."""
     from citybrain.errors import NotFound

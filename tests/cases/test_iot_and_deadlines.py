@@ -49,6 +49,17 @@ def test_one_alarm_one_case_however_often_it_repeats(cdb, org):
         assert s.scalar(select(func.count()).select_from(CaseEvent).where(CaseEvent.action == "alarm_cleared")) == 1
 
 
+def test_iot_case_title_names_the_rule_once(cdb):
+    text = "【严重】倾角计（44011501100000001）结构X向倾斜超限：X向倾角 1.6°（阈值>1°）"
+    publish(cdb, "iot.alarm.raised", alarm(7, rule_id="tilt_x", rule_name="结构X向倾斜超限", message_zh=text,
+                                           device_code="44011501100000001"))
+    publish(cdb, "iot.alarm.raised", alarm(8, rule_id="r8", rule_name="积水超警戒", message_zh="水位 2.1 m",
+                                           device_code="44011501067000009"))
+    with cdb.read() as s:
+        titles = dict(s.execute(select(Case.rule_id, Case.title).where(Case.source == "iot")).all())
+    assert titles == {"tilt_x": text, "r8": "积水超警戒：水位 2.1 m"}
+
+
 def test_new_alarm_after_closure_opens_a_new_case(cdb, who):
     publish(cdb, "iot.alarm.raised", alarm(1))
     with cdb.write() as s:

@@ -14,7 +14,7 @@ GRID = "440115001001001"  # a grid in 金洲社区 (the demo grid worker's commu
 
 def report(client, h, **kw):
     body = {"source": "patrol", "title": "道路破损", "category_code": "06013", "lon": 113.55, "lat": 22.78,
-            "grid_code": GRID, "photos": ["p/1.jpg"]}
+            "grid_code": GRID, "photos": ["/api/v1/attachments/" + "a1" * 32]}
     body.update(kw)
     r = client.post("/api/v1/cases", json=body, headers=h)
     assert r.status_code == 201, r.text
@@ -47,7 +47,7 @@ def test_full_path_each_role_and_audit(client, cdb, as_role, org):
     act(client, hd, cid, "accept")
     tick()
     act(client, hd, cid, "handle", expect=422)  # handling needs a comment
-    act(client, hd, cid, "handle", comment="已修补路面", attachments=["after.jpg"])
+    act(client, hd, cid, "handle", comment="已修补路面", attachments=["/api/v1/attachments/" + "b2" * 32])
     tick()
     d = act(client, gw, cid, "verify", comment="现场已修复")
     assert d["status"] == "verified"

@@ -109,3 +109,29 @@ def test_import_over_http(client, as_role):
     assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
     r = client.post("/api/v1/geo/import/areas", content=b"{", headers={**h, "content-type": "application/json"})
     assert r.status_code == 422
+
+
+def test_public_outline_needs_no_login_and_shows_only_boundaries_and_names(client, db):
+    from citybrain.geo import service
+
+    r = client.get("/api/v1/public/geo/outline")
+    assert r.status_code == 200 and r.headers["cache-control"] == "public, max-age=300"
+    doc = r.json()
+    levels = {f["properties"]["code"]: f["properties"]["level"] for f in doc["features"]}
+    assert levels == {dd.DISTRICT_CODE: "district", **{t.code: "town" for t in dd.TOWNS}}  # no communities, no grids
+    assert all(set(f["properties"]) == {"code", "name", "name_en", "level", "parent_code"} for f in doc["features"])
+    assert all(shape(f["geometry"]).is_valid for f in doc["features"])
+    again = client.get("/api/v1/public/geo/outline", headers={"If-None-Match": r.headers["etag"]})
+    assert again.status_code == 304 and again.content == b""
+    # the service area: inside the district, outside it, and nothing loaded to check against
+    with db.read() as s:
+        assert service.in_service_area(s, lon=dd.CENTER[0], lat=dd.CENTER[1]) is True
+        assert service.in_service_area(s, lon=0, lat=0) is False
+    # a changed map is a new revision: the browser's copy is no longer current
+    with db.write() as s:
+        service.store_areas(s, areas=[{"code": "440115199", "name": "测试镇", "level": "town", "parent_code": "440115",
+                                       "geometry": {"type": "Polygon", "coordinates": [[[120, 30], [120.01, 30],
+                                                                                        [120.01, 30.01], [120, 30]]]}}])
+        s.commit()
+    fresh = client.get("/api/v1/public/geo/outline", headers={"If-None-Match": r.headers["etag"]})
+    assert fresh.status_code == 200 and "440115199" in {f["id"] for f in fresh.json()["features"]}

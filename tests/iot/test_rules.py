@@ -53,6 +53,9 @@ def test_threshold_alarm_with_hysteresis_and_no_flood(client, db, register, send
     ev = raised[0]
     assert ev["device_code"] == code and ev["property"] == "lel" and ev["value"] == 25
     assert ev["org_ids"] and ev["category_hint"] == "01011" and ev["message_zh"] and ev["message_en"]
+    # name, value and unit are spaced as written (not "可燃气体浓度25%LEL")
+    assert "可燃气体浓度 25 %LEL（阈值>20 %LEL）" in ev["message_zh"]
+    assert "Gas concentration 25 %LEL (limit >20 %LEL)" in ev["message_en"]
     assert {"alarm_id", "rule_id", "rule_name", "lon", "lat", "grid_code", "at"} <= ev.keys()
     assert len(_events(db, "iot.alarm.cleared")) == 1
 

@@ -136,6 +136,7 @@ class Pages:
         self.server = server
         self.requests: list[str] = []
         self.contexts = []
+        self.csp_violations: list[str] = []  # console reports of the pages' Content-Security-Policy
 
     def new(self, role: str | None = None, *, lang: str | None = None, mobile: bool = False,
             viewport: tuple[int, int] = (1440, 900)):
@@ -161,6 +162,8 @@ class Pages:
         if lang:
             ctx.add_cookies([{"name": "lang", "value": lang, "url": self.server.base}])
         page = ctx.new_page()
+        page.on("console", lambda msg: self.csp_violations.append(msg.text)
+                if "Content Security Policy" in msg.text else None)
         if role:
             self.login(page, role)
         return page
@@ -199,6 +202,7 @@ def pages(chromium, server: Server) -> Iterator[Pages]:
     p.close()
     assert p.requests, "no request was recorded"
     assert p.external() == [], f"requests left 127.0.0.1: {p.external()[:5]}"
+    assert p.csp_violations == [], f"the pages broke their Content-Security-Policy: {p.csp_violations[:3]}"
 
 
 def screenshot(page, name: str) -> None:

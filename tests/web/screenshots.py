@@ -51,7 +51,7 @@ def main(base: str) -> None:
                 page.wait_for_url(lambda u: "/login" not in u)
             page.goto(base + path)
             if wait.startswith("js:"):
-                page.wait_for_function(wait[3:], timeout=60000)
+                page.wait_for_function("() => " + wait[3:], timeout=60000)
             else:
                 page.locator(wait).first.wait_for(timeout=60000)
             if name == "workbench":

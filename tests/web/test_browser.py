@@ -74,6 +74,31 @@ def test_language_switch_persists(pages):
     assert page.get_by_label("用户名").count() == 1
 
 
+def test_case_photos_show_only_this_servers_files(pages):
+    page = pages.new("operator")
+    assert page.url.endswith("/work/desk")
+    shown = page.evaluate("""() => {
+        const box = CB.photoList(["//203.0.113.7/track.png", "/\\\\203.0.113.7/x.png", "http://203.0.113.7/a.png",
+                                  "/api/v1/attachments/" + "0".repeat(64)]);
+        return {imgs: Array.from(box.querySelectorAll("img")).map(i => i.getAttribute("src")),
+                text: box.querySelectorAll("span.muted").length};
+    }""")
+    assert shown == {"imgs": ["/api/v1/attachments/" + "0" * 64], "text": 3}
+
+
+def test_alarm_severity_colours_follow_the_national_convention(pages):
+    page = pages.new("operator")
+    page.goto(pages.url("/map"))
+    legend = page.locator("#map-legend")
+    colours = {}
+    for name in ("特别严重", "严重", "较重", "一般"):
+        swatch = legend.locator("span", has_text=re.compile(f"活动告警 {name}$")).locator("i")
+        colours[name] = swatch.evaluate("e => getComputedStyle(e).backgroundColor")
+    # 特别严重 red, 严重 orange, 较重 yellow, 一般 blue (docs/iot.md: 4 特别严重 … 1 一般)
+    assert colours == {"特别严重": "rgb(215, 38, 61)", "严重": "rgb(245, 124, 0)", "较重": "rgb(242, 195, 0)",
+                       "一般": "rgb(31, 111, 209)"}
+
+
 # --- the closed loop: grid worker -> operator -> handler -> grid worker -> operator, watched on the IOC -----------
 
 def _png(width: int = 240, height: int = 160) -> bytes:
@@ -111,14 +136,14 @@ def _community_point(server, code: str) -> tuple[float, float]:
 def _kpi(page, name: str) -> int:
     v = page.locator(f"#kpi-{name} .v")
     v.wait_for()
-    page.wait_for_function(f"document.querySelector('#kpi-{name} .v').dataset.value !== ''")
+    page.wait_for_function(f"() => document.querySelector('#kpi-{name} .v').dataset.value !== ''")
     return int(float(v.get_attribute("data-value")))
 
 
 def _ioc_state(pages) -> tuple[int, int, int, object]:
     page = pages.new("leader", viewport=(1920, 1080))
     page.goto(pages.url("/ioc"))
-    page.wait_for_function("document.body.dataset.ready === '1'", timeout=30000)
+    page.wait_for_function("() => document.body.dataset.ready === '1'", timeout=30000)
     today, open_, = _kpi(page, "cases_today"), _kpi(page, "cases_open")
     cases_on_map = int(page.locator("#ioc-legend [data-layer=cases]").get_attribute("data-count"))
     return today, open_, cases_on_map, page
@@ -151,14 +176,14 @@ def test_closed_loop_from_grid_report_to_closure(pages, server, tmp_path):
     grid.get_by_label("现场照片").set_input_files(str(photo))
     grid.get_by_label("地址").fill("金洲社区金岭北路口")
     grid.get_by_role("button", name="使用当前位置").click()
-    grid.wait_for_function("document.getElementById('r-lat').value !== ''")
+    grid.wait_for_function("() => document.getElementById('r-lat').value !== ''")
     screenshot(grid, "grid-report")
     grid.get_by_role("button", name="上报问题").click()
     ticket = grid.locator("#r-ticket").inner_text(timeout=15000)
     assert re.fullmatch(r"\d{10,}", ticket), ticket
     # the open big screen hears of it over the live feed (SSE) without reloading
     screen.locator("#feed li[data-topic='cases.case.created']", has_text=ticket).wait_for(timeout=20000)
-    screen.wait_for_function(f"Number(document.querySelector('#kpi-cases_today .v').dataset.value) === {today0 + 1}",
+    screen.wait_for_function(f"() => Number(document.querySelector('#kpi-cases_today .v').dataset.value) === {today0 + 1}",
                              timeout=20000)
     today1, open1, map1, ioc = _ioc_state(pages)
     assert (today1, open1, map1) == (today0 + 1, open0 + 1, map0 + 1)  # counted and on the map
@@ -173,7 +198,7 @@ def test_closed_loop_from_grid_report_to_closure(pages, server, tmp_path):
     desk.wait_for_function("() => { const i = document.querySelector('#detail .photos img'); return i.complete && i.naturalWidth > 0; }")
     file_form = detail.locator("form[data-action=file]")
     file_form.wait_for()
-    desk.wait_for_function("document.querySelector('form[data-action=file]').dataset.suggested !== undefined")
+    desk.wait_for_function("() => document.querySelector('form[data-action=file]').dataset.suggested !== undefined")
     suggested = file_form.get_attribute("data-suggested")
     assert suggested, "no department suggested for 暴露垃圾"
     file_form.get_by_label("责任部门").select_option(suggested)
@@ -230,12 +255,15 @@ def test_citizen_reports_tracks_and_rates_without_login(pages, server):
     page = pages.new(mobile=True)
     page.goto(pages.url("/citizen"))
     assert page.get_by_role("button", name="退出").count() == 0
+    # the district and its six towns are drawn from the public outline (no login)
+    page.wait_for_function("() => Number(document.getElementById('r-map').dataset.outline || 0) === 7")
+    assert page.locator("#r-map path.leaflet-interactive, #r-map canvas").count() >= 1
     page.get_by_label("问题类别").select_option("06010")
     page.get_by_label("问题描述").fill("小区门口垃圾桶满溢多日无人清运")
     page.get_by_label("地址").fill("南沙街道金洲社区金沙路12号")
     page.get_by_label("联系电话").fill("13912345678")
     page.locator("#r-map").click()  # tap the map to place the report
-    page.wait_for_function("document.getElementById('r-lon').value !== ''")
+    page.wait_for_function("() => document.getElementById('r-lon').value !== ''")
     screenshot(page, "citizen-report")
     page.get_by_role("button", name="上报问题").focus()
     page.keyboard.press("Enter")  # the form works from the keyboard
@@ -283,8 +311,8 @@ def test_device_console_readings_alarm_ack_and_live_feed(pages, server):
     dev = next(d for d in creds["devices"] if d["model"] == "water_level")
     ioc = pages.new("operator", viewport=(1920, 1080))
     ioc.goto(pages.url("/ioc"))
-    ioc.wait_for_function("document.body.dataset.ready === '1'", timeout=30000)
-    ioc.wait_for_function("document.getElementById('live-state').dataset.live === '1'")
+    ioc.wait_for_function("() => document.body.dataset.ready === '1'", timeout=30000)
+    ioc.wait_for_function("() => document.getElementById('live-state').dataset.live === '1'")
     alarms0 = _kpi(ioc, "alarms")
 
     headers = {"X-Device-Code": dev["code"], "X-Device-Secret": dev["secret"]}
@@ -297,14 +325,14 @@ def test_device_console_readings_alarm_ack_and_live_feed(pages, server):
 
     # the IOC's live feed shows the alarm as it is raised (SSE), and the counter follows
     ioc.locator("#feed li[data-topic='iot.alarm.raised']").first.wait_for(timeout=20000)
-    ioc.wait_for_function(f"Number(document.querySelector('#kpi-alarms .v').dataset.value) > {alarms0}",
+    ioc.wait_for_function(f"() => Number(document.querySelector('#kpi-alarms .v').dataset.value) > {alarms0}",
                           timeout=20000)
 
     page = pages.new("operator")
     page.goto(pages.url(f"/devices?code={dev['code']}"))
     detail = page.locator("#dev-detail")
     detail.get_by_text(dev["code"]).first.wait_for()
-    page.wait_for_function("Number((document.getElementById('dev-chart') || {dataset: {}}).dataset.points || 0) >= 3")
+    page.wait_for_function("() => Number((document.getElementById('dev-chart') || {dataset: {}}).dataset.points || 0) >= 3")
     row = detail.locator("tr[data-status=active]").first
     row.wait_for()
     screenshot(page, "devices")
@@ -332,7 +360,7 @@ def test_one_map_filters_on_the_server_and_shows_clustered_hotspots(pages, serve
 
     page = pages.new("operator", viewport=(1600, 1000))
     page.goto(pages.url("/map"))
-    page.wait_for_function("document.getElementById('count-cases').dataset.count !== ''"
+    page.wait_for_function("() => document.getElementById('count-cases').dataset.count !== ''"
                            " && document.getElementById('count-hotspots').dataset.count !== ''")
     assert int(page.locator("#count-hotspots").get_attribute("data-count")) >= 1
 
@@ -342,7 +370,7 @@ def test_one_map_filters_on_the_server_and_shows_clustered_hotspots(pages, serve
                                   and parse_qs(urlparse(r.url).query).get("category_code") == [category]) as resp:
             page.select_option("#f-category", category)
         query = {k: v[0] for k, v in parse_qs(urlparse(resp.value.url).query).items()}
-        page.wait_for_function(f"document.getElementById('count-cases').dataset.count === "
+        page.wait_for_function(f"() => document.getElementById('count-cases').dataset.count === "
                                f"String({len(resp.value.json()['features'])})")
         assert len(pages.requests) > n_before
         return int(page.locator("#count-cases").get_attribute("data-count")), query
@@ -353,11 +381,11 @@ def test_one_map_filters_on_the_server_and_shows_clustered_hotspots(pages, serve
         answer = c.get("/api/v1/cases.geojson", params=query).json()["features"]
     assert shown == len(answer) >= 1 and {f["properties"]["category_code"] for f in answer} == {"01002"}
     # hotspots follow the category filter too (no 井盖 cluster here)
-    page.wait_for_function("document.getElementById('count-hotspots').dataset.count === '0'")
+    page.wait_for_function("() => document.getElementById('count-hotspots').dataset.count === '0'")
 
     ioc = pages.new("leader", lang="en", viewport=(1920, 1080))
     ioc.goto(pages.url("/ioc"))
-    ioc.wait_for_function("document.body.dataset.ready === '1'", timeout=30000)
+    ioc.wait_for_function("() => document.body.dataset.ready === '1'", timeout=30000)
     assert int(ioc.locator("#ioc-legend [data-layer=hotspots]").get_attribute("data-count")) >= 1
     # the rankings name departments and towns in English under the English switch
     for table in ("#rank-dept", "#rank-town"):
@@ -371,7 +399,7 @@ def test_screenshots_of_map_and_cockpit(pages):
 
     page = pages.new("operator", viewport=(1600, 1000))
     page.goto(pages.url("/map"))
-    page.wait_for_function("document.getElementById('count-district').dataset.count !== ''")
+    page.wait_for_function("() => document.getElementById('count-district').dataset.count !== ''")
     screenshot(page, "map")
     leader = pages.new("leader", viewport=(1600, 1000))
     leader.goto(pages.url("/cockpit"))

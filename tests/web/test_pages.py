@@ -145,6 +145,28 @@ def test_pages_use_only_vendored_assets(client):
                 assert client.get(url).status_code == 200, url
 
 
+def test_pages_send_a_content_security_policy_and_no_inline_script(client):
+    _login_cookie(client, "operator")
+    for path in ("/ioc", "/map", "/work/desk", "/work/inbox", "/devices", "/cockpit", "/m/grid", "/citizen",
+                 "/citizen/track", "/login"):
+        r = client.get(path)
+        csp = r.headers.get("content-security-policy", "")
+        assert "default-src 'self'" in csp and "script-src 'self';" in csp, path
+        assert "img-src 'self' data: blob:" in csp and "object-src 'none'" in csp, path
+        # every script is a file of this server (the page settings are a JSON data block, not a script)
+        for tag in re.findall(r"<script\b[^>]*>", r.text):
+            assert 'src="/static/' in tag or 'type="application/json"' in tag, (path, tag)
+        assert not re.search(r"\son[a-z]+=", r.text), path  # no inline event handlers
+
+
+def test_csp_admits_the_configured_tile_server():
+    from citybrain.web.api import content_security_policy
+
+    csp = content_security_policy("https://t{s}.tianditu.gov.cn/DataServer?T=vec_w&x={x}&y={y}&l={z}")
+    assert "img-src 'self' data: blob: https://*.tianditu.gov.cn;" in csp
+    assert "img-src 'self' data: blob: http://10.1.2.3:8080;" in content_security_policy("http://10.1.2.3:8080/{z}/{x}/{y}.png")
+
+
 def test_vendored_libraries_carry_their_licences():
     vendor = STATIC / "vendor"
     for lib in ("echarts", "leaflet", "swagger-ui"):

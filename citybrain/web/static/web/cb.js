@@ -1,7 +1,9 @@
 /* CityBrain page helpers: API calls, texts, toasts, map setup, live feed. No build step, no framework. */
 (function () {
   "use strict";
-  var CB = window.CB || (window.CB = {lang: "zh-CN", t: {}});
+  // the page's settings come as a JSON data block (no inline script, so the CSP can forbid them)
+  var cfg = document.getElementById("cb-config");
+  var CB = window.CB = Object.assign(window.CB || {lang: "zh-CN", t: {}}, cfg ? JSON.parse(cfg.textContent) : {});
 
   CB.tr = function (key, fallback) {
     var v = CB.t[key];
@@ -123,7 +125,11 @@
     return data.items || data.features || data.rows || data.results || [];
   };
 
-  CB.sevColor = {1: "#d7263d", 2: "#f46036", 3: "#f6ae2d", 4: "#2e86ab"};
+  /* alarm severity 1 一般 … 4 特别严重 (docs/iot.md) in the national four colours: 特别严重 red, 严重 orange,
+     较重 yellow, 一般 blue; sevInk is the text colour that reads on each */
+  CB.sevColor = {1: "#1f6fd1", 2: "#f2c300", 3: "#f57c00", 4: "#d7263d"};
+  CB.sevInk = {1: "#fff", 2: "#1a1a1a", 3: "#1a1a1a", 4: "#fff"};
+  CB.sevName = function (level) { return CB.tr("sev." + level, String(level)); };
   CB.statusColor = {
     reported: "#7b61ff", filed: "#3f8efc", dispatched: "#e09b00", in_progress: "#f46036", rework: "#b5179e",
     handled: "#17a398", verified: "#2a9d8f", closed: "#6c757d", not_filed: "#6c757d", suspended: "#8d6e63", merged: "#6c757d",

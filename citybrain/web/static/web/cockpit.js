@@ -38,25 +38,31 @@
   }
 
   var EVAL_COLS = [["reported", "count", "cases"], ["closure_rate"], ["on_time_closure_rate", "on_time_rate"], ["score"]];
+  // a grid worker is rated on its own reports and checks (有效上报率, 按时核查率), not on closures
+  var WORKER_COLS = [["reported"], ["filing_rate"], ["on_time_verify_rate"], ["score"]];
   function rankTable(boxId, level) {
     var box = document.getElementById(boxId);
+    var cols = level === "gridworker" ? WORKER_COLS : EVAL_COLS;
+    var heads = level === "gridworker" ? [CB.tr("cockpit.reports"), CB.tr("cockpit.filing_rate"), CB.tr("cockpit.verify_rate")]
+      : [CB.tr("cockpit.cases"), CB.tr("ioc.closure_rate"), CB.tr("ioc.ontime_rate")];
     CB.api("GET", "/api/v1/cases/evaluation", {query: {group_by: level}}).then(function (data) {
       var rows = CB.items(data);
       box.innerHTML = "";
       if (!rows.length) { box.appendChild(CB.el("p", {class: "empty"}, CB.tr("common.none"))); return; }
-      var tb = CB.el("tbody");
-      rows.slice(0, 15).forEach(function (r, i) {
-        tb.appendChild(CB.el("tr", null, CB.el("td", null, String(r.rank || i + 1)),
+      var tb = CB.el("tbody"), rank = 0;
+      rows.slice(0, 15).forEach(function (r) {
+        var scored = r.score !== null && r.score !== undefined;  // no score: nothing to rate, or not a real unit
+        tb.appendChild(CB.el("tr", {"data-scored": scored ? "1" : "0"}, CB.el("td", null, scored ? String(++rank) : "—"),
           CB.el("td", null, CB.name(r) || r.org_name || r.user_name || r.code || ""),
-          CB.el("td", null, CB.num(pick.apply(null, [r].concat(EVAL_COLS[0])))),
-          CB.el("td", null, CB.pct(pick.apply(null, [r].concat(EVAL_COLS[1])))),
-          CB.el("td", null, CB.pct(pick.apply(null, [r].concat(EVAL_COLS[2])))),
-          CB.el("td", null, r.score === undefined ? "" : Number(r.score).toFixed(1))));
+          CB.el("td", null, CB.num(pick.apply(null, [r].concat(cols[0])))),
+          CB.el("td", null, CB.pct(pick.apply(null, [r].concat(cols[1])))),
+          CB.el("td", null, CB.pct(pick.apply(null, [r].concat(cols[2])))),
+          CB.el("td", null, scored ? Number(r.score).toFixed(1) : "—")));
       });
       box.appendChild(CB.el("table", {class: "list", "data-level": level}, CB.el("thead", null, CB.el("tr", null,
         CB.el("th", {scope: "col"}, "#"), CB.el("th", {scope: "col"}, CB.tr("dev.name")),
-        CB.el("th", {scope: "col"}, CB.tr("cockpit.cases")), CB.el("th", {scope: "col"}, CB.tr("ioc.closure_rate")),
-        CB.el("th", {scope: "col"}, CB.tr("ioc.ontime_rate")), CB.el("th", {scope: "col"}, CB.tr("cockpit.score")))), tb));
+        CB.el("th", {scope: "col"}, heads[0]), CB.el("th", {scope: "col"}, heads[1]),
+        CB.el("th", {scope: "col"}, heads[2]), CB.el("th", {scope: "col"}, CB.tr("cockpit.score")))), tb));
     }).catch(function (err) {
       box.innerHTML = "";
       box.appendChild(CB.el("p", {class: "notice"}, err.status === 404 ? CB.tr("common.not_connected") : err.message));

@@ -117,8 +117,9 @@
         }}, CB.tr("act.ack")));
       }
       tb.appendChild(CB.el("tr", {"data-alarm-id": a.id, "data-status": a.status},
-        CB.el("td", null, CB.el("span", {class: "badge", style: "background:" + (CB.sevColor[a.severity] || "#888")},
-          (CB.lang === "en" ? a.severity_name_en : a.severity_name) || a.severity)),
+        CB.el("td", null, CB.el("span", {class: "badge", "data-severity": a.severity,
+          style: "background:" + (CB.sevColor[a.severity] || "#888") + ";color:" + (CB.sevInk[a.severity] || "#fff")},
+          (CB.lang === "en" ? a.severity_name_en : a.severity_name) || CB.sevName(a.severity))),
         CB.el("td", null, (CB.lang === "en" ? a.message_en : a.message_zh) || a.rule_name || ""),
         CB.el("td", null, a.device_code || ""), CB.el("td", null, CB.status(a.status)),
         CB.el("td", null, CB.fmtTime(a.raised_at)), ackCell));

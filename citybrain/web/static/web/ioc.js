@@ -95,12 +95,12 @@
     tb.innerHTML = "";
     if (!rows.length) { tb.appendChild(CB.el("tr", null, CB.el("td", {class: "nc-tag"}, CB.tr("common.none")))); return; }
     rows.slice(0, 6).forEach(function (r, i) {
-      var score = pick(r, "score", "closure_rate", "ontime_rate");
+      var score = r.score !== undefined ? r.score : pick(r, "closure_rate", "ontime_rate");
       tb.appendChild(CB.el("tr", null,
         CB.el("td", null, String(i + 1)),
         CB.el("td", null, CB.name(r) || CB.name(r, "org_name") || r.org_code || ""),
         CB.el("td", {class: "n"}, CB.num(pick(r, "cases", "count", "total"))),
-        CB.el("td", {class: "n"}, score === undefined ? "" : (score <= 1 ? CB.pct(score) : Number(score).toFixed(1)))));
+        CB.el("td", {class: "n"}, score === undefined || score === null ? "—" : (score <= 1 ? CB.pct(score) : Number(score).toFixed(1)))));
     });
   }
 
@@ -122,7 +122,7 @@
         ch.setOption({
           grid: {left: 60, right: 16, top: 6, bottom: 18},
           xAxis: Object.assign({type: "value", minInterval: 1}, axisStyle),
-          yAxis: Object.assign({type: "category", data: levels.map(function (l) { return CB.lang === "en" ? CB.tr("ioc.sev") + " " + l : l + CB.tr("ioc.sev"); })}, axisStyle),
+          yAxis: Object.assign({type: "category", data: levels.map(CB.sevName)}, axisStyle),
           series: [{type: "bar", data: levels.map(function (l) {
             var v = Array.isArray(sev) ? (sev.filter(function (x) { return x.severity === l; })[0] || {}).count : sev[l];
             return {value: v || 0, itemStyle: {color: CB.sevColor[l]}};
@@ -185,7 +185,7 @@
     var text;
     if (topic.indexOf("iot.alarm") === 0) {
       text = "⚠ " + ((CB.lang === "en" ? p.message_en : p.message_zh) || p.rule_name || p.device_code || "") +
-        (p.severity ? " · " + (CB.lang === "en" ? CB.tr("ioc.sev") + " " + p.severity : p.severity + CB.tr("ioc.sev")) : "") +
+        (p.severity ? " · " + CB.sevName(p.severity) : "") +
         (topic.endsWith("raised") ? "" : " · " + CB.status(topic.split(".").pop()));
     } else if (topic.indexOf("cases.case") === 0) {
       text = "▣ " + (p.ticket || "") + " " + (p.category_name || p.category_code || "") + " → " + CB.status(p.to_status || "reported");

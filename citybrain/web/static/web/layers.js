@@ -64,7 +64,7 @@
     var p = CB.props(f);
     return CB.el("div", {class: "popup"},
       CB.el("strong", null, (CB.lang === "en" ? (p.message_en || p.message_zh) : (p.message_zh || p.message_en)) || p.rule_name || ""),
-      CB.popupTable(p, [["severity", CB.tr("dev.severity")], ["device_code", CB.tr("dev.code")],
+      CB.popupTable(p, [["severity", CB.tr("dev.severity"), CB.sevName], ["device_code", CB.tr("dev.code")],
         ["value", "value"], ["raised_at", CB.tr("common.time"), CB.fmtTime], ["at", CB.tr("common.time"), CB.fmtTime]]));
   }
   function areaPopup(f) {

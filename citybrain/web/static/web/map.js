@@ -3,6 +3,7 @@
   "use strict";
   var CB = window.CB;
   var form = document.getElementById("map-form");
+  form.addEventListener("submit", function (ev) { ev.preventDefault(); });  // filters apply on change
   function val(id) { return document.getElementById(id).value; }
   function filters() {
     return {category: val("f-category"), dept: val("f-dept"), status: val("f-status"),
@@ -50,7 +51,7 @@
   legend.appendChild(CB.el("span", null, CB.el("i", {style: "background:" + CB.statusColor.offline}), CB.tr("map.devices") + " " + CB.status("offline")));
   [1, 2, 3, 4].forEach(function (l) {
     legend.appendChild(CB.el("span", null, CB.el("i", {style: "background:" + CB.sevColor[l] + ";border:2px solid #fff"}),
-      CB.tr("map.alarms") + " " + (CB.lang === "en" ? CB.tr("ioc.sev") + " " + l : l + CB.tr("ioc.sev"))));
+      CB.tr("map.alarms") + " " + CB.sevName(l)));
   });
   window.CB_MAP = {map: map, layers: layers};
 })();

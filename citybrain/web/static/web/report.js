@@ -24,8 +24,16 @@
     if (pan) map.setView([y, x], Math.max(map.getZoom(), 15));
   }
   map.on("click", function (ev) { place(ev.latlng.lat, ev.latlng.lng, false); });
-  CB.geoLayer(map, {url: "/api/v1/geo/areas", bbox: false, query: {level: "town"},
-    style: {style: {color: "#6a86b0", weight: 1, fillOpacity: .03}, interactive: false}});
+  // the district and its towns from the public outline (no login needed; names and boundaries only)
+  CB.geoLayer(map, {url: "/api/v1/public/geo/outline", bbox: false,
+    style: {style: function (f) {
+      return CB.props(f).level === "district" ? {color: "#0b5cad", weight: 2.5, fill: false}
+        : {color: "#6a86b0", weight: 1, fillOpacity: .03};
+    }, interactive: false},
+    onload: function (st) {
+      map.getContainer().dataset.outline = String(st.count);
+      if (st.count && !marker) map.fitBounds(st.layer.getBounds(), {padding: [8, 8]});
+    }});
   [lon, lat].forEach(function (inp) {
     inp.addEventListener("change", function () {
       if (lon.value && lat.value) place(Number(lat.value), Number(lon.value), true);

@@ -72,7 +72,8 @@
     return CB.el("div", {class: "photos"}, list.map(function (p) {
       var src = typeof p === "string" ? p : (p.url || p.href || "");
       if (!src) return null;
-      if (src.charAt(0) !== "/") return CB.el("span", {class: "muted"}, src + " ");  // a reference, not a file we serve
+      // only this server's own files are shown: a same-origin path ("/…", never "//host" or "/\\host")
+      if (!/^\/(?![\/\\])/.test(src)) return CB.el("span", {class: "muted"}, src + " ");
       return CB.el("a", {href: src, target: "_blank", rel: "noopener"}, CB.el("img", {src: src, alt: CB.tr("common.photo"), loading: "lazy"}));
     }));
   }
