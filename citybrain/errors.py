@@ -216,6 +216,10 @@ def validation_problem(exc: RequestValidationError) -> Invalid:
         kind = err.get("type", "")
         field = "body" if kind == "json_invalid" else _field_name(loc)
         zh = _ZH_ERRORS.get(kind, "取值无效")
+        if kind == "value_error":  # a validator of ours: its own words ("中文; English"), when it has Chinese
+            own = str(err.get("msg", "")).removeprefix("Value error, ")
+            if any("\u4e00" <= ch <= "\u9fff" for ch in own):
+                zh = own.split("; ")[0]
         if kind in ("string_too_short", "string_too_long", "too_short", "too_long", "greater_than",
                     "greater_than_equal", "less_than", "less_than_equal") and err.get("ctx"):
             zh += f"（{_bound_zh(kind, err['ctx'])}）"

@@ -30,7 +30,7 @@ def test_citizen_photos_must_be_own_uploads(client, cdb, photo):
     r = client.post("/api/v1/public/cases", json=_citizen(photos=[photo]))
     assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
     doc = r.json()
-    assert doc["errors"][0]["field"] == "photos.0" and "photos" in doc["message_zh"]
+    assert doc["errors"][0]["field"] == "photos.0" and "photos" in doc["message_zh"] and "本系统上传的附件" in doc["errors"][0]["message_zh"]
     assert doc["errors"][0]["message"].split("; ")[0].endswith("照片/附件须为本系统上传的附件地址（POST /api/v1/attachments 返回的 url）")
 
 
