@@ -312,7 +312,9 @@ class ExchangeFastPath:
 
     def __init__(self, app: Any):
         self.app = app
-        self.done: dict[int, Any] = {}  # status -> the metrics' children (labels() costs a lock and a lookup)
+        from citybrain.app import FastPathMetrics  # the app imports this module
+
+        self.metrics = FastPathMetrics(self.ROUTE)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         path = scope["path"] if scope["type"] == "http" else ""
@@ -348,8 +350,6 @@ class ExchangeFastPath:
 
     async def _serve(self, scope: Any, receive: Any, send: Any, headers: dict[bytes, bytes], principal: Principal,
                      code: str, args: dict[str, Any]) -> None:
-        from citybrain.app import HTTP_LATENCY, HTTP_REQUESTS
-
         start = time.perf_counter()
         rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
@@ -361,12 +361,7 @@ class ExchangeFastPath:
             status = await send_json_or_problem(
                 scope, receive, send, rid, lambda: exchange_answer(principal, code, op="query", **args))
         finally:
-            metrics = self.done.get(status)
-            if metrics is None:
-                metrics = self.done[status] = (HTTP_REQUESTS.labels("POST", self.ROUTE, str(status)),
-                                               HTTP_LATENCY.labels("POST", self.ROUTE))
-            metrics[0].inc()
-            metrics[1].observe(time.perf_counter() - start)
+            self.metrics.observe(status, start)
             context.end(token)
 
 

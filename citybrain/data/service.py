@@ -22,8 +22,6 @@ from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import bindparam, delete, func, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -46,7 +44,7 @@ from citybrain.data.models import (
     Tombstone,
 )
 from citybrain.data.quality import BASE_TABLES, CHECKS, GRADES, MASKS, TYPES, Validator
-from citybrain.db import get_db, utcnow
+from citybrain.db import get_db, upsert_insert, utcnow
 from citybrain.errors import Conflict, Forbidden, Invalid, NotFound
 from citybrain.identity import service as identity
 from citybrain.workcal import WorkCalendar
@@ -433,7 +431,7 @@ def read_upload(filename: str, content: bytes) -> Iterator[dict[str, Any]]:
 
 
 def _upsert_stmt(conn, table, index_elements: list[str], update_cols: list[str]):
-    ins = (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
+    ins = upsert_insert(conn, table)
     return ins.on_conflict_do_update(index_elements=index_elements,
                                      set_={c: getattr(ins.excluded, c) for c in update_cols})
 

@@ -181,14 +181,14 @@ class TelemetryFastPath:
 
     def __init__(self, app: Any):
         self.app = app
-        self.done: dict[int, tuple[Any, Any]] = {}  # status -> its metric series
+        from citybrain.app import FastPathMetrics  # the app imports this module
+
+        self.metrics = FastPathMetrics(self.PATH)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] != self.PATH or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        from citybrain.app import HTTP_LATENCY, HTTP_REQUESTS
-
         start = time.perf_counter()
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         rid = headers.get("x-request-id", "")[:64] or uuid.uuid4().hex
@@ -218,12 +218,7 @@ class TelemetryFastPath:
         try:
             status = await send_json_or_problem(scope, receive, send, rid, produce)
         finally:
-            metrics = self.done.get(status)
-            if metrics is None:
-                metrics = self.done[status] = (HTTP_REQUESTS.labels("POST", self.PATH, str(status)),
-                                               HTTP_LATENCY.labels("POST", self.PATH))
-            metrics[0].inc()
-            metrics[1].observe(time.perf_counter() - start)
+            self.metrics.observe(status, start)
             context.end(token)
 
 

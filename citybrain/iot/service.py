@@ -38,7 +38,7 @@ from citybrain import bus, context, demo_district
 from citybrain.audit import service as audit
 from citybrain.config import get_settings
 from citybrain.context import Principal
-from citybrain.db import utcnow
+from citybrain.db import upsert_insert, utcnow
 from citybrain.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
 from citybrain.iot import catalog
 from citybrain.iot.models import Alarm, DailyCount, DeadLetter, Device, Reading, Rule, RuleState
@@ -1534,15 +1534,7 @@ def _bump(pending: _Pending, aid: int, v: float) -> None:
 
 
 def _save_since(session: Session, rule_id: int, device_id: int, since: int | None) -> None:
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        stmt = pg_insert(RuleState).values(rule_id=rule_id, device_id=device_id, since_ts=since)
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sq_insert
-
-        stmt = sq_insert(RuleState).values(rule_id=rule_id, device_id=device_id, since_ts=since)
+    stmt = upsert_insert(session.get_bind(), RuleState).values(rule_id=rule_id, device_id=device_id, since_ts=since)
     session.execute(stmt.on_conflict_do_update(index_elements=["rule_id", "device_id"],
                                                set_={"since_ts": stmt.excluded.since_ts}))
 

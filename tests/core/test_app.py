@@ -44,6 +44,22 @@ def test_metrics_exposed(client):
     assert "citybrain_http_requests_total" in r.text
 
 
+def test_fast_paths_count_in_the_metrics(client):
+    """Requests a pure ASGI fast path answers (telemetry here) are counted by route and status like the rest."""
+    import re
+
+    line = re.compile(r'citybrain_http_requests_total\{method="POST",route="/api/v1/iot/telemetry",status="401"\} (\S+)')
+
+    def count() -> float:
+        m = line.search(client.get("/metrics").text)
+        return float(m.group(1)) if m else 0.0
+
+    before = count()
+    for _ in range(2):
+        assert client.post("/api/v1/iot/telemetry", json={"ts": 0, "values": {}}).status_code == 401
+    assert count() == before + 2
+
+
 def test_login_and_me(client):
     h = login(client, "operator")
     me = client.get("/api/v1/me", headers=h).json()
