@@ -23,3 +23,11 @@ def open_db(data_dir: Path | None, *, migrate: bool = True) -> Database:
 
         startup(db)
     return db
+
+
+def pad(text: str, width: int) -> str:
+    """`text` left-aligned in `width` terminal columns, counting Chinese (wide) characters as two."""
+    import unicodedata
+
+    used = sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+    return text + " " * max(0, width - used)

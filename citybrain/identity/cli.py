@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from citybrain import context
-from citybrain.cli_common import DataDirOpt, open_db
+from citybrain.cli_common import DataDirOpt, open_db, pad
 from citybrain.context import Principal
 from citybrain.errors import Problem
 
@@ -66,7 +66,7 @@ def list_(data_dir: DataDirOpt = None, q: Annotated[str | None, typer.Option(hel
         total, users = service.list_users(s, q=q, limit=1000)
     typer.echo(f"{'id':>4}  {'username':16} {'name':10} {'phone':13} {'active':6} roles")
     for u in users:
-        typer.echo(f"{u['id']:>4}  {u['username']:16} {u['real_name']:10} {u['phone'] or '-':13} "
+        typer.echo(f"{u['id']:>4}  {pad(u['username'], 16)} {pad(u['real_name'] or '', 10)} {u['phone'] or '-':13} "
                    f"{'yes' if u['active'] else 'no':6} {','.join(u['roles'])}")
     typer.echo(f"{total} users")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from typer.testing import CliRunner
 
 from citybrain.audit import service as audit
@@ -28,6 +30,9 @@ def test_user_add_list_disable_enable(client, db):
     listing = run(db, "user", "list", "--q", "zhou")
     assert listing.exit_code == 0 and "135****4321" in listing.output and "13587654321" not in listing.output
     assert "handler" in listing.output and "1 users" in listing.output
+    head, row = listing.output.splitlines()[:2]  # a Chinese name takes two columns a character: columns line up
+    prefix = row[:row.index("135****4321")]
+    assert head.index("phone") == sum(2 if unicodedata.east_asian_width(c) == "W" else 1 for c in prefix)
     assert run(db, "user", "disable", "zhou").exit_code == 0
     assert _login(client, "zhou", "River#Chief2026") == 403
     assert "no" in run(db, "user", "list", "--q", "zhou").output.splitlines()[1]
