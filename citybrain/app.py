@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import hmac
 import logging
 import time
 import uuid
@@ -11,7 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, Response
@@ -278,7 +279,11 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
         return {"status": "ok"}
 
     @app.get("/metrics", tags=["core"], summary="Prometheus metrics", response_class=Response)
-    def metrics() -> Response:
+    def metrics(request: Request) -> Response:
+        token = get_settings().metrics_token
+        if token and not hmac.compare_digest(request.headers.get("authorization", ""), f"Bearer {token}"):
+            raise errors.Unauthorized("需要监控令牌（CITYBRAIN_METRICS_TOKEN）", "The metrics token is required "
+                                      "(CITYBRAIN_METRICS_TOKEN)", code="metrics_token_required")
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/docs", include_in_schema=False)

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     telemetry_retention_days: int = 90
     tile_url: str | None = None
     default_language: Literal["zh-CN", "en"] = "zh-CN"
+    metrics_token: str | None = Field(default=None, description="If set, GET /metrics needs `Authorization: "
+                                      "Bearer <token>` (the Prometheus scraper's bearer_token)")
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -44,6 +44,17 @@ def test_metrics_exposed(client):
     assert "citybrain_http_requests_total" in r.text
 
 
+def test_metrics_token_when_set(client):
+    from citybrain.config import configure, get_settings
+
+    configure(get_settings().model_copy(update={"metrics_token": "scrape-me"}))
+    r = client.get("/metrics")
+    assert r.status_code == 401 and r.json()["code"] == "metrics_token_required"
+    assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    r = client.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
+    assert r.status_code == 200 and "citybrain_http_requests_total" in r.text
+
+
 def test_fast_paths_count_in_the_metrics(client):
     """Requests a pure ASGI fast path answers (telemetry here) are counted by route and status like the rest."""
     import re
