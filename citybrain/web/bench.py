@@ -233,7 +233,7 @@ def _ioc_render(base: str, runs: int) -> dict[str, Any]:
             else:
                 pg = page
             pg.goto(base + "/ioc")
-            pg.wait_for_function("document.body.dataset.ready === '1'", timeout=120000)
+            pg.wait_for_function("() => document.body.dataset.ready === '1'", timeout=120000)
             ready = pg.evaluate("window.CB_IOC_READY_AT")
             results.append(ready)
             if i == 0:
