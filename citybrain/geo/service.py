@@ -16,7 +16,7 @@ import time
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -140,25 +140,30 @@ def grid_index(session: Session) -> GridIndex:
     return idx
 
 
-def _index_for(session: Session) -> GridIndex:
-    rev = _revision(session)
-    idx = _indexes.get(rev)
-    if idx is not None:
-        return idx
+def _per_revision(cache: OrderedDict[str, Any], rev: str, build: Callable[[], Any]) -> Any:
+    """`cache[rev]`, built once (under the lock) on first use; the cache keeps the last few revisions."""
+    hit = cache.get(rev)
+    if hit is not None:
+        return hit
     with _index_lock:
-        idx = _indexes.get(rev)
-        if idx is not None:
-            return idx
+        hit = cache.get(rev)
+        if hit is None:
+            hit = cache[rev] = build()
+            while len(cache) > 4:
+                cache.popitem(last=False)
+        return hit
+
+
+def _index_for(session: Session) -> GridIndex:
+    def build() -> GridIndex:
         rows = session.execute(select(Grid.code, Grid.name, Grid.community_code, Grid.town_code,
                                       Grid.district_code, Grid.geojson)).all()
         geoms = shapely.from_geojson([r.geojson for r in rows]) if rows else []
         infos = [{"grid_code": r.code, "grid_name": r.name, "community_code": r.community_code,
                   "town_code": r.town_code, "district_code": r.district_code} for r in rows]
-        idx = GridIndex([r.code for r in rows], list(geoms), infos)
-        _indexes[rev] = idx
-        while len(_indexes) > 4:
-            _indexes.popitem(last=False)
-        return idx
+        return GridIndex([r.code for r in rows], list(geoms), infos)
+
+    return _per_revision(_indexes, _revision(session), build)
 
 
 # --- lookups -----------------------------------------------------------------------------------------------
@@ -300,25 +305,19 @@ _outlines: OrderedDict[str, tuple[bytes, Any]] = OrderedDict()
 def _outline(session: Session) -> tuple[bytes, Any]:
     """(GeoJSON bytes of the district and towns with code and names only, the district's prepared shape or None),
     built once per map revision."""
-    rev = _revision(session)
-    hit = _outlines.get(rev)
-    if hit is not None:
-        return hit
-    rows = session.execute(select(Area.code, Area.name, Area.name_en, Area.level, Area.parent_code, Area.geojson)
-                           .where(Area.level.in_(("district", "town"))).order_by(Area.code)).all()
-    doc = {"type": "FeatureCollection", "features": [
-        _feature(r.code, r.geojson, {"code": r.code, "name": r.name, "name_en": r.name_en, "level": r.level,
-                                     "parent_code": r.parent_code}) for r in rows]}
-    parts = [r.geojson for r in rows if r.level == "district"] or [r.geojson for r in rows]
-    area = shapely.union_all(shapely.from_geojson(parts)) if parts else None
-    if area is not None:
-        shapely.prepare(area)
-    hit = (orjson.dumps(doc), area)
-    with _index_lock:
-        _outlines[rev] = hit
-        while len(_outlines) > 4:
-            _outlines.popitem(last=False)
-    return hit
+    def build() -> tuple[bytes, Any]:
+        rows = session.execute(select(Area.code, Area.name, Area.name_en, Area.level, Area.parent_code, Area.geojson)
+                               .where(Area.level.in_(("district", "town"))).order_by(Area.code)).all()
+        doc = {"type": "FeatureCollection", "features": [
+            _feature(r.code, r.geojson, {"code": r.code, "name": r.name, "name_en": r.name_en, "level": r.level,
+                                         "parent_code": r.parent_code}) for r in rows]}
+        parts = [r.geojson for r in rows if r.level == "district"] or [r.geojson for r in rows]
+        area = shapely.union_all(shapely.from_geojson(parts)) if parts else None
+        if area is not None:
+            shapely.prepare(area)
+        return orjson.dumps(doc), area
+
+    return _per_revision(_outlines, _revision(session), build)
 
 
 def public_outline(session: Session) -> tuple[bytes, str]:
