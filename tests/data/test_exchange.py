@@ -497,3 +497,41 @@ def test_keyset_paging_walks_a_filtered_result(client, hub, consumer_key):
     for bad in ("x1", "-1", "1" * 30):
         r = client.post(f"/api/v1/data/exchange/{POP}/query", json={"after": bad}, headers=yx)
         assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
+
+
+def test_logged_calls_leave_the_main_sqlite_file_unchanged(client, hub, consumer_key):
+    """On SQLite the exchange log is in its own file: a logged call changes only that file, so the other
+    connections (and worker processes) keep their cached pages of the catalogue and the records."""
+    import sqlite3
+
+    from citybrain.db import logs_path
+
+    if not hub.is_sqlite:
+        pytest.skip("the logs file exists on the embedded database only")
+    watcher = sqlite3.connect(hub.path)
+    watcher.execute("ATTACH DATABASE ? AS logs", (str(logs_path(hub.path)),))
+    try:
+        def versions() -> tuple[int, int]:
+            return (watcher.execute("PRAGMA main.data_version").fetchone()[0],
+                    watcher.execute("PRAGMA logs.data_version").fetchone()[0])
+
+        p = _person()
+        yx = consumer_key("D-YXZX")
+        assert client.get(f"/api/v1/data/exchange/{POP}/records/{p['id_number']}", headers=yx).status_code == 200
+        main0, logs0 = versions()
+        with hub.read() as s:
+            before = s.scalar(select(func.count()).select_from(ExchangeLog))
+        for _ in range(3):
+            r = client.post(f"/api/v1/data/exchange/{POP}/query", headers=yx,
+                            json={"filters": {"area_code": "440115"}, "page_size": 5})
+            assert r.status_code == 200, r.text
+        main1, logs1 = versions()
+        with hub.read() as s:
+            assert s.scalar(select(func.count()).select_from(ExchangeLog)) == before + 3
+        assert logs1 != logs0  # the calls were logged, in the logs file
+        assert main1 == main0  # and the main file did not change
+        tables = {r[0] for r in watcher.execute("SELECT name FROM logs.sqlite_master WHERE type = 'table'")}
+        assert {"data_exchange_log", "data_exchange_daily", "data_rate_bucket"} <= tables
+        assert not tables & {r[0] for r in watcher.execute("SELECT name FROM main.sqlite_master")}
+    finally:
+        watcher.close()
