@@ -12,8 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -23,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from citybrain import __version__, bus, context, errors, live, modules
 from citybrain.config import Settings, configure, get_settings
 from citybrain.db import Database, get_db, migrate, set_db
+from citybrain.deps import refuse_nul_text
 
 log = logging.getLogger("citybrain")
 
@@ -112,6 +112,26 @@ _PROBLEM_TEXT = {
     "429": "请求过于频繁 Too many requests", "500": "服务器内部错误 Internal error",
     "503": "服务暂时不可用 Service unavailable",
 }
+
+
+# Swagger UI from the vendored files, started by a script file (static/web/swagger-init.js): the pages' CSP,
+# which /docs sends too, allows no inline scripts
+DOCS_HTML = """<!DOCTYPE html>
+<html lang="zh-CN">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1.0">
+<title>CityBrain API</title>
+<link rel="stylesheet" href="/static/vendor/swagger-ui/swagger-ui.css">
+<link rel="icon" href="/static/vendor/swagger-ui/favicon-32x32.png">
+</head>
+<body>
+<div id="swagger-ui" data-openapi-url="/openapi.json"></div>
+<script src="/static/vendor/swagger-ui/swagger-ui-bundle.js"></script>
+<script src="/static/web/swagger-init.js"></script>
+</body>
+</html>
+"""
 
 
 def build_openapi(app: FastAPI) -> dict[str, Any]:
@@ -265,6 +285,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
         docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
+        dependencies=[Depends(refuse_nul_text)],  # every route: no NUL in text, on any backend
     )
     app.add_middleware(RequestContextMiddleware)
     errors.install(app)
@@ -288,13 +309,10 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url="/openapi.json",
-            title="CityBrain API",
-            swagger_js_url="/static/vendor/swagger-ui/swagger-ui-bundle.js",
-            swagger_css_url="/static/vendor/swagger-ui/swagger-ui.css",
-            swagger_favicon_url="/static/vendor/swagger-ui/favicon-32x32.png",
-        )
+        from citybrain.web.api import content_security_policy
+
+        return HTMLResponse(DOCS_HTML, headers={"Content-Security-Policy": content_security_policy(None),
+                                                "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"})
 
     # a module's hot routers (api.hot_routers) come first: routes are matched in order, and every route
     # tried before the right one costs each request time

@@ -12,15 +12,18 @@ or `X-API-Key: cbk_...` (machine key), or the web's `cb_session` cookie.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Annotated
+from contextlib import suppress
+from typing import Annotated, Any, TypeVar
+from urllib.parse import parse_qsl
 
 from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 
 from citybrain import context
 from citybrain.context import ANONYMOUS, Principal
 from citybrain.db import get_db
-from citybrain.errors import Unauthorized
+from citybrain.errors import Unauthorized, validation_problem
 
 SESSION_COOKIE = "cb_session"
 
@@ -49,6 +52,74 @@ def _credential(request: Request) -> str | None:
     if key:
         return key.strip()
     return request.cookies.get(SESSION_COOKIE)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+NUL_MESSAGE = "Text must not contain NUL characters (U+0000)"
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def checks_own_text(endpoint: F) -> F:
+    """Mark an endpoint that checks the text it is sent itself, so `refuse_nul_text` leaves it alone (telemetry:
+    a NUL in one reading dead-letters that reading, it does not refuse the request's other readings)."""
+    endpoint.checks_own_text = True  # type: ignore[attr-defined]
+    return endpoint
+
+
+async def refuse_nul_text(request: Request) -> None:
+    """App-wide dependency: a NUL character (U+0000) in a path or query parameter, or anywhere in a JSON or
+    form body (keys too), is a 422 naming each such field, on every backend. PostgreSQL cannot store NUL in
+    text; SQLite would store it silently, and such a database could not move to PostgreSQL. Costs a byte search
+    per request; the body is read only for JSON and URL-encoded forms (which the route reads anyway; the
+    request keeps it), never for multipart uploads."""
+    scope = request.scope
+    if getattr(getattr(scope.get("route"), "endpoint", None), "checks_own_text", False):
+        return
+    found: list[tuple[Any, ...]] = []
+    if "\x00" in scope["path"]:
+        found += [("path", k) for k, v in request.path_params.items() if isinstance(v, str) and "\x00" in v]
+        found = found or [("path",)]
+    query = scope["query_string"]
+    if b"%00" in query or b"\x00" in query:
+        found += _nul_pairs(request.query_params.multi_items(), "query")
+    if scope["method"] in _BODY_METHODS:
+        ctype = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if ctype == "application/x-www-form-urlencoded":
+            body = await request.body()
+            if b"%00" in body or b"\x00" in body:
+                found += _nul_pairs(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True), "body")
+        elif not ctype or ctype == "application/json" or (ctype.startswith("application/") and ctype.endswith("+json")):
+            body = await request.body()
+            if b"\\u0000" in body or b"\x00" in body:  # JSON writes NUL as \u0000 (or, in UTF-16/32, as 0 bytes)
+                with suppress(ValueError, RecursionError):  # not JSON: the route says what is wrong with it
+                    found += _nul_locations(await request.json())
+    if found:
+        raise validation_problem(RequestValidationError(
+            [{"type": "string_nul", "loc": loc, "msg": NUL_MESSAGE, "input": None} for loc in found[:20]]))
+
+
+def _safe(key: str) -> str:
+    return key.replace("\x00", "\\u0000")
+
+
+def _nul_pairs(pairs: Any, where: str) -> list[tuple[Any, ...]]:
+    return [(where, _safe(k)) for k, v in pairs if "\x00" in k or "\x00" in v]
+
+
+def _nul_locations(doc: Any, limit: int = 20) -> list[tuple[Any, ...]]:
+    """Where (("body", key or index, ...)) a parsed JSON document holds text with a NUL, in document order."""
+    out: list[tuple[Any, ...]] = []
+    stack: list[tuple[tuple[Any, ...], Any]] = [(("body",), doc)]
+    while stack and len(out) < limit:  # iterative: as deep as the JSON parser allows, without recursion
+        loc, value = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                out.append(loc)
+        elif isinstance(value, dict):
+            stack.extend(((*loc, _safe(k)), "\x00" if "\x00" in k else v) for k, v in reversed(value.items()))
+        elif isinstance(value, list):
+            stack.extend(((*loc, i), v) for i, v in reversed(list(enumerate(value))))
+    return out
 
 
 def optional_principal(request: Request) -> Principal:

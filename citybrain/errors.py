@@ -205,6 +205,7 @@ _ZH_ERRORS = {
     "date_type": "须为日期", "date_parsing": "须为日期（YYYY-MM-DD）", "date_from_datetime_parsing": "须为日期（YYYY-MM-DD）",
     "datetime_type": "须为时间", "datetime_parsing": "须为时间（ISO 8601）", "datetime_from_date_parsing": "须为时间（ISO 8601）",
     "extra_forbidden": "不允许的字段", "value_error": "取值无效", "url_parsing": "须为网址", "uuid_parsing": "须为 UUID",
+    "string_nul": "不能包含空字符（U+0000）",  # ours: deps.refuse_nul_text
 }
 
 

@@ -385,6 +385,8 @@ def _query_args(headers: dict[bytes, bytes], body: bytes) -> dict[str, Any] | No
     """The arguments of a JSON query body that `sc.QueryIn` would take as they are, else None."""
     if headers.get(b"content-type", b"").split(b";")[0].strip().lower() != b"application/json":
         return None
+    if b"\\u0000" in body:  # a NUL character in the text: the route refuses it (`deps.refuse_nul_text`)
+        return None
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from citybrain import context
 from citybrain.context import Principal
 from citybrain.db import get_db
-from citybrain.deps import ReadDB, WriteDB, require
+from citybrain.deps import ReadDB, WriteDB, checks_own_text, require
 from citybrain.errors import Forbidden, Invalid, PayloadTooLarge, Unauthorized, send_json_or_problem
 from citybrain.iot import schemas, service
 from citybrain.iot.worker import worker as ingest_worker
@@ -160,6 +160,7 @@ _PROBLEM = {"content": {"application/problem+json": {"schema": {"$ref": "#/compo
              responses={401: {"description": "设备密钥或网关密钥错误 Wrong device secret or gateway key", **_PROBLEM},
                         403: {"description": "设备已停用或密钥无上报权限 Device disabled or key lacks iot.ingest",
                               **_PROBLEM}})
+@checks_own_text  # a NUL in a reading dead-letters that reading (wrong_type, unknown_device, ...), not the request
 async def telemetry(request: Request) -> dict[str, Any]:
     """Body: `{"readings": [{"device": code, "ts": ISO-8601|epoch, "values": {prop: value}}]}` (gateway), or
     `{"ts": ..., "values": {...}}` (a device with `X-Device-Code`/`X-Device-Secret`). Answered after commit."""

@@ -277,15 +277,20 @@ def _locate(session: Session, lon: float | None, lat: float | None) -> dict[str,
     return geo.locate(session, lon=lon, lat=lat)
 
 
-def _locate_many(session: Session, points: list[tuple[float, float]]) -> list[dict[str, Any] | None]:
+def _locate_many(session: Session, points: list[tuple[float | None, float | None]]) -> list[dict[str, Any] | None]:
+    """The grid of each (lon, lat); None for a point without coordinates (a device registered without a place)."""
+    out: list[dict[str, Any] | None] = [None] * len(points)
+    located = [i for i, (lon, lat) in enumerate(points) if lon is not None and lat is not None]
     try:
         from citybrain.geo import service as geo
     except ImportError:
-        return [None] * len(points)
+        return out
     fn = getattr(geo, "locate_many", None)
-    if fn is not None:
-        return list(fn(session, points=points))
-    return [geo.locate(session, lon=lon, lat=lat) for lon, lat in points]
+    found = (list(fn(session, points=[points[i] for i in located])) if fn is not None
+             else [geo.locate(session, lon=points[i][0], lat=points[i][1]) for i in located])
+    for i, place in zip(located, found, strict=True):
+        out[i] = place
+    return out
 
 
 # --- devices ----------------------------------------------------------------------------------------------------
@@ -458,8 +463,13 @@ def import_csv(session: Session, *, data: bytes, principal: Principal, dry_run: 
     seen: set[str] = set()
     for n, raw in enumerate(reader, start=2):
         row = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k}
-        errs: list[dict[str, str]] = []
         code = row.get("code") or None
+        nul = [k for k, v in row.items() if "\x00" in k or "\x00" in v]
+        if nul:  # PostgreSQL cannot store it (nor look it up): refused here on every backend
+            report.append({"row": n, "code": clean_text(code) if code else None, "status": "error", "errors": [
+                {"field": clean_text(k), "message": "不能包含空字符 / no NUL characters"} for k in nul]})
+            continue
+        errs: list[dict[str, str]] = []
         if code and (code in existing or code in seen):
             errs.append({"field": "code", "message": "编码已存在 / code already registered"})
         elif code and not CODE_RE.match(code):
@@ -923,7 +933,7 @@ def _check_each(model: catalog.DeviceModel, values: dict[str, Any], idx: int, co
         elif isinstance(v, str) and len(v) <= 200 and "\x00" not in v:
             acc[prop] = v
         else:
-            reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "expected a string (<= 200 chars)")
+            reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "expected a string (<= 200 chars, no NUL)")
     return acc
 
 

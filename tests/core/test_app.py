@@ -35,6 +35,28 @@ def test_docs_served_from_vendored_assets(client):
     assert "/static/vendor/swagger-ui/swagger-ui-bundle.js" in r.text
     assert "cdn" not in r.text.lower()
     assert client.get("/static/vendor/swagger-ui/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/static/vendor/swagger-ui/swagger-ui.css").status_code == 200
+
+
+def test_docs_page_sends_the_pages_content_security_policy(client):
+    """/docs sends the pages' CSP (scripts from this server only, no inline scripts) and works within it: Swagger
+    UI is started by a script file, not an inline script, and asks no other site (the validator badge is off)."""
+    import re
+
+    from citybrain.web.api import content_security_policy
+
+    r = client.get("/docs")
+    csp = r.headers.get("content-security-policy", "")
+    assert csp == content_security_policy(None)
+    script_src = re.search(r"script-src ([^;]*)", csp)
+    assert script_src and script_src.group(1).split() == ["'self'"]
+    assert r.headers["x-content-type-options"] == "nosniff"
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", r.text, re.S)
+    assert scripts and all('src="/static/' in attrs and not body.strip() for attrs, body in scripts), scripts
+    init = client.get("/static/web/swagger-init.js")
+    assert init.status_code == 200 and "javascript" in init.headers["content-type"]
+    assert "SwaggerUIBundle(" in init.text and "validatorUrl: null" in init.text
+    assert client.get("/redoc").status_code == 404  # no ReDoc page (it would need a CDN script)
 
 
 def test_metrics_exposed(client):

@@ -28,6 +28,19 @@ def test_odd_records_are_refused_row_by_row(client, hub, dept_user):
                             files={"file": ("x.csv", "身份证号\n".encode("utf-16"), "text/csv")}), 201, 422)
 
 
+def test_records_with_nul_characters_are_refused_with_the_field_named(client, hub, dept_user):
+    """A NUL (U+0000) in a pushed record is a 422 naming the record and field on every backend; nothing is loaded."""
+    h = dept_user("D-MZJ")
+    url = f"/api/v1/data/resources/{LOWINCOME}/records"
+    loads = client.get(f"/api/v1/data/resources/{LOWINCOME}/loads", headers=h).json()
+    rows = [{"id_number": "440115199001011234", "name": "张三"}, {"id_number": "440115199001011242", "name": "李\u0000四"}]
+    r = client.post(url, json={"records": rows}, headers=h)
+    _ok_problem(r, 422)
+    assert [(e["field"], e["type"]) for e in r.json()["errors"]] == [("records.1.name", "string_nul")]
+    assert "records.1.name 不能包含空字符" in r.json()["message_zh"]
+    assert client.get(f"/api/v1/data/resources/{LOWINCOME}/loads", headers=h).json() == loads
+
+
 def test_odd_queries(client, hub, consumer_key, as_role):
     k = consumer_key("D-YXZX")
     _ok_problem(client.post(f"/api/v1/data/exchange/{POP}/query", json={"filters": {"birth_date": "x"}},

@@ -322,6 +322,7 @@ def test_fast_path_answers_like_the_route(client, hub, consumer_key, monkeypatch
         assert both({"page_size": 0}, yx).status_code == 422
         assert both({"filters": {"area_code": 440115}}, yx).status_code == 422
         assert both({"extra": 1}, yx).status_code == 422
+        assert both({"filters": {"area_code": "440115\u0000"}}, yx).json()["errors"][0]["field"] == "filters.area_code"
         assert both(None, yx, content=b"{not json").status_code == 422
         assert both({}, {}).status_code == 401
         assert both({}, {"X-API-Key": "cbk_nope_nope"}).status_code == 401

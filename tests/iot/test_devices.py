@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from citybrain import clock, context
 from citybrain.iot import service
-from citybrain.iot.models import DeadLetter
+from citybrain.iot.models import DeadLetter, Device
 
 
 def test_register_via_api_generates_unified_code(client, as_role):
@@ -64,6 +64,27 @@ def test_csv_import_reports_each_row(client, db, as_role):
     assert r.status_code == 200
     missing = client.post("/api/v1/iot/devices/import", headers=h, content=b"foo,bar\n1,2\n")
     assert missing.status_code == 422
+
+
+def test_csv_import_refuses_rows_with_nul_characters(client, db, as_role):
+    """A NUL (U+0000) in a CSV cell is an error of that row on every backend (PostgreSQL cannot store it; SQLite
+    would): the other rows are imported."""
+    h = as_role("handler")
+    csv_text = ("name,model,org,address\n"
+                "井盖\x00A,manhole,D-CGJ,\n"
+                "井盖B,manhole,D-CGJ,路\x00B\n"
+                "井盖C,manhole,D\x00CGJ,\n"
+                "井盖D,manhole,D-CGJ,\n")
+    r = client.post("/api/v1/iot/devices/import", headers=h, files={"file": ("d.csv", csv_text.encode(), "text/csv")})
+    assert r.status_code == 200, r.text
+    rep = r.json()
+    assert (rep["rows"], rep["created"], rep["errors"]) == (4, 1, 3)
+    by_row = {x["row"]: x for x in rep["report"]}
+    assert [[e["field"] for e in by_row[n]["errors"]] for n in (2, 3, 4)] == [["name"], ["address"], ["org"]]
+    assert all("NUL" in by_row[n]["errors"][0]["message"] for n in (2, 3, 4))
+    assert by_row[5]["status"] == "created"
+    with db.read() as s:
+        assert s.scalars(select(Device.name).where(Device.name.like("井盖%"))).all() == ["井盖D"]
 
 
 def test_device_scope_and_list_filters(client, register, as_role):

@@ -369,3 +369,38 @@ def test_compiled_model_check_accepts_exactly_what_the_property_checks_accept():
             else:
                 assert fast == slow and list(fast) == list(slow), (model.code, values, fast, slow)
                 assert all(type(a) is type(b) for a, b in zip(fast.values(), slow.values(), strict=True))
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast_path", "route"])
+def test_nul_characters_in_readings_are_dead_lettered_not_refused(client, db, register, gateway, frozen, monkeypatch,
+                                                                  fast_path):
+    """A NUL (U+0000) in a reading's device code, property or value rejects that reading (dead-lettered with its
+    reason, counted, stored with the NUL written out) and no other: the request is not refused as a whole, through
+    the fast path or the route (which the app-wide NUL check leaves to ingestion)."""
+    from fastapi.testclient import TestClient
+
+    from citybrain.app import create_app
+    from citybrain.iot import api as iot_api
+
+    wl, _ = register("water_level", "水务")
+    key = gateway("水务")
+    now = frozen.isoformat()
+    batch = {"readings": [
+        {"device": "NOPE\u0000", "ts": now, "values": {"water_level": 1.0}},
+        {"device": wl, "ts": now, "values": {"water\u0000level": 1.0}},
+        {"device": wl, "ts": now, "values": {"water_level": "1\u0000"}},
+        {"device": wl, "ts": now, "values": {"water_level": 1.5}},
+    ]}
+    if not fast_path:
+        monkeypatch.setattr(iot_api, "middleware", [])  # an app answering only through the route
+    with TestClient(create_app(background=False)) as c:
+        r = c.post("/api/v1/iot/telemetry", json=batch, headers={"X-API-Key": key})
+    assert r.status_code == 200, r.text
+    assert (r.json()["accepted"], r.json()["rejected"]) == (1, 3)
+    assert _dead(db) == {"unknown_device": 1, "unknown_property": 1, "wrong_type": 1}
+    assert _stored(db, wl) == 1
+    with db.read() as s:
+        texts = {d.reason: (d.device_code, d.prop, d.value) for d in s.scalars(select(DeadLetter))}
+        assert s.scalar(select(Device.rejected_count).where(Device.code == wl)) == 2
+    assert texts["unknown_device"][0] == "NOPE\\u0000" and texts["unknown_property"][1] == "water\\u0000level"
+    assert "\x00" not in repr(texts)

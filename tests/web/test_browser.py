@@ -405,3 +405,17 @@ def test_screenshots_of_map_and_cockpit(pages):
     leader.goto(pages.url("/cockpit"))
     leader.locator("#ck-rank-dept table, #ck-rank-dept p").first.wait_for()
     screenshot(leader, "cockpit")
+
+
+def test_api_docs_render_within_the_content_security_policy(pages):
+    """/docs (Swagger UI, vendored) lists the operations with the pages' CSP in force: no inline script, nothing
+    from another site (the `pages` fixture fails the test on a CSP report in the console or an outside request)."""
+    page = pages.new()
+    resp = page.goto(pages.url("/docs"))
+    assert "script-src 'self';" in resp.headers["content-security-policy"]
+    page.locator(".opblock").first.wait_for()
+    assert page.locator(".opblock").count() > 20
+    token = page.locator(".opblock-summary-path[data-path='/api/v1/auth/token']")
+    assert token.count() == 1 and token.is_visible()
+    assert page.locator(".swagger-ui .info .title").inner_text().startswith("CityBrain")
+
