@@ -4,12 +4,6 @@ SQLite (the embedded default) runs in WAL mode with foreign keys and a busy time
 one database: reads use deferred transactions; writes use ``BEGIN IMMEDIATE`` on SQLite so a
 read-modify-write never fails on a stale snapshot. On PostgreSQL both are the same engine.
 
-On SQLite, tables whose `info` names `sqlite_schema` (the exchange log, its daily sums and the rate buckets:
-written on every exchange call) live in a second file beside the database, `<name>-logs.db`, ATTACHed to
-every connection as `logs`; unqualified names find them there. A commit that touches only that file leaves
-the main file's change counter alone, so the other connections (and `serve --workers` processes) keep their
-page cache of the main file instead of re-reading it after every logged call.
-
 SQLite has one writer at a time. Within a process, writers queue on a lock of the database (the write gate)
 before ``BEGIN IMMEDIATE`` and hand it on at ``COMMIT``/``ROLLBACK``, so the next writer starts at once instead
 of sleeping in SQLite's busy handler (which polls with waits of 1-100 ms); other processes (`serve
@@ -19,7 +13,6 @@ of sleeping in SQLite's busy handler (which polls with waits of 1-100 ms); other
 from __future__ import annotations
 
 import datetime as dt
-import re
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -28,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, DateTime, MetaData, create_engine, event, make_url, text
+from sqlalchemy import JSON, DateTime, MetaData, create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -83,21 +76,6 @@ JSONType = JSON().with_variant(JSON(none_as_null=True), "sqlite")
 
 def _json_dumps(obj: Any) -> str:
     return orjson.dumps(obj, default=str).decode()
-
-
-LOGS_SCHEMA = "logs"  # the attached file of append-heavy logs (SQLite), see the module docstring
-
-
-def logs_path(main: str | Path) -> Path:
-    """The logs file that goes with the SQLite database file `main` (`citybrain.db` -> `citybrain-logs.db`)."""
-    main = Path(main)
-    return main.with_name(f"{main.stem}-logs{main.suffix or '.db'}")
-
-
-def sqlite_files(main: str | Path) -> list[Path]:
-    """Every file of a SQLite database as CityBrain keeps it (the main file, then the logs file): what a backup,
-    a copy or an integrity check must include."""
-    return [Path(main), logs_path(main)]
 
 
 WRITE_WAIT_S = 30.0  # how long a writer waits for the write gate (the same as SQLite's busy timeout)
@@ -178,11 +156,8 @@ class Database:
         self.settings = settings
         self.url = settings.sqlalchemy_url
         self.is_sqlite = self.url.startswith("sqlite")
-        self.path: Path | None = None  # SQLite: the main database file
         if self.is_sqlite:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
-            main = make_url(self.url).database
-            self.path = Path(main) if main and main != ":memory:" else None
             self.write_gate = threading.Lock()
             self.engine = self._sqlite_engine(immediate=False)
             self.write_engine = self._sqlite_engine(immediate=True)
@@ -210,14 +185,11 @@ class Database:
             if immediate:
                 dbapi_conn.gate = self.write_gate
             cur = dbapi_conn.cursor()
-            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            cur.execute(f"ATTACH DATABASE ? AS {LOGS_SCHEMA}",
-                        (str(logs_path(self.path)) if self.path else ":memory:",))
-            for schema in ("main", LOGS_SCHEMA):
-                cur.execute(f"PRAGMA {schema}.journal_mode=WAL")
-                cur.execute(f"PRAGMA {schema}.synchronous=NORMAL")
+            cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache per connection (main)
+            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache per connection
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -320,64 +292,4 @@ def migrate(db: Database | None = None) -> None:
     """Bring the database to the newest revision of every branch (alembic upgrade heads)."""
     from alembic import command
 
-    db = db or get_db()
     command.upgrade(alembic_config(db), "heads")
-    if db.is_sqlite:
-        _recreate_lost_logs_tables(db)
-
-
-def _schema_sql(conn: Any, schema: str, table: str) -> list[str]:
-    """The CREATE statements of a SQLite table and its own indexes in `schema`, the table first."""
-    rows = conn.exec_driver_sql(f"SELECT type, sql FROM {schema}.sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL "
-                                "ORDER BY type = 'index', name", (table,)).all()
-    return [sql for _type, sql in rows]
-
-
-def _in_schema(sql: str, schema: str) -> str:
-    """A CREATE TABLE / CREATE INDEX statement rewritten to create its object in `schema`."""
-    out, n = re.subn(r'^(CREATE\s+(?:UNIQUE\s+)?(?:TABLE|INDEX)\s+)(?:\w+\.)?("?)(\w+)\2', rf"\1{schema}.\3", sql)
-    if n != 1:
-        raise ValueError(f"not a CREATE TABLE/INDEX statement: {sql[:80]}")
-    return out
-
-
-def move_sqlite_tables(conn: Any, tables: list[str], src: str, dst: str) -> None:
-    """Move SQLite tables, their indexes and rows from schema `src` to `dst` (e.g. "main" -> "logs") in the
-    caller's transaction. A copy already in `dst` (an earlier run cut short between the two files' commits,
-    or a logs file left from a deleted database) is replaced, since `src` still holds every row."""
-    for table in tables:
-        ddl = _schema_sql(conn, src, table)
-        if not ddl:
-            continue
-        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {dst}.{table}")
-        for sql in ddl:
-            conn.exec_driver_sql(_in_schema(sql, dst))
-        conn.exec_driver_sql(f"INSERT INTO {dst}.{table} SELECT * FROM {src}.{table}")
-        conn.exec_driver_sql(f"DROP TABLE {src}.{table}")
-
-
-def logs_tables() -> list[Any]:
-    """The tables kept in the logs file on SQLite (their `info` says `sqlite_schema`)."""
-    from citybrain.modules import import_models
-
-    return [t for t in import_models().sorted_tables if t.info.get("sqlite_schema") == LOGS_SCHEMA]
-
-
-def _recreate_lost_logs_tables(db: Database) -> None:
-    """A logs file that was lost (a backup restored without it): create its tables again, empty, and say so."""
-    import logging
-
-    from sqlalchemy.schema import CreateIndex, CreateTable
-
-    with db.write_engine.begin() as conn:
-        have = {r[0] for r in conn.exec_driver_sql(
-            "SELECT name FROM main.sqlite_master WHERE type = 'table' UNION "
-            f"SELECT name FROM {LOGS_SCHEMA}.sqlite_master WHERE type = 'table'")}
-        for table in logs_tables():
-            if table.name in have:
-                continue
-            logging.getLogger("citybrain.db").warning(
-                "%s is missing from %s; created it empty", table.name, logs_path(db.path or "citybrain.db"))
-            conn.exec_driver_sql(_in_schema(str(CreateTable(table).compile(conn)).strip(), LOGS_SCHEMA))
-            for index in table.indexes:
-                conn.exec_driver_sql(_in_schema(str(CreateIndex(index).compile(conn)).strip(), LOGS_SCHEMA))

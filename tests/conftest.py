@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 
 from citybrain import bus, clock, context
 from citybrain.config import Settings, configure
-from citybrain.db import Database, set_db, sqlite_files
+from citybrain.db import Database, set_db
 from citybrain.identity import service as identity_service
 
 identity_service.use_fast_password_hashing()  # cheap Argon2id in tests (production keeps library defaults)
@@ -82,8 +82,7 @@ class _Templates:
             set_db(None)
             self.sqlite = tpl_dir / "citybrain.db"
         dest.mkdir(parents=True, exist_ok=True)
-        for f in sqlite_files(self.sqlite):  # the database and its logs file
-            shutil.copy(f, dest / f.name)
+        shutil.copy(self.sqlite, dest / "citybrain.db")
         return Database(configure(make_settings(dest)))
 
     def _admin(self):

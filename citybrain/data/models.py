@@ -17,7 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from citybrain.db import LOGS_SCHEMA, Base, JSONType, UTCDateTime, utcnow
+from citybrain.db import Base, JSONType, UTCDateTime, utcnow
 
 # --- catalogue (政务信息资源目录) -----------------------------------------------------------------------------------
 
@@ -288,7 +288,6 @@ class ExchangeLog(Base):
     """One exchange call: who asked for which fields of which resource, and how many records went out."""
 
     __tablename__ = "data_exchange_log"
-    __table_args__ = {"info": {"sqlite_schema": LOGS_SCHEMA}}  # SQLite: in the logs file (citybrain/db.py)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
@@ -308,7 +307,7 @@ class ExchangeDaily(Base):
     """Exchange statistics per day, consumer department and resource."""
 
     __tablename__ = "data_exchange_daily"
-    __table_args__ = (UniqueConstraint("day", "consumer_org_id", "resource_id"), {"info": {"sqlite_schema": LOGS_SCHEMA}})
+    __table_args__ = (UniqueConstraint("day", "consumer_org_id", "resource_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     day: Mapped[dt.date] = mapped_column(Date, index=True)
@@ -324,7 +323,6 @@ class RateBucket(Base):
     the exchange log's transaction."""
 
     __tablename__ = "data_rate_bucket"
-    __table_args__ = {"info": {"sqlite_schema": LOGS_SCHEMA}}
 
     subject: Mapped[str] = mapped_column(String(60), primary_key=True)
     tokens: Mapped[float] = mapped_column(Float)

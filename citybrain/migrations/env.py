@@ -10,12 +10,7 @@ target_metadata = import_models()
 
 
 def include_object(obj, name, type_, reflected, compare_to):  # noqa: ANN001
-    """While generating one module's revision, look only at that module's tables (`<module>_*`); on SQLite,
-    leave out the tables kept in the logs file (reflection sees only the main file; write their migrations
-    by hand, as data_0003 does)."""
-    table = obj if type_ == "table" else getattr(obj, "table", None)
-    if db.is_sqlite and table is not None and table.info.get("sqlite_schema"):
-        return False
+    """While generating one module's revision, look only at that module's tables (`<module>_*`)."""
     prefix = config.attributes.get("table_prefix")
     if prefix and type_ == "table":
         return name.startswith(prefix)

@@ -6,7 +6,6 @@ import pytest
 
 from citybrain import context, served
 from citybrain.audit import service as audit
-from citybrain.db import logs_path
 from tests.data.conftest import ENT, HEALTH, POP, running_server
 
 
@@ -176,7 +175,7 @@ def test_a_download_cut_short_is_counted_and_blocks_nothing(db, hub, tmp_path):
     with db.write() as s:  # megabytes of CSV: more than the sockets' buffers hold
         service.load_records(s, principal=context.SYSTEM, code=ENT, rows=demo.entity_rows(40000, seed=5),
                              source="test")
-    path = logs_path(db.path)  # the exchange log is in the logs file beside the database
+    path = db.engine.url.database
     db.dispose()
     with running_server(tmp_path, served.free_port()) as base:
         host, port = base.removeprefix("http://").split(":")
