@@ -46,6 +46,27 @@ class Server:
                     return int(line.split()[1]) / 1024
         return 0.0
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the server and its worker processes (`serve --workers N`),
+        from /proc: a bench divides the difference by the work done, which compares across runs on a shared
+        machine better than the rate does."""
+        tick = os.sysconf("SC_CLK_TCK")
+        pids = [self.proc.pid]
+        try:
+            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+                pids += [int(p) for p in f.read().split()]
+        except OSError:
+            pass
+        total = 0
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:  # a worker that ended meanwhile
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total / tick
+
     def stop(self) -> None:
         """Terminate the server (kill it if it does not stop within 15 s)."""
         terminate(self.proc, 15)

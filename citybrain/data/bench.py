@@ -181,6 +181,7 @@ def bench_exchange(quick: bool = False) -> dict[str, Any]:
     best = max(by_workers.values(), key=lambda r: r["requests_per_s"])
     result.update(http_by_workers=by_workers, http_client=best["client"], http_workers=best["workers"],
                   http_requests_per_s=best["requests_per_s"], http_p99_ms=best["p99_ms"],
+                  http_server_cpu_us_per_request=best["server_cpu_us_per_request"],
                   http_errors=sum(r["errors"] for r in by_workers.values()))
     # the headline is what a consumer gets: over HTTP; the in-process numbers stay alongside
     result["inprocess_requests_per_s"], result["inprocess_p99_ms"] = result["requests_per_s"], result["p99_ms"]
@@ -253,7 +254,9 @@ def _http(data_dir: Path, key: str, seconds: float, workers: int) -> dict[str, A
             seen: list[list[int]] = []
             sampler = threading.Timer(min(1.0, seconds / 2), lambda: seen.append(_connection_split(PORT)))
             sampler.start()
+            cpu0, t0 = server.cpu_seconds(), time.perf_counter()
             rps, p99, err = _run_wrk(wrk, base, key, seconds, conns, script)
+            cpu, wall = server.cpu_seconds() - cpu0, time.perf_counter() - t0
             sampler.join()
             split = seen[0] if seen else None
             client = "wrk"
@@ -271,10 +274,14 @@ def _http(data_dir: Path, key: str, seconds: float, workers: int) -> dict[str, A
                 assert r.status_code == 200, r.text
 
             _hammer(fn, 4, 0.5)
+            cpu0, t0 = server.cpu_seconds(), time.perf_counter()
             rps, p99, err = _hammer(fn, 4, seconds)
+            cpu, wall = server.cpu_seconds() - cpu0, time.perf_counter() - t0
             client, conns, floor, split = "python-threads", 4, None, None
         return {"workers": workers, "client": client, "connections": conns, "requests_per_s": round(rps),
                 "p99_ms": round(p99, 2), "errors": err, "healthz_requests_per_s": floor,
+                # server CPU (all its processes) per request: comparable between runs on a shared machine
+                "server_cpu_us_per_request": round(cpu / (rps * wall) * 1e6) if rps else None,
                 "connections_per_process": split}
     finally:
         server.stop()

@@ -314,7 +314,10 @@ def _http_run(tmp: Path, n_devices: int, rounds: int, threads: int, database_url
         _post_all(server.base, seeded["gateway"], warm, threads)  # devices come online (not timed)
         probe = AlarmProbe(server.base, seeded["gateway"], seeded["reader"], seeded["probe"])
         probe.start()
+        cpu0, client0 = server.cpu_seconds(), time.process_time()
         secs, stored = _post_all(server.base, seeded["gateway"], bodies, threads)
+        cpu = server.cpu_seconds() - cpu0
+        client_cpu = time.process_time() - client0
         time.sleep(1.0)
         probe.close()
         lat = sorted(probe.latencies)
@@ -332,7 +335,7 @@ def _http_run(tmp: Path, n_devices: int, rounds: int, threads: int, database_url
         server.stop()
     return {"readings": stored, "seconds": secs, "rate": stored / secs, "bodies": bodies,
             "devices": seeded["devices"], "alarm_lat": lat, "endpoint": probe.endpoint, "grid_ms": grid_ms,
-            "rss_mb": rss}
+            "rss_mb": rss, "server_cpu_s": cpu, "client_cpu_s": client_cpu}
 
 
 def _p99(values: list[float]) -> float | None:
@@ -371,6 +374,11 @@ def bench_ingest(quick: bool = False) -> dict[str, Any]:
             "devices": n_devices,
             "server_rss_mb": round(run["rss_mb"], 1),
             "grid_latest_ms": run["grid_ms"],
+            # CPU per batch of the server and of this bench's client (the client's does the same work in every
+            # run: its value shows how fast the shared machine is at the moment); cores = server CPU / wall time
+            "server_cpu_ms_per_batch": round(run["server_cpu_s"] / len(run["bodies"]) * 1000, 3),
+            "client_cpu_ms_per_batch": round(run["client_cpu_s"] / len(run["bodies"]) * 1000, 3),
+            "server_cores": round(run["server_cpu_s"] / run["seconds"], 2),
         }
         if not quick:
             out.update(_extras(tmp, port))
