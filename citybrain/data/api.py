@@ -569,7 +569,7 @@ def decide_open_application(application_id: int, body: sc.OpenDecisionIn, db: Wr
                             who: Principal = Depends(require("data.approve"))) -> ORJSONResponse:
     a = service.decide_open_application(db, principal=who, application_id=application_id, approve=body.approve,
                                         reason=body.reason)
-    return _json(service.open_application_dict(a))
+    return _json(service.open_application_dict(a, service.resource_code(db, a.resource_id)))
 
 
 # --- CKAN Action API ------------------------------------------------------------------------------------------------------
@@ -599,6 +599,9 @@ async def ckan_action(action: str, request: Request) -> Response:
             try:
                 doc = orjson.loads(body)
             except orjson.JSONDecodeError:
+                if "json" in request.headers.get("content-type", ""):
+                    return _ckan_error(400, "Bad Request", "JSON Error: the request body is not valid JSON",
+                                       "请求体不是有效的 JSON")
                 form = await request.form()
                 doc = dict(form)
             if isinstance(doc, dict):
@@ -662,6 +665,8 @@ def _ckan_call(action: str, params: dict[str, Any], base: str) -> Any:
             return names if limit else []
         if action == "package_show":
             ident = str(params.get("id") or params.get("name_or_id") or "")
+            if not ident:
+                raise Invalid("缺少参数 id（数据集名称或编码）", "Missing value: id")
             total, rows = service.open_list(db, limit=100)
             offset = 100
             while len(rows) < total:

@@ -887,8 +887,8 @@ def create_request(session: Session, *, principal: Principal, code: str, fields:
     if r.status != "published":
         raise Conflict("该资源未发布", "The resource is not published", code="resource_not_published")
     if r.share_type == "none" or r.secret:
-        raise Forbidden(f"该资源不予共享（依据：{r.legal_basis}）", "This resource is not shared",
-                        code="not_shareable")
+        raise Forbidden(f"该资源不予共享（依据：{r.legal_basis}）",
+                        f"This resource is not shared (legal basis: {r.legal_basis})", code="not_shareable")
     if r.provider_org_id == principal.org_id:
         raise Conflict("不能申请本部门提供的资源", "A department cannot request its own resource",
                        code="own_resource")
@@ -896,28 +896,36 @@ def create_request(session: Session, *, principal: Principal, code: str, fields:
     unmasked_fields = list(dict.fromkeys(unmasked_fields or []))
     fields = list(dict.fromkeys(fields or []))
     errs = []
+
+    def err(field: str, zh: str, en: str) -> None:
+        errs.append({"field": field, "message": zh, "message_en": en})
+
     if not fields:
-        errs.append({"field": "fields", "message": "须至少申请一个信息项"})
-    errs += [{"field": "fields", "message": f"资源没有信息项 {f}"} for f in fields if f not in items]
-    errs += [{"field": "unmasked_fields", "message": f"{f} 不在申请的信息项中"} for f in unmasked_fields
-             if f not in fields]
-    errs += [{"field": "unmasked_fields", "message": f"{f} 本身不脱敏"} for f in unmasked_fields
-             if f in items and not items[f].get("mask")]
+        err("fields", "须至少申请一个信息项", "ask for at least one field")
+    for f in fields:
+        if f not in items:
+            err("fields", f"资源没有信息项 {f}", f"the resource has no field {f}")
+    for f in unmasked_fields:
+        if f not in fields:
+            err("unmasked_fields", f"{f} 不在申请的信息项中", f"{f} is not among the requested fields")
+        if f in items and not items[f].get("mask"):
+            err("unmasked_fields", f"{f} 本身不脱敏", f"{f} is not masked anyway")
     if not (purpose or "").strip():
-        errs.append({"field": "purpose", "message": "须说明用途"})
+        err("purpose", "须说明用途", "state the purpose")
     needs_review = r.share_type == "conditional" or bool(unmasked_fields)
     if needs_review and not (legal_basis or "").strip():
-        errs.append({"field": "legal_basis", "message": "有条件共享或申请明文敏感信息须说明依据"})
+        err("legal_basis", "有条件共享或申请明文敏感信息须说明依据",
+            "a conditional resource or fields in clear need a legal basis")
     today = _today()
     valid_from = valid_from or today
     valid_to = valid_to or (valid_from + dt.timedelta(days=365))
     if valid_to < valid_from or valid_to < today:
-        errs.append({"field": "valid_to", "message": "有效期止须晚于起始日期和今天"})
+        err("valid_to", "有效期止须晚于起始日期和今天", "valid_to must not be before valid_from or today")
     if (valid_to - valid_from).days > MAX_GRANT_DAYS:
-        errs.append({"field": "valid_to", "message": "有效期不能超过三年"})
+        err("valid_to", "有效期不能超过三年", "the period may not exceed three years")
     if errs:
         raise Invalid("共享申请校验未通过：" + "；".join(e["message"] for e in errs[:3]),
-                      "The request is invalid: " + ", ".join(e["field"] for e in errs[:5]), errors=errs)
+                      "The request is invalid: " + "; ".join(e["message_en"] for e in errs[:3]), errors=errs)
     req = ShareRequest(resource_id=r.id, resource_code=r.code, consumer_org_id=principal.org_id,
                        provider_org_id=r.provider_org_id, fields=fields, unmasked_fields=unmasked_fields,
                        purpose=purpose.strip(), legal_basis=(legal_basis or "").strip() or None,
@@ -1592,6 +1600,11 @@ def _ticket_hash(ticket: str) -> str:
     return hashlib.sha256(ticket.encode()).hexdigest()
 
 
+def resource_code(session: Session, resource_id: int) -> str | None:
+    """The code of a resource by id."""
+    return session.scalar(select(Resource.code).where(Resource.id == resource_id))
+
+
 def open_application_dict(a: OpenApplication, code: str | None = None) -> dict[str, Any]:
     """An open-data key application as a plain dict (never the ticket)."""
     return {"id": a.id, "resource_id": a.resource_id, "resource": code, "applicant": a.applicant,
@@ -1676,7 +1689,11 @@ def collect_open_key(session: Session, *, application_id: int, ticket: str) -> s
     _check_ticket(a, ticket)
     if a.status != "approved":
         raise Conflict({"pending": "申请尚在审核中", "refused": "申请未获批准", "issued": "密钥已领取，不再显示"}
-                       .get(a.status, a.status), f"The application is {a.status}", code=f"application_{a.status}")
+                       .get(a.status, a.status),
+                       {"pending": "The application is still under review",
+                        "refused": "The application was refused",
+                        "issued": "The key was already collected; it is shown only once"}
+                       .get(a.status, f"The application is {a.status}"), code=f"application_{a.status}")
     code = session.scalar(select(Resource.code).where(Resource.id == a.resource_id))
     a.status = "issued"  # committed together with the key (create_api_key commits): collected once only
     key, k = identity.create_api_key(session, name=f"开放数据:{a.applicant[:60]}", scopes=["data.open"],

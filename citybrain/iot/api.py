@@ -71,6 +71,16 @@ def _credentials(headers: Any) -> tuple[str | None, str, str | None]:
     return code, secret, key
 
 
+def _why_zh(why: str | None) -> str:
+    """The Chinese of `service.parse_payload`'s reason why a body is unreadable."""
+    if not why:
+        return "无法读取"
+    if why.startswith("not JSON"):
+        return "不是有效的 JSON" + why[len("not JSON"):]
+    return {"readings must be a list": "readings 须为数组",
+            "body must be a JSON object or array": "须为 JSON 对象或数组"}.get(why, why)
+
+
 def _prepare(headers: Any, raw: bytes, s: Any) -> service.Part:
     """Authenticate and parse one telemetry request (in the ingest thread); raises its problem."""
     code, secret, key = _credentials(headers)
@@ -88,7 +98,7 @@ def _prepare(headers: Any, raw: bytes, s: Any) -> service.Part:
             items, why = service.parse_payload(raw)
             if items is None or len(items) > service.MAX_BATCH_READINGS:
                 service.record_unreadable(s, raw=raw, source="http", sender=f"device:{info.code}",
-                                          detail=why or "batch too large", device_code=info.code)
+                                          detail=why or "batch too large", device_code=info.code, device_id=info.id)
                 raise
             return service.Part(items, "http", device=info, refuse=exc)
         except Unauthorized:
@@ -112,8 +122,9 @@ def _prepare(headers: Any, raw: bytes, s: Any) -> service.Part:
         s.commit()
         service.record_unreadable(s, raw=raw, source="http", sender=sender.label if sender else
                                   (f"device:{device.code}" if device else None), detail=why or "unreadable",
-                                  device_code=device.code if device else None)
-        raise Invalid(f"数据无法解析：{why}", f"Unreadable message: {why}", code="malformed_payload",
+                                  device_code=device.code if device else None,
+                                  device_id=device.id if device else None)
+        raise Invalid(f"数据无法解析：{_why_zh(why)}", f"Unreadable message: {why}", code="malformed_payload",
                       accepted=0, rejected=1)
     if len(items) > service.MAX_BATCH_READINGS:
         raise Invalid(f"单批最多 {service.MAX_BATCH_READINGS} 条",

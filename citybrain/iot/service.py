@@ -315,7 +315,7 @@ def _model_or_422(model_code: str) -> catalog.DeviceModel:
     model = catalog.get(model_code)
     if model is None:
         known = ", ".join(m.code for m in catalog.MODELS)
-        raise Invalid(f"未知的物模型：{model_code}", f"Unknown device model: {model_code} (known: {known})",
+        raise Invalid(f"未知的物模型：{model_code}（可选：{known}）", f"Unknown device model: {model_code} (known: {known})",
                       errors=[{"field": "model", "message": f"one of {known}"}])
     return model
 
@@ -554,6 +554,7 @@ def list_devices(session: Session, *, principal: Principal, model: str | None = 
                  org_id: int | None = None, grid_code: str | None = None, q: str | None = None,
                  bbox: str | None = None, limit: int = 50, offset: int = 0) -> tuple[int, list[Device]]:
     """Devices in the principal's scope matching the filters, with the total."""
+    _check_device_status(status)
     query = _scope(select(Device), principal, Device.org_id)
     if model:
         query = query.where(Device.model_code == model)
@@ -802,7 +803,7 @@ def _validate(part: Part, pi: int, registry: dict[str, DevInfo], now: dt.datetim
     dead_before = len(dead)
 
     def reject(idx: int, code: Any, dev_id: int | None, prop: Any, ts: Any, value: Any, reason: str,
-               detail: str | None = None) -> None:
+               detail: str | None = None, detail_zh: str | None = None) -> None:
         dead.append({"device_code": None if code is None else clean_text(str(code))[:80], "device_id": dev_id,
                      "prop": None if prop is None else clean_text(str(prop))[:80],
                      "ts": None if ts is None else clean_text(str(ts))[:64],
@@ -815,7 +816,7 @@ def _validate(part: Part, pi: int, registry: dict[str, DevInfo], now: dt.datetim
         if len(rejections) < MAX_REPORTED_REJECTIONS:
             zh, en = REASONS[reason]
             rejections.append({"index": idx, "device": code, "property": prop, "reason": reason,
-                               "message_zh": zh + (f"：{detail}" if detail else ""),
+                               "message_zh": zh + (f"：{detail_zh or detail}" if detail else ""),
                                "message_en": en + (f": {detail}" if detail else "")})
 
     if not isinstance(items, list):
@@ -823,13 +824,13 @@ def _validate(part: Part, pi: int, registry: dict[str, DevInfo], now: dt.datetim
     accepted = 0
     for idx, item in enumerate(items):
         if not isinstance(item, dict):
-            reject(idx, None, None, None, None, item, "malformed", "reading must be an object")
+            reject(idx, None, None, None, None, item, "malformed", "reading must be an object", "每条数据须为 JSON 对象")
             continue
         code = item.get("device")
         if self_dev is not None:
             if code is not None and code != self_dev.code:
                 reject(idx, code, self_dev.id, None, item.get("ts"), item.get("values"), "not_permitted",
-                       f"authenticated as {self_dev.code}")
+                       f"authenticated as {self_dev.code}", f"已认证为设备 {self_dev.code}")
                 continue
             info = self_dev
             code = info.code
@@ -841,11 +842,12 @@ def _validate(part: Part, pi: int, registry: dict[str, DevInfo], now: dt.datetim
             sc = item_scopes[idx] if item_scopes is not None else scope
             if sc is not None and info.org_id not in sc:
                 reject(idx, code, info.id, None, item.get("ts"), item.get("values"), "not_permitted",
-                       "device belongs to another organisation")
+                       "device belongs to another organisation", "设备属于其他单位")
                 continue
         values = item.get("values")
         if not isinstance(values, dict) or not values:
-            reject(idx, code, info.id, None, item.get("ts"), values, "malformed", "values must be a non-empty object")
+            reject(idx, code, info.id, None, item.get("ts"), values, "malformed", "values must be a non-empty object",
+                   "values 须为非空对象")
             continue
         if info.status == "disabled":
             for prop, v in values.items():
@@ -859,8 +861,10 @@ def _validate(part: Part, pi: int, registry: dict[str, DevInfo], now: dt.datetim
         else:
             ts = _parse_ts(raw_ts)
         if ts is None:
+            why = (("ts is missing: send ISO 8601 or epoch seconds/ms", "缺少 ts：须为 ISO 8601 时间或纪元秒/毫秒")
+                   if raw_ts is None else ("ISO 8601 or epoch seconds/ms", "须为 ISO 8601 时间或纪元秒/毫秒"))
             for prop, v in values.items():
-                reject(idx, code, info.id, prop, raw_ts, v, "bad_timestamp", "ISO 8601 or epoch seconds/ms")
+                reject(idx, code, info.id, prop, raw_ts, v, "bad_timestamp", *why)
             continue
         if ts > max_ms or ts < min_ms:
             reason = "ts_future" if ts > max_ms else "ts_past"
@@ -907,7 +911,8 @@ def _check_each(model: catalog.DeviceModel, values: dict[str, Any], idx: int, co
     for prop, v in values.items():
         p = by_key.get(prop)
         if p is None:
-            reject(idx, code, dev_id, prop, raw_ts, v, "unknown_property", f"{model.code} has no {prop!r}")
+            reject(idx, code, dev_id, prop, raw_ts, v, "unknown_property", f"{model.code} has no {prop!r}",
+                   f"{model.code} 没有属性 {prop!r}")
             continue
         ptype = p.type
         if ptype == "number":
@@ -915,25 +920,27 @@ def _check_each(model: catalog.DeviceModel, values: dict[str, Any], idx: int, co
                 if p.lo <= v <= p.hi:  # finite bounds: also refuses NaN and infinities
                     acc[prop] = v if v.__class__ is float else float(v)
                 elif v != v or v in (math.inf, -math.inf):
-                    reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "not a finite number")
+                    reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "not a finite number", "不是有限数值")
                 else:
                     reject(idx, code, dev_id, prop, raw_ts, v, "out_of_range", f"{p.min}..{p.max} {p.unit}")
             else:
-                reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "expected a number")
+                reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "expected a number", "应为数值")
         elif ptype == "bool":
             if v is True or v is False or (v.__class__ is int and v in (0, 1)):
                 acc[prop] = 1.0 if v else 0.0
             else:
-                reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "expected true/false")
+                reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "expected true/false", "应为 true/false")
         elif ptype == "enum":
             if isinstance(v, str) and v in p.values:
                 acc[prop] = v
             else:
-                reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", f"one of {', '.join(p.values)}")
+                reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", f"one of {', '.join(p.values)}",
+                       f"应为以下之一：{'、'.join(p.values)}")
         elif isinstance(v, str) and len(v) <= 200 and "\x00" not in v:
             acc[prop] = v
         else:
-            reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "expected a string (<= 200 chars, no NUL)")
+            reject(idx, code, dev_id, prop, raw_ts, v, "wrong_type", "expected a string (<= 200 chars, no NUL)",
+                       "应为字符串（不超过 200 个字符，不含 NUL）")
     return acc
 
 
@@ -1753,6 +1760,13 @@ def alarm_dict(a: Alarm) -> dict[str, Any]:
             "cleared_by": a.cleared_by, "clear_value": a.clear_value}
 
 
+def _check_device_status(status: str | None) -> None:
+    """422 for a device status filter that no device can have (instead of an empty answer)."""
+    if status and status not in STATUSES:
+        raise Invalid("设备状态应为 online、offline 或 disabled", "status must be online, offline or disabled",
+                      errors=[{"field": "status", "message": "online|offline|disabled"}])
+
+
 def _alarm_status_filter(q: Any, status: str | None) -> Any:
     if status == "open":
         return q.where(Alarm.status != "cleared")
@@ -1957,6 +1971,9 @@ def aggregate(session: Session, *, prop: str, principal: Principal, level: str =
 def dead_letters(session: Session, *, principal: Principal, device_code: str | None = None,
                  reason: str | None = None, limit: int = 50, offset: int = 0) -> tuple[int, list[DeadLetter]]:
     """Rejected readings with their reasons, newest first (owners see their devices' rejects)."""
+    if reason and reason not in REASONS:
+        raise Invalid(f"未知的拒收原因：{reason}", f"Unknown rejection reason: {reason}",
+                      errors=[{"field": "reason", "message": "|".join(REASONS)}])
     q = select(DeadLetter)
     if principal.org_scope is not None:
         q = q.where(DeadLetter.device_id.in_(_scope(select(Device.id), principal, Device.org_id)))
@@ -2072,6 +2089,7 @@ def devices_geojson(session: Session, *, principal: Principal, bbox: str | None 
                       Device.grid_code, Device.last_seen_at, Device.id), principal, Device.org_id)
     q = q.where(Device.lon.is_not(None))
     if status:
+        _check_device_status(status)
         q = q.where(Device.status == status)
     if model:
         q = q.where(Device.model_code == model)
@@ -2154,11 +2172,12 @@ def parse_payload(raw: bytes) -> tuple[list[Any] | None, str | None]:
 
 
 def record_unreadable(session: Session, *, raw: bytes, source: str, sender: str | None, detail: str,
-                      device_code: str | None = None) -> None:
-    """Keep a message that could not be read at all (reason `malformed`) and commit."""
+                      device_code: str | None = None, device_id: int | None = None) -> None:
+    """Keep a message that could not be read at all (reason `malformed`) and commit. `device_id`: the device
+    that authenticated the message, so its owner department sees the dead letter."""
     now = utcnow()
     session.execute(insert(DeadLetter).values(
-        device_code=clean_text(device_code)[:80] if device_code else None, device_id=None, prop=None, ts=None,
+        device_code=clean_text(device_code)[:80] if device_code else None, device_id=device_id, prop=None, ts=None,
         value=clean_text(raw[:4000].decode("utf-8", errors="replace")), reason="malformed",
         detail=clean_text(detail)[:300],
         source=source, sender=sender, received_at=now))

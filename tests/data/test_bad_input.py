@@ -68,7 +68,7 @@ def test_odd_public_calls(client, hub):
                             headers={"content-type": "text/plain"}), 200)
     _ok_problem(client.get("/api/3/action/package_search", params={"rows": "abc"}), 422)
     _ok_problem(client.get("/api/3/action/package_search", params={"rows": "-1"}), 200)
-    _ok_problem(client.get("/api/3/action/package_show"), 404)
+    _ok_problem(client.get("/api/3/action/package_show"), 422)  # CKAN: Validation Error, id missing
     _ok_problem(client.get("/api/v1/open/resources/nope/download.csv"), 404)
     _ok_problem(client.get("/api/v1/open/resources", params={"q": "%_\\"}), 200)
     _ok_problem(client.get(f"/api/v1/open/resources/{ENT}/preview", params={"limit": 0}), 422)
