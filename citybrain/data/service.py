@@ -1736,6 +1736,12 @@ def ckan_package(r: dict[str, Any], base_url: str) -> dict[str, Any]:
     }
 
 
+# update cycles as Dublin Core collection frequencies (the vocabulary DCAT's accrualPeriodicity expects)
+_DCAT_FREQUENCY = {c: f"http://purl.org/cld/freq/{f}" for c, f in (
+    ("realtime", "continuous"), ("daily", "daily"), ("weekly", "weekly"), ("monthly", "monthly"),
+    ("quarterly", "quarterly"), ("yearly", "annual"), ("irregular", "irregular"))}
+
+
 def dcat_catalog(session: Session, *, base_url: str) -> dict[str, Any]:
     """The open catalogue as DCAT (W3C DCAT 2) JSON-LD."""
     _total, rows = list_resources(session, open_types=("open", "conditional"), limit=200)
@@ -1753,19 +1759,21 @@ def dcat_catalog(session: Session, *, base_url: str) -> dict[str, Any]:
             "dct:title": [{"@value": r["name"], "@language": "zh"}]
             + ([{"@value": r["name_en"], "@language": "en"}] if r.get("name_en") else []),
             "dct:description": {"@value": r["summary"], "@language": "zh"},
-            "dct:publisher": {"@id": f"{base_url}/api/v1/open/organizations/{r['provider_code']}",
-                              "@type": "foaf:Organization", "foaf:name": r.get("provider_name") or ""},
+            # the department as a node of its own (no page of ours to point at): its code and name
+            "dct:publisher": {"@type": "foaf:Organization", "dct:identifier": r["provider_code"],
+                              "foaf:name": r.get("provider_name") or ""},
             "dct:issued": {"@value": str(r["published_at"])[:10] if r.get("published_at") else None,
                            "@type": "xsd:date"},
             "dct:modified": {"@value": str(r["updated_at"]).replace(" ", "T"), "@type": "xsd:dateTime"},
-            "dcat:keyword": r["tags"], "dct:accrualPeriodicity": r["update_cycle"],
+            "dcat:keyword": r["tags"],
+            "dct:accrualPeriodicity": {"@id": _DCAT_FREQUENCY.get(r["update_cycle"], _DCAT_FREQUENCY["irregular"])},
             "dct:accessRights": r["open_type_label"],
             "dcat:distribution": [
                 {"@type": "dcat:Distribution", "dct:format": fmt.upper(), "dcat:mediaType": mt,
                  "dcat:downloadURL": {"@id": f"{ds_id}/download.{fmt}"}}
                 for fmt, mt in (("csv", "text/csv"), ("json", "application/json"))],
         })
-    graph.insert(0, {"@id": f"{base_url}/api/v1/open/catalog", "@type": "dcat:Catalog",
+    graph.insert(0, {"@id": f"{base_url}/api/v1/open/catalog.jsonld", "@type": "dcat:Catalog",
                      "dct:title": {"@value": "政务数据开放目录", "@language": "zh"},
                      "dct:language": "zh-CN", "dcat:dataset": datasets})
     return {"@context": {"dcat": "http://www.w3.org/ns/dcat#", "dct": "http://purl.org/dc/terms/",

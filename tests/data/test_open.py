@@ -113,6 +113,27 @@ def test_dcat_export_is_json_ld(client, hub):
     ds = next(n for n in expanded if n.get("http://purl.org/dc/terms/identifier", [{}])[0].get("@value") == ENT)
     dist = ds["http://www.w3.org/ns/dcat#distribution"]
     assert {d["http://purl.org/dc/terms/format"][0]["@value"] for d in dist} == {"CSV", "JSON"}
+    assert ds["http://purl.org/dc/terms/accrualPeriodicity"] == [{"@id": "http://purl.org/cld/freq/daily"}]
+    publisher = ds["http://purl.org/dc/terms/publisher"][0]
+    assert publisher["http://purl.org/dc/terms/identifier"][0]["@value"].startswith("D-")
+    # every link into this server that a harvester would follow answers
+    links: set[str] = set()
+
+    def walk(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("@id"), str) and node["@id"].startswith("http://testserver/"):
+                links.add(node["@id"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(expanded)
+    assert len(links) >= 1 + 4 * 3  # the catalogue, and each dataset with its two downloads
+    for link in sorted(links):  # the downloads of a conditionally open dataset need a key: 403, not 404
+        r = client.get(link.removeprefix("http://testserver"))
+        assert r.status_code == 200 or (r.status_code == 403 and "/download." in link), (link, r.text[:200])
 
 
 def test_ckan_action_api_in_process(client, hub):
