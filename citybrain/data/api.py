@@ -623,10 +623,14 @@ _UNKNOWN = object()
 
 
 def _int(params: dict[str, Any], name: str, default: int, hi: int) -> int:
+    """A natural-number parameter of a CKAN action, at most `hi` (as CKAN: a negative number is refused)."""
     try:
-        return max(0, min(int(params.get(name, default)), hi))
+        value = int(params.get(name, default))
     except (TypeError, ValueError):
         raise Invalid(f"{name} 须为整数", f"{name} must be an integer") from None
+    if value < 0:
+        raise Invalid(f"{name} 不能为负数", f"{name} must be a natural number") from None
+    return min(value, hi)
 
 
 # what `help_show` answers (CKAN gives an action's documentation there; every answer's `help` links to it)

@@ -143,6 +143,11 @@ def test_ckan_action_api_in_process(client, hub):
     assert r.status_code == 404 and r.json()["success"] is False
     r = client.get("/api/3/action/no_such_action")
     assert r.status_code == 400
+    for action, param in (("package_search", "rows"), ("package_search", "start"), ("package_list", "limit")):
+        r = client.get(f"/api/3/action/{action}", params={param: -1})
+        assert r.status_code == 422 and r.json()["success"] is False, (action, param, r.text)
+    r = client.get("/api/3/action/package_search", params={"rows": 0}).json()  # CKAN: the count alone
+    assert r["success"] and r["result"]["count"] >= 4 and r["result"]["results"] == []
 
 
 @pytest.fixture
