@@ -28,7 +28,7 @@ class ProblemResponse(JSONResponse):
     media_type = PROBLEM_JSON
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, default=str)
+        return orjson.dumps(content, default=str, option=orjson.OPT_UTC_Z)
 
 
 class Problem(Exception):

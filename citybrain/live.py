@@ -70,7 +70,7 @@ def _patterns(topics: str | None) -> tuple[str, ...]:
 
 def format_event(event_id: int, topic: str, payload: dict) -> str:
     """One SSE message: `id`, `event` (the topic) and `data` (the JSON payload)."""
-    data = orjson.dumps({"topic": topic, "payload": payload}, default=str).decode()
+    data = orjson.dumps({"topic": topic, "payload": payload}, default=str, option=orjson.OPT_UTC_Z).decode()
     return f"id: {event_id}\nevent: {topic}\ndata: {data}\n\n"
 
 

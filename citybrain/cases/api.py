@@ -177,7 +177,7 @@ def _geojson(doc: dict) -> Response:
     """A map layer rendered once with orjson (thousands of features: no per-value encoder pass)."""
     import orjson
 
-    return Response(orjson.dumps(doc, default=str), media_type="application/json")
+    return Response(orjson.dumps(doc, default=str, option=orjson.OPT_UTC_Z), media_type="application/json")
 
 
 BBOX_QUERY = Query(None, max_length=100, description="minLon,minLat,maxLon,maxLat (the visible area)")

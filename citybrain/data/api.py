@@ -44,7 +44,7 @@ class ORJSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, default=str)
+        return orjson.dumps(content, default=str, option=orjson.OPT_UTC_Z)
 
 
 def _json(doc: Any, status: int = 200) -> ORJSONResponse:
@@ -241,7 +241,7 @@ def _exchange(who: Principal, code: str, **kw: Any) -> tuple[bytes, dict[str, An
     The read session (snapshot) ends here, before the log commit."""
     with get_db().read() as s:
         result, entry = service.exchange_call(s, principal=who, code=code, **kw)
-    return orjson.dumps(result, default=str), entry
+    return orjson.dumps(result, default=str, option=orjson.OPT_UTC_Z), entry
 
 
 async def exchange_answer(who: Principal, code: str, **kw: Any) -> bytes:
@@ -455,7 +455,7 @@ def open_list(db: ReadDB, q: str | None = Query(None, max_length=100), limit: in
                                   "content": {"application/ld+json": {"schema": {"type": "object"}}}}})
 def dcat(request: Request, db: ReadDB) -> Response:
     doc = service.dcat_catalog(db, base_url=str(request.base_url).rstrip("/"))
-    return Response(orjson.dumps(doc), media_type="application/ld+json")
+    return Response(orjson.dumps(doc, option=orjson.OPT_UTC_Z), media_type="application/ld+json")
 
 
 @open_router.get("/resources/{code}", summary="开放数据详情 One open dataset")
@@ -508,7 +508,7 @@ def open_download(code: str, fmt: str, db: ReadDB, who: Principal = Depends(opti
         yield b'{"resource":' + orjson.dumps(code) + b',"fields":' + orjson.dumps(fields) + b',"records":['
         try:
             for row in rows:
-                yield (b"," if n else b"") + orjson.dumps(row)
+                yield (b"," if n else b"") + orjson.dumps(row, option=orjson.OPT_UTC_Z)
                 n += 1
             yield b"]}"
         finally:
@@ -615,7 +615,8 @@ async def ckan_action(action: str, request: Request) -> Response:
                            p.detail_zh)
     if result is _UNKNOWN:
         return _ckan_error(400, "Bad Request", f"Action name not known: {action}", f"不支持的接口：{action}")
-    return Response(orjson.dumps({"help": help_url, "success": True, "result": result}, default=str),
+    return Response(orjson.dumps({"help": help_url, "success": True, "result": result}, default=str,
+                                option=orjson.OPT_UTC_Z),
                     media_type="application/json")
 
 

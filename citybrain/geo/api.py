@@ -29,7 +29,7 @@ class _JSON(Response):
 def _json(doc: dict) -> Response:
     import orjson
 
-    return _JSON(orjson.dumps(doc, default=str))
+    return _JSON(orjson.dumps(doc, default=str, option=orjson.OPT_UTC_Z))
 
 
 @router.get("/areas", response_model=FeatureCollection, summary="行政区划 Administrative areas (GeoJSON)")

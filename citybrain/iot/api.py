@@ -333,7 +333,7 @@ def device_readings(code: str, db: ReadDB, property: str, who: Principal = Depen
 @router.get("/grids/{grid_code}/latest", summary="网格内设备最新值 Latest values in one grid")
 def grid_latest(grid_code: str, db: ReadDB, who: Principal = Depends(require("iot.read"))) -> Response:
     doc = {"grid_code": grid_code, "devices": service.grid_latest(db, grid_code=grid_code, principal=who)}
-    return Response(orjson.dumps(doc), media_type="application/json")  # many nested values: skip the encoder
+    return Response(orjson.dumps(doc, option=orjson.OPT_UTC_Z), media_type="application/json")  # many nested values: skip the encoder
 
 
 @router.get("/aggregate", summary="区域统计 avg/min/max per grid, community or town")

@@ -68,3 +68,16 @@ def test_unknown_model_lists_the_models_in_chinese_too(client, as_role):
     r = client.post("/api/v1/iot/devices", json={"name": "x", "model": "nosuch", "lon": 113.5, "lat": 22.7},
                     headers=as_role("handler"))
     assert r.status_code == 422 and "water_level" in r.json()["message_zh"]
+
+
+def test_a_reading_has_the_same_timestamp_text_everywhere(client, register, send, frozen, as_role):
+    """The device's latest values, its grid's latest values and the readings give one reading one time text
+    (UTC with `Z`), so a client can match them as strings."""
+    code, secret = register("manhole", "城管")
+    assert send(code, secret, {"tilt": 2.0}).status_code == 200
+    h = as_role("handler")
+    dev = client.get(f"/api/v1/iot/devices/{code}", headers=h).json()
+    ts = client.get(f"/api/v1/iot/devices/{code}/latest", headers=h).json()["values"]["tilt"]["ts"]
+    grid = client.get(f"/api/v1/iot/grids/{dev['grid_code']}/latest", headers=h).json()
+    in_grid = next(d for d in grid["devices"] if d["code"] == code)["values"]["tilt"]["ts"]
+    assert ts == in_grid and ts.endswith("Z"), (ts, in_grid)
