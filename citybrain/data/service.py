@@ -840,11 +840,13 @@ def load_rejects(session: Session, *, principal: Principal, load_id: int, limit:
 # --- sharing (共享) -----------------------------------------------------------------------------------------------------
 
 
-def request_dict(r: ShareRequest, orgs: dict[int, Any] | None = None, today: dt.date | None = None) -> dict[str, Any]:
-    """A sharing request as a plain dict, with its overdue flag."""
+def request_dict(r: ShareRequest, orgs: dict[int, Any] | None = None, today: dt.date | None = None,
+                 grant: Grant | None = None) -> dict[str, Any]:
+    """A sharing request as a plain dict, with its overdue flag and, once approved, the grant as decided
+    (the provider may narrow the fields in clear and the period; `fields`/`valid_to` are what was asked)."""
     today = today or _today()
     orgs = orgs or {}
-    return {"id": r.id, "resource_id": r.resource_id, "resource_code": r.resource_code,
+    return {"grant": grant_dict(grant) if grant is not None else None, "id": r.id, "resource_id": r.resource_id, "resource_code": r.resource_code,
             "consumer_org_id": r.consumer_org_id,
             "consumer_name": orgs[r.consumer_org_id].name if r.consumer_org_id in orgs else None,
             "provider_org_id": r.provider_org_id,
@@ -1028,7 +1030,15 @@ def get_request(session: Session, *, principal: Principal, request_id: int) -> d
     if not (principal.kind == "system" or principal.sees_org(req.consumer_org_id)
             or principal.sees_org(req.provider_org_id)):
         raise Forbidden("该申请不在您的管辖范围内", "That request is outside your scope", code="out_of_scope")
-    return request_dict(req, _org_names(session))
+    return request_dict(req, _org_names(session), grant=_grants_of(session, [req.id]).get(req.id))
+
+
+def _grants_of(session: Session, request_ids: list[int]) -> dict[int, Grant]:
+    """The grant made on each of these requests (the newest, should there be several)."""
+    if not request_ids:
+        return {}
+    rows = session.scalars(select(Grant).where(Grant.request_id.in_(request_ids)).order_by(Grant.id))
+    return {g.request_id: g for g in rows}
 
 
 def list_requests(session: Session, *, principal: Principal, direction: str = "all", status: str | None = None,
@@ -1052,7 +1062,8 @@ def list_requests(session: Session, *, principal: Principal, direction: str = "a
     total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     rows = session.scalars(stmt.order_by(ShareRequest.id.desc()).limit(min(limit, 200)).offset(offset)).all()
     orgs = _org_names(session)
-    return total, [request_dict(r, orgs, today) for r in rows]
+    grants = _grants_of(session, [r.id for r in rows])
+    return total, [request_dict(r, orgs, today, grants.get(r.id)) for r in rows]
 
 
 def list_grants(session: Session, *, principal: Principal, active_only: bool = True) -> list[dict[str, Any]]:

@@ -41,6 +41,13 @@ def test_conditional_request_waits_for_the_provider(client, hub, dept_user):
     assert r.json()["status"] == "approved"
     grants = client.get("/api/v1/data/grants", headers=cg).json()
     assert any(g["request_id"] == req["id"] and g["fields"] == ["id_number"] for g in grants)
+    # the request shows what was asked and, beside it, what was granted
+    for who in (cg, gaj):
+        shown = client.get(f"/api/v1/data/requests/{req['id']}", headers=who).json()
+        assert shown["fields"] == req["fields"] and shown["grant"]["fields"] == ["id_number"]
+        listed = client.get("/api/v1/data/requests", headers=who).json()["items"]
+        assert next(x for x in listed if x["id"] == req["id"])["grant"]["fields"] == ["id_number"]
+    assert req["grant"] is None  # a pending request has none yet
     r = client.post(f"/api/v1/data/requests/{req['id']}/decision", json={"approve": False, "reason": "x"},
                     headers=gaj)
     assert r.status_code == 409
