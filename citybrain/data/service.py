@@ -98,7 +98,8 @@ def _resource(session: Session, code: str) -> Resource:
 
 
 def item_definitions(resource: Resource) -> list[dict[str, Any]]:
-    """The resource's data items with their full quality rules (base-table rules cannot be weakened)."""
+    """The resource's data items with their full quality rules (base-table rules cannot be weakened) and their
+    sensitivity grade, `internal` where none was given (as the catalogue's validation reads it)."""
     if resource.base_table:
         base = {f["name"]: f for f in BASE_TABLES[resource.base_table].fields}
         out = []
@@ -107,9 +108,10 @@ def item_definitions(resource: Resource) -> list[dict[str, Any]]:
             for k in ("label", "grade", "mask", "filterable"):
                 if it.get(k) is not None:
                     d[k] = it[k]
+            d["grade"] = d.get("grade") or "internal"
             out.append(d)
         return out
-    return list(resource.items)
+    return [{**it, "grade": it.get("grade") or "internal"} for it in resource.items]
 
 
 def resource_dict(r: Resource, orgs: dict[int, Any] | None = None) -> dict[str, Any]:

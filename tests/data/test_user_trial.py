@@ -56,3 +56,13 @@ def test_ckan_post_with_broken_json_is_a_bad_request(client, hub):
     # a form post still works
     r = client.post("/api/3/action/package_show", data={"id": ENT.lower()})
     assert r.status_code == 200 and r.json()["result"]["id"] == ENT
+
+
+def test_every_catalogue_item_shows_its_sensitivity_grade(client, hub, dept_user):
+    """An item catalogued without a grade is treated as internal: the catalogue says so instead of leaving it out."""
+    h = dept_user("D-JTJ")
+    codes = [r["code"] for r in client.get("/api/v1/data/resources", params={"limit": 100}, headers=h).json()["items"]]
+    assert len(codes) >= 5
+    for code in codes:
+        items = client.get(f"/api/v1/data/resources/{code}", headers=h).json()["items"]
+        assert items and all(it["grade"] in ("public", "internal", "sensitive") for it in items), code
