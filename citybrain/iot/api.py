@@ -159,7 +159,8 @@ async def ingest_request(headers: Any, raw: bytes) -> dict[str, Any]:
     out = res.as_dict()
     if res.accepted == 0 and res.rejected > 0:
         raise Invalid(f"全部 {res.rejected} 条数据被拒收（已留存于死信表）",
-                      f"All {res.rejected} readings were rejected (kept in the dead-letter table)",
+                      ("The reading was" if res.rejected == 1 else f"All {res.rejected} readings were")
+                      + " rejected (kept in the dead-letter table)",
                       code="readings_rejected", **{k: v for k, v in out.items()})
     return out
 

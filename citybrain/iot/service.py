@@ -451,7 +451,10 @@ def import_csv(session: Session, *, data: bytes, principal: Principal, dry_run: 
         except UnicodeDecodeError as exc:
             raise Invalid("文件编码无法识别（请用 UTF-8）", "Unreadable file encoding (use UTF-8)") from exc
     reader = csv.DictReader(io.StringIO(textdata))
-    cols = [c.strip() for c in (reader.fieldnames or [])]
+    if not reader.fieldnames:
+        raise Invalid("文件为空：第一行须为列名（name、model 等）", "The file is empty: its first line must name the "
+                      "columns (name, model, …)", code="empty_file")
+    cols = [c.strip() for c in reader.fieldnames]
     missing = [c for c in ("name", "model") if c not in cols]
     if missing:
         raise Invalid(f"CSV 缺少列：{'、'.join(missing)}", f"CSV lacks columns: {', '.join(missing)}",
@@ -861,7 +864,7 @@ def _validate(part: Part, pi: int, registry: dict[str, DevInfo], now: dt.datetim
         else:
             ts = _parse_ts(raw_ts)
         if ts is None:
-            why = (("ts is missing: send ISO 8601 or epoch seconds/ms", "缺少 ts：须为 ISO 8601 时间或纪元秒/毫秒")
+            why = (("ts is missing (send ISO 8601 or epoch seconds/ms)", "缺少 ts（须为 ISO 8601 时间或纪元秒/毫秒）")
                    if raw_ts is None else ("ISO 8601 or epoch seconds/ms", "须为 ISO 8601 时间或纪元秒/毫秒"))
             for prop, v in values.items():
                 reject(idx, code, info.id, prop, raw_ts, v, "bad_timestamp", *why)

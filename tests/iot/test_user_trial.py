@@ -81,3 +81,17 @@ def test_a_reading_has_the_same_timestamp_text_everywhere(client, register, send
     grid = client.get(f"/api/v1/iot/grids/{dev['grid_code']}/latest", headers=h).json()
     in_grid = next(d for d in grid["devices"] if d["code"] == code)["values"]["tilt"]["ts"]
     assert ts == in_grid and ts.endswith("Z"), (ts, in_grid)
+
+
+def test_an_empty_csv_import_says_the_file_is_empty(client, as_role):
+    r = client.post("/api/v1/iot/devices/import", headers=as_role("handler"), content=b"")
+    assert r.status_code == 422 and r.json()["code"] == "empty_file"
+    assert "文件为空" in r.json()["message_zh"] and "empty" in r.json()["message_en"]
+
+
+def test_one_rejected_reading_is_reported_in_the_singular(client, register, send, frozen):
+    code, secret = register("manhole", "城管")
+    r = send(code, secret, {"foo": 1})
+    assert r.status_code == 422 and r.json()["message_en"].startswith("The reading was rejected")
+    r = send(code, secret, {"foo": 1, "bar": 2})
+    assert r.json()["message_en"].startswith("All 2 readings were rejected")
