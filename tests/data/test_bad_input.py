@@ -67,7 +67,7 @@ def test_odd_public_calls(client, hub):
     _ok_problem(client.post("/api/3/action/package_search", content=b"garbage",
                             headers={"content-type": "text/plain"}), 200)
     _ok_problem(client.get("/api/3/action/package_search", params={"rows": "abc"}), 422)
-    _ok_problem(client.get("/api/3/action/package_search", params={"rows": "-1"}), 200)
+    _ok_problem(client.get("/api/3/action/package_search", params={"rows": "-1"}), 422)
     _ok_problem(client.get("/api/3/action/package_show"), 422)  # CKAN: Validation Error, id missing
     _ok_problem(client.get("/api/v1/open/resources/nope/download.csv"), 404)
     _ok_problem(client.get("/api/v1/open/resources", params={"q": "%_\\"}), 200)
