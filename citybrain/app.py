@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import hmac
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from citybrain import __version__, bus, context, errors, live, modules
-from citybrain.config import Settings, configure, get_settings
+from citybrain.config import Settings, configure, get_settings, process_role
 from citybrain.db import Database, get_db, migrate, set_db
 from citybrain.deps import refuse_nul_text
 
@@ -191,7 +192,10 @@ _background_lock: list[Any] = []
 def runs_background(settings: Settings) -> bool:
     """Whether this process runs the background work (bus delivery, module workers). With several worker
     processes (CITYBRAIN_WORKERS > 1) only the one holding `<data_dir>/background.lock` does."""
-    if settings.workers <= 1:
+    role = process_role()
+    if role == "http":  # `serve --workers N`: the ingest process runs it
+        return False
+    if settings.workers <= 1 and role is None:
         return True
     if _background_lock:
         return True
@@ -199,8 +203,8 @@ def runs_background(settings: Settings) -> bool:
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     f = open(settings.data_dir / "background.lock", "a")  # noqa: SIM115 - held for the process's life
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:  # the ingest process waits for a predecessor (a reload) to let go
+        fcntl.flock(f, fcntl.LOCK_EX if role == "ingest" else fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         f.close()
         return False
@@ -256,6 +260,8 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
             # older ones, so the default ran a pass or two per request for almost nothing
             gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
         bus.set_background(primary)
+        if primary and os.environ.get("CITYBRAIN_CKPT", "1") != "0":
+            db.start_checkpointer()
         bridge = None
         if primary and settings.bus_backend == "nats":
             from citybrain.bus_nats import NatsBridge
@@ -267,6 +273,10 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
             d.deliver = primary  # the other workers only feed their live listeners (SSE)
             d.prime_listeners()
             d.start()
+        if background and process_role() == "http":
+            from citybrain.iot import relay
+
+            relay.connect_soon()
         try:
             yield
         finally:
@@ -277,6 +287,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
             if primary:
                 bus.set_background(False)
                 shutdown(db)
+                db.stop_checkpointer()
 
     app = CityBrainAPI(
         title="CityBrain 城市大脑 API",

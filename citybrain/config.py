@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -100,3 +101,14 @@ def configure(settings: Settings | None) -> Settings:
     _override = settings
     _from_env.cache_clear()
     return get_settings()
+
+
+# `citybrain serve --workers N` (N >= 2) starts HTTP workers and one ingest process (citybrain/iot/relay.py); the
+# parent tells each process its role and the ingest process's socket through these (internal, not settings).
+ROLE_ENV = "CITYBRAIN_PROCESS_ROLE"
+RELAY_ENV = "CITYBRAIN_INGEST_RELAY"
+
+
+def process_role() -> str | None:
+    """This process's role under `serve --workers N`: "ingest", "http", or None (one process does everything)."""
+    return os.environ.get(ROLE_ENV) or None

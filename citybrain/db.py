@@ -13,6 +13,7 @@ of sleeping in SQLite's busy handler (which polls with waits of 1-100 ms); other
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -22,12 +23,14 @@ from typing import Any
 
 import orjson
 from sqlalchemy import JSON, DateTime, MetaData, create_engine, event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from citybrain import clock
 from citybrain.config import Settings, get_settings
+
+log = logging.getLogger("citybrain.db")
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -76,6 +79,46 @@ JSONType = JSON().with_variant(JSON(none_as_null=True), "sqlite")
 
 def _json_dumps(obj: Any) -> str:
     return orjson.dumps(obj, default=str).decode()
+
+
+AUTOCHECKPOINT_PAGES = 10_000  # a committing connection checkpoints the WAL past this (the checkpointer's net)
+CHECKPOINT_EVERY_S = 0.1
+
+
+class Checkpointer:
+    """Copies the SQLite WAL into the database file from its own thread and connection: a PASSIVE checkpoint
+    every CHECKPOINT_EVERY_S, which SQLite runs without Python's GIL and without the write lock, so writers
+    (the telemetry ingest thread above all) neither pay for it in their commits nor wait for it. A committing
+    connection still checkpoints once the WAL holds AUTOCHECKPOINT_PAGES frames (when no checkpointer runs, or
+    the WAL could not be reset because commits kept landing during the background checkpoints)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.stop_event = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.runs = 0
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, name="citybrain-checkpoint", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.thread is not None:
+            self.thread.join(timeout=10)
+            self.thread = None
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            while not self.stop_event.wait(CHECKPOINT_EVERY_S):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.runs += 1
+                except sqlite3.Error as exc:
+                    log.warning("WAL checkpoint failed: %s", exc)
+        finally:
+            conn.close()
 
 
 WRITE_WAIT_S = 30.0  # how long a writer waits for the write gate (the same as SQLite's busy timeout)
@@ -155,6 +198,7 @@ class Database:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.url = settings.sqlalchemy_url
+        self.checkpointer: Checkpointer | None = None
         self.is_sqlite = self.url.startswith("sqlite")
         if self.is_sqlite:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -190,6 +234,7 @@ class Database:
             cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache per connection
+            cur.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")  # the checkpointer does it first
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -221,6 +266,18 @@ class Database:
         """Raise if the database does not answer."""
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
+
+    def start_checkpointer(self) -> None:
+        """SQLite: checkpoint the WAL from a background thread (`Checkpointer`); the serving process does this."""
+        database = make_url(self.url).database
+        if self.is_sqlite and self.checkpointer is None and database and database != ":memory:":
+            self.checkpointer = Checkpointer(database)
+            self.checkpointer.start()
+
+    def stop_checkpointer(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
+            self.checkpointer = None
 
     def dispose(self) -> None:
         """Close every pooled connection."""

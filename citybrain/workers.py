@@ -35,6 +35,8 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
+from citybrain.config import RELAY_ENV, ROLE_ENV
+
 log = logging.getLogger("uvicorn.error")
 
 READY = b"r"  # worker -> parent: startup done, send connections
@@ -48,6 +50,11 @@ def serve(config: uvicorn.Config) -> None:
     listener.listen(config.backlog)
     if not Dispatcher(config, listener).run():
         sys.exit(STARTUP_FAILURE)
+
+
+def new_relay_address() -> str:
+    """A fresh name for this server's ingest process's socket (in Linux's abstract namespace: no file)."""
+    return f"citybrain-ingest-{os.getpid()}-{os.urandom(6).hex()}"
 
 
 # --- the HTTP protocol ---------------------------------------------------------------------------------------------------
@@ -112,7 +119,9 @@ class HttpProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
 # --- the worker process ------------------------------------------------------------------------------------------------
 
 
-def _worker_main(config: uvicorn.Config, channel: socket.socket) -> None:
+def _worker_main(config: uvicorn.Config, channel: socket.socket, role: str | None = None) -> None:
+    if role:
+        os.environ[ROLE_ENV] = role
     config.configure_logging()
     with contextlib.suppress(KeyboardInterrupt):  # the parent has been told too and stops every worker
         Worker(config, channel).run()
@@ -165,7 +174,10 @@ class Worker(uvicorn.Server):
         loop.add_reader(self.channel.fileno(), self._take, loop, protocol)
         self.servers = [_Channel(loop, self.channel)]  # type: ignore[list-item]
         self.channel.send(READY)
-        log.info("Worker process [%d] ready for connections", os.getpid())
+        if os.environ.get(ROLE_ENV) == "ingest":
+            log.info("Ingest process [%d] ready (telemetry from the workers, background work)", os.getpid())
+        else:
+            log.info("Worker process [%d] ready for connections", os.getpid())
         self.started = True
 
     def _take(self, loop: asyncio.AbstractEventLoop, protocol: Any) -> None:
@@ -209,10 +221,10 @@ class Worker(uvicorn.Server):
 
 
 class _Proc:
-    __slots__ = ("process", "channel", "ready", "open", "replaces")
+    __slots__ = ("process", "channel", "ready", "open", "replaces", "role")
 
-    def __init__(self, process: Any, channel: socket.socket):
-        self.process, self.channel = process, channel
+    def __init__(self, process: Any, channel: socket.socket, role: str | None = None):
+        self.process, self.channel, self.role = process, channel, role
         self.ready = False
         self.open = 0  # connections handed to it that it has not reported ended
         self.replaces: _Proc | None = None  # the worker it takes over from once ready (SIGHUP)
@@ -236,15 +248,16 @@ class Dispatcher:
 
     # workers
 
-    def _start(self) -> _Proc:
+    def _start(self, role: str | None = None) -> _Proc:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        process = self.spawn.Process(target=_worker_main, args=(self.config, theirs), name="citybrain-worker")
+        process = self.spawn.Process(target=_worker_main, args=(self.config, theirs, role),
+                                     name="citybrain-ingest" if role == "ingest" else "citybrain-worker")
         process.start()
         theirs.close()
         mine.setblocking(False)
-        p = _Proc(process, mine)
+        p = _Proc(process, mine, role)
         self.sel.register(mine, selectors.EVENT_READ, p)
-        log.info("Started worker process [%d]", process.pid)
+        log.info("Started %s process [%d]", "ingest" if role == "ingest" else "worker", process.pid)
         return p
 
     def _retire(self, p: _Proc) -> None:
@@ -276,12 +289,16 @@ class Dispatcher:
         if any(q.replaces is p for q in self.procs):
             return  # its replacement is starting already
         log.info("Worker process [%d] ended; starting another", p.process.pid)
-        self.procs.append(self._start())
+        self.procs.append(self._start(p.role))
 
     def _reload(self) -> None:
         """SIGHUP: start a new worker for each; each old one is retired once its replacement is ready."""
         for p in [q for q in self.procs if q.replaces is None]:
-            new = self._start()
+            if p.role == "ingest":  # one at a time: the new one takes over the lock and the socket when it is gone
+                self._retire(p)
+                self.procs.append(self._start("ingest"))
+                continue
+            new = self._start(p.role)
             new.replaces = p
             self.procs.append(new)
 
@@ -298,14 +315,14 @@ class Dispatcher:
         for p in list(self.procs):  # the latest reports first
             if p.channel.fileno() >= 0:
                 self._message(p)
-        ready = [p for p in self.procs if p.ready and p not in tried]
+        ready = [p for p in self.procs if p.ready and p not in tried and p.role != "ingest"]
         if not ready:
             return None
         floor = min(p.open for p in ready) + self.SLACK
         n = len(self.procs)
         for i in range(n):
             p = self.procs[(self.turn + i) % n]
-            if p.ready and p not in tried and p.open < floor:
+            if p.ready and p not in tried and p.open < floor and p.role != "ingest":
                 self.turn = (self.turn + i + 1) % n
                 return p
         return None
@@ -347,7 +364,7 @@ class Dispatcher:
         if not self.opened:
             self.opened = (all(p.ready for p in self.procs)
                            or time.monotonic() - self.began > self.STARTUP_WAIT_S)
-        want = not self.stopping and self.opened and any(p.ready for p in self.procs)
+        want = not self.stopping and self.opened and any(p.ready and p.role != "ingest" for p in self.procs)
         if want and not self.accepting:
             self.sel.register(self.listener, selectors.EVENT_READ, None)
         elif not want and self.accepting:
@@ -392,7 +409,11 @@ class Dispatcher:
                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         self.listener.setblocking(False)
         try:
-            self.procs = [self._start() for _ in range(self.config.workers)]
+            if self.config.workers > 1:  # HTTP workers and one ingest process (citybrain/iot/relay.py)
+                os.environ[RELAY_ENV] = new_relay_address()
+                self.procs = [self._start("ingest")] + [self._start("http") for _ in range(self.config.workers)]
+            else:
+                self.procs = [self._start()]
             while not self.stopping:
                 self._set_accepting()
                 events = self.sel.select(timeout=1.0)

@@ -23,7 +23,7 @@ from citybrain.context import Principal
 from citybrain.db import get_db
 from citybrain.deps import ReadDB, WriteDB, checks_own_text, require
 from citybrain.errors import Forbidden, Invalid, PayloadTooLarge, Unauthorized, send_json_or_problem
-from citybrain.iot import schemas, service
+from citybrain.iot import relay, schemas, service
 from citybrain.iot.worker import worker as ingest_worker
 
 router = APIRouter(prefix="/api/v1/iot", tags=["iot 物联感知"])
@@ -46,17 +46,6 @@ def _series(source: str) -> tuple[Any, ...]:
         found = _SERIES[source] = (READINGS.labels(source, "stored"), READINGS.labels(source, "duplicate"),
                                    READINGS.labels(source, "rejected"), INGEST_SECONDS.labels(source))
     return found
-
-
-def count(source: str, res: service.IngestResult) -> None:
-    """Update the ingestion metrics."""
-    stored, duplicate, rejected, _seconds = _series(source)
-    if res.accepted - res.duplicates:
-        stored.inc(res.accepted - res.duplicates)
-    if res.duplicates:
-        duplicate.inc(res.duplicates)
-    if res.rejected:
-        rejected.inc(res.rejected)
 
 
 def _credentials(headers: Any) -> tuple[str | None, str, str | None]:
@@ -132,8 +121,46 @@ def _prepare(headers: Any, raw: bytes, s: Any) -> service.Part:
     return service.Part(items, "http", sender=sender, device=device)
 
 
+def answer(part: service.Part) -> tuple[dict[str, Any], BaseException | None]:
+    """A committed telemetry request's result (`IngestResult.as_dict`) and the problem to answer instead, if any
+    (a disabled device's readings were kept as dead letters; every reading was rejected)."""
+    res = part.result
+    out = res.as_dict()
+    if part.refuse is not None:
+        return out, part.refuse
+    if res.accepted == 0 and res.rejected > 0:
+        return out, Invalid(f"全部 {res.rejected} 条数据被拒收（已留存于死信表）",
+                            ("The reading was" if res.rejected == 1 else f"All {res.rejected} readings were")
+                            + " rejected (kept in the dead-letter table)",
+                            code="readings_rejected", **{k: v for k, v in out.items()})
+    return out, None
+
+
 async def ingest_request(headers: Any, raw: bytes) -> dict[str, Any]:
-    """Hand a telemetry request to the ingest thread (group commit) and wait for its commit; the answer."""
+    """Hand a telemetry request to the ingest thread (group commit), or under `serve --workers N` to the ingest
+    process (`iot.relay`), and wait for its commit; the answer."""
+    t0 = time.perf_counter()
+    relay_client = relay.client()
+    try:
+        if relay_client is not None:
+            out, problem = await relay_client.ingest(headers, raw)
+        else:
+            out, problem = answer(await _ingest_here(headers, raw))
+    finally:
+        _series("http")[3].observe(time.perf_counter() - t0)
+    stored, duplicate, rejected, _seconds = _series("http")
+    if out["stored"]:
+        stored.inc(out["stored"])
+    if out["duplicates"]:
+        duplicate.inc(out["duplicates"])
+    if out["rejected"]:
+        rejected.inc(out["rejected"])
+    if problem is not None:
+        raise problem
+    return out
+
+
+async def _ingest_here(headers: Any, raw: bytes) -> service.Part:
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[service.Part] = loop.create_future()
 
@@ -148,21 +175,8 @@ async def ingest_request(headers: Any, raw: bytes) -> dict[str, Any]:
     def done(part: service.Part | None, exc: BaseException | None) -> None:
         loop.call_soon_threadsafe(resolve, part, exc)
 
-    t0 = time.perf_counter()
     ingest_worker(get_db()).submit(partial(_prepare, headers, raw), done, len(raw))
-    part = await fut
-    res = part.result
-    _series("http")[3].observe(time.perf_counter() - t0)
-    count("http", res)
-    if part.refuse is not None:
-        raise part.refuse
-    out = res.as_dict()
-    if res.accepted == 0 and res.rejected > 0:
-        raise Invalid(f"全部 {res.rejected} 条数据被拒收（已留存于死信表）",
-                      ("The reading was" if res.rejected == 1 else f"All {res.rejected} readings were")
-                      + " rejected (kept in the dead-letter table)",
-                      code="readings_rejected", **{k: v for k, v in out.items()})
-    return out
+    return await fut
 
 
 _PROBLEM = {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}

@@ -40,7 +40,7 @@ from citybrain.config import get_settings
 from citybrain.context import Principal
 from citybrain.db import upsert_insert, utcnow
 from citybrain.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
-from citybrain.iot import catalog
+from citybrain.iot import catalog, relay
 from citybrain.iot.models import Alarm, DailyCount, DeadLetter, Device, Reading, Rule, RuleState
 
 log = logging.getLogger("citybrain.iot")
@@ -197,8 +197,10 @@ def _registry(session: Session, st: _State) -> dict[str, DevInfo]:
     return st.devices
 
 
-def _refresh_device(session: Session, device_id: int) -> None:
+def _refresh_device(session: Session, device_id: int, *, tell: bool = True) -> None:
     st = _state(session)
+    if tell:
+        relay.notify("device", device_id)
     with st.lock:
         if st.devices is None:
             return
@@ -258,10 +260,42 @@ def _load_alarm_state(session: Session, st: _State) -> None:
                     for r in session.execute(select(RuleState).where(RuleState.since_ts.is_not(None))).scalars()}
 
 
-def _invalidate_rules(session: Session) -> None:
+def _invalidate_rules(session: Session, *, tell: bool = True) -> None:
     st = _state(session)
+    if tell:
+        relay.notify("rules")
     with st.lock:
         st.rules = None
+
+
+def _forget_devices(session: Session, *, tell: bool = True) -> None:
+    st = _state(session)
+    if tell:
+        relay.notify("devices")
+    with st.lock:
+        st.devices = None
+
+
+def _forget_alarms(session: Session, *, tell: bool = True) -> None:
+    st = _state(session)
+    if tell:
+        relay.notify("alarms")
+    with st.lock:
+        st.open_alarms = st.since = None
+
+
+def apply_notice(session: Session, *, kind: str, ref: Any = None) -> None:
+    """In the ingest process: another process changed something held in memory here (`iot.relay.notify`)."""
+    if kind == "device" and isinstance(ref, int):
+        _refresh_device(session, ref, tell=False)
+    elif kind == "devices":
+        _forget_devices(session, tell=False)
+    elif kind == "rules":
+        _invalidate_rules(session, tell=False)
+    elif kind == "alarms":
+        _forget_alarms(session, tell=False)
+    else:
+        reset_state()
 
 
 # --- grid resolution (geo module) -------------------------------------------------------------------------------
@@ -430,9 +464,7 @@ def bulk_register(session: Session, *, devices: list[dict[str, Any]], note: str 
     audit.commit(session, action="iot.device.import", target_type="iot_device", target_id=f"{len(rows)} devices",
                  after={"count": len(rows), "first": rows[0]["code"] if rows else None,
                         "last": rows[-1]["code"] if rows else None}, note=note)
-    st = _state(session)
-    with st.lock:
-        st.devices = None
+    _forget_devices(session)
     return out
 
 
@@ -1838,7 +1870,8 @@ def close_alarm(session: Session, *, alarm_id: int, principal: Principal, note: 
         _clear_alarm(session, pending, a.id, key, None, utcnow(), by=principal.label, note=note)
         session.commit()
         pending.apply(st)
-        return a
+    relay.notify("alarms")
+    return a
 
 
 # --- queries ----------------------------------------------------------------------------------------------------
@@ -1853,12 +1886,29 @@ def _value_out(model: catalog.DeviceModel | None, prop: str, value: float | None
     return value
 
 
+def latest_in_memory(db: Any, ids: list[int]) -> dict[int, dict[str, list[Any]]]:
+    """The ingesting process's latest values of these devices (those it holds), for the other processes."""
+    with db.read() as s:
+        docs = _state(s).docs
+    return {i: {k: [tv[0], tv[1]] for k, tv in doc.items()} for i in ids if (doc := docs.get(i)) is not None}
+
+
+def _latest_docs(session: Session, ids: list[int]) -> dict[int, dict[str, tuple[int, Any]]]:
+    """Latest values held in memory by the process that ingests (this one, or the ingest process of `serve
+    --workers N`); devices missing here are read from their rows' checkpoint by the caller."""
+    remote = relay.latest(ids)
+    if remote is not None:
+        return {i: {k: (tv[0], tv[1]) for k, tv in doc.items()} for i, doc in remote.items()}
+    docs = _state(session).docs
+    return {i: doc for i in ids if (doc := docs.get(i)) is not None}
+
+
 def device_latest(session: Session, *, code: str, principal: Principal) -> dict[str, Any]:
     """The newest value of each property of one device."""
     dev = get_device(session, code=code, principal=principal)
     model = catalog.get(dev.model_code)
     out = {}
-    mem = _state(session).docs.get(dev.id)
+    mem = _latest_docs(session, [dev.id]).get(dev.id)
     for prop, (ts, value) in (mem if mem is not None else dev.latest or {}).items():
         p = model.prop(prop) if model else None
         out[prop] = {"value": _value_out(model, prop, value if isinstance(value, float | int) else None,
@@ -1933,10 +1983,9 @@ def grid_latest(session: Session, *, grid_code: str, principal: Principal) -> li
     q = select(Device.id, Device.code, Device.name, Device.model_code, Device.status, Device.lon, Device.lat,
                Device.latest, Device.org_id).where(Device.grid_code == grid_code)
     out = []
-    docs = _state(session).docs
-    for r in session.execute(q.order_by(Device.id)):
-        if not principal.sees_org(r.org_id):
-            continue
+    rows = [r for r in session.execute(q.order_by(Device.id)) if principal.sees_org(r.org_id)]
+    docs = _latest_docs(session, [r.id for r in rows])
+    for r in rows:
         mem = docs.get(r.id)
         model = catalog.get(r.model_code)
         values = {prop: {"value": _value_out(model, prop, v if isinstance(v, float | int) else None,

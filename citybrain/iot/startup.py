@@ -15,7 +15,7 @@ import threading
 from citybrain import bus
 from citybrain.config import get_settings
 from citybrain.db import Database, get_db, utcnow
-from citybrain.iot import service
+from citybrain.iot import relay, service
 
 log = logging.getLogger("citybrain.iot")
 
@@ -75,6 +75,7 @@ def start(db: Database) -> None:
         service.ensure_default_rules(s)
     with db.write() as s:
         service.ensure_partitions(s)
+    relay.start_server(db)  # the ingest process of `serve --workers N`: take the HTTP workers' telemetry
     _stop.clear()
     if _thread is None or not _thread.is_alive():
         _thread = threading.Thread(target=_loop, name="citybrain-iot-status", daemon=True)
@@ -84,6 +85,7 @@ def start(db: Database) -> None:
 def stop(db: Database) -> None:
     """Stop the background work and the MQTT subscriber."""
     global _thread, _mqtt
+    relay.stop_server()
     _stop.set()
     if _mqtt is not None:
         _mqtt.stop()

@@ -106,3 +106,41 @@ def test_a_second_writer_waits_for_the_first_commit(sdb: Database) -> None:
     b.join()
     assert seen == [1]
     assert _count(sdb) == 2
+
+
+def test_the_checkpointer_moves_committed_pages_out_of_the_wal_without_the_writer(sdb: Database) -> None:
+    """Writers leave the WAL to the background checkpointer (their own checkpoint only past a large WAL): the
+    committed pages reach the database file while the writer goes on, and the WAL is reused, not grown."""
+    import sqlite3
+    import time
+
+    path = str(sdb.url).split("///", 1)[1]
+
+    def wal_frames() -> tuple[int, int]:
+        with sqlite3.connect(path) as c:  # a PASSIVE checkpoint of nothing new: (busy, frames in WAL, backfilled)
+            _busy, log, done = c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            return log, done
+
+    def write(n: int) -> None:
+        for i in range(n):
+            with sdb.write() as s:
+                s.execute(text("INSERT INTO t (who) VALUES (:w)"), {"w": "x" * 3000 + str(i)})
+                s.commit()
+
+    write(200)  # ~200 pages: far below the connections' own threshold, so nothing checkpoints them
+    with sdb.read() as s:
+        assert s.execute(text("PRAGMA wal_autocheckpoint")).scalar_one() == dbmod.AUTOCHECKPOINT_PAGES
+    sdb.start_checkpointer()
+    try:
+        deadline = time.monotonic() + 10
+        while sdb.checkpointer.runs < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        log, done = wal_frames()
+        assert log >= 200 and done == log  # every committed frame is in the database file already
+        write(200)  # the next writer starts the WAL over instead of appending after 200+ frames
+        time.sleep(dbmod.CHECKPOINT_EVERY_S * 4)
+        log2, done2 = wal_frames()
+        assert log2 < log + 200 and done2 == log2
+    finally:
+        sdb.stop_checkpointer()
+    assert sdb.checkpointer is None and _count(sdb) == 400

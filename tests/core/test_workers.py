@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -87,13 +88,17 @@ def _wait(cond, what: str, seconds: float = 60.0) -> None:
 
 def test_two_workers_share_keep_alive_connections_evenly(tmp_path):
     """8 keep-alive connections to a 2-worker server: 4 on each worker, every request on a connection
-    answered by its worker; the next burst is spread the same way; a worker that dies is replaced; SIGHUP replaces every worker; SIGTERM stops the parent and every worker."""
+    answered by its worker (the ingest process takes none); the next burst is spread the same way; a worker
+    that dies is replaced; SIGHUP replaces every worker and the ingest process; SIGTERM stops the parent and
+    every worker."""
     log = tmp_path / "server.log"
     server = Server(tmp_path, PORT, secret=TEST_SECRET, env={"CITYBRAIN_WORKERS": "2"}, clean_env=True)
     try:
         _wait(lambda: log.read_text().count("ready for connections") == 2, "both workers")
-        workers = _children(server.proc.pid)
-        assert len(workers) == 2
+        _wait(lambda: log.read_text().count("Ingest process [") == 1, "the ingest process")
+        ingest = {int(m) for m in re.findall(r"Started ingest process \[(\d+)\]", log.read_text())}
+        workers = _children(server.proc.pid) - ingest
+        assert len(workers) == 2 and len(ingest) == 1 and ingest <= _children(server.proc.pid)
         conns = _open(8)
         by = _split(conns, workers)
         assert sorted(len(v) for v in by.values()) == [4, 4], by
@@ -113,7 +118,7 @@ def test_two_workers_share_keep_alive_connections_evenly(tmp_path):
         # a worker killed outright is replaced; the server goes on answering
         os.kill(a, signal.SIGKILL)
         _wait(lambda: log.read_text().count("ready for connections") == 3, "a replacement worker")
-        now = _children(server.proc.pid)
+        now = _children(server.proc.pid) - ingest
         assert b in now and a not in now and len(now) == 2
         fresh = _open(4)
         assert all(_holder(c.sock.getsockname()[1], now) is not None for c in fresh)
@@ -123,14 +128,16 @@ def test_two_workers_share_keep_alive_connections_evenly(tmp_path):
         # SIGHUP: each worker is replaced by a new one once that one is ready
         os.kill(server.proc.pid, signal.SIGHUP)
         _wait(lambda: log.read_text().count(" replaces ") == 2, "the reload")
-        _wait(lambda: len(_children(server.proc.pid)) == 2, "the old workers to stop")
-        reloaded = _children(server.proc.pid)
-        assert not reloaded & now
+        _wait(lambda: log.read_text().count("Ingest process [") == 2, "the new ingest process")
+        _wait(lambda: len(_children(server.proc.pid)) == 3, "the old workers to stop")
+        ingest2 = {int(m) for m in re.findall(r"Started ingest process \[(\d+)\]", log.read_text())} - ingest
+        reloaded = _children(server.proc.pid) - ingest2
+        assert not reloaded & now and len(reloaded) == 2 and ingest2 <= _children(server.proc.pid)
         last = _open(4)
         assert sorted(len(v) for v in _split(last, reloaded).values()) == [2, 2]
         for c in last:
             c.close()
-        now |= reloaded
+        now |= reloaded | ingest | ingest2
     finally:
         server.stop()
     assert server.proc.returncode == 0
