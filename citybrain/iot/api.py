@@ -70,8 +70,15 @@ def _why_zh(why: str | None) -> str:
             "body must be a JSON object or array": "须为 JSON 对象或数组"}.get(why, why)
 
 
+def _record_unreadable(**kw: Any) -> None:
+    """Keep an unreadable body as a dead letter, in a transaction of its own (`_prepare` only reads)."""
+    with get_db().write() as ws:
+        service.record_unreadable(ws, source="http", **kw)
+
+
 def _prepare(headers: Any, raw: bytes, s: Any) -> service.Part:
-    """Authenticate and parse one telemetry request (in the ingest thread); raises its problem."""
+    """Authenticate and parse one telemetry request (in the ingest thread, with a reading session); raises its
+    problem."""
     code, secret, key = _credentials(headers)
     device = sender = None
     if code:
@@ -86,8 +93,8 @@ def _prepare(headers: Any, raw: bytes, s: Any) -> service.Part:
             # a disabled device: keep what it sent as dead letters, then refuse with 403
             items, why = service.parse_payload(raw)
             if items is None or len(items) > service.MAX_BATCH_READINGS:
-                service.record_unreadable(s, raw=raw, source="http", sender=f"device:{info.code}",
-                                          detail=why or "batch too large", device_code=info.code, device_id=info.id)
+                _record_unreadable(raw=raw, sender=f"device:{info.code}", detail=why or "batch too large",
+                                   device_code=info.code, device_id=info.id)
                 raise
             return service.Part(items, "http", device=info, refuse=exc)
         except Unauthorized:
@@ -108,11 +115,9 @@ def _prepare(headers: Any, raw: bytes, s: Any) -> service.Part:
                            "Send X-Device-Code and X-Device-Secret, or a gateway key", code="not_authenticated")
     items, why = service.parse_payload(raw)
     if items is None:
-        s.commit()
-        service.record_unreadable(s, raw=raw, source="http", sender=sender.label if sender else
-                                  (f"device:{device.code}" if device else None), detail=why or "unreadable",
-                                  device_code=device.code if device else None,
-                                  device_id=device.id if device else None)
+        _record_unreadable(raw=raw, sender=sender.label if sender else (f"device:{device.code}" if device else None),
+                           detail=why or "unreadable", device_code=device.code if device else None,
+                           device_id=device.id if device else None)
         raise Invalid(f"数据无法解析：{_why_zh(why)}", f"Unreadable message: {why}", code="malformed_payload",
                       accepted=0, rejected=1)
     if len(items) > service.MAX_BATCH_READINGS:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as dt
+import functools
 import hashlib
 import io
 import itertools
@@ -784,44 +785,69 @@ def ingest_parts(session: Session, parts: list[Part]) -> None:
     """Ingest several requests' readings in ONE transaction (group commit); each part gets its own result
     (accepted, duplicates, rejections, alarms of its readings). Commits before returning; on an error nothing
     of any part is stored."""
+    store_checked(session, check_parts(session, parts))
+
+
+@dataclass
+class Checked:
+    """Parts validated against the registry and the device models (`check_parts`), ready to be stored."""
+
+    parts: list[Part]
+    now: dt.datetime
+    wide: dict[tuple[int, int], dict[str, Any]]  # (device id, ts) -> {prop: value}: one row per message
+    multi: bool
+    owner: dict[tuple[int, int], int]  # several parts: which part a row (and its properties) came from
+    extra_owner: dict[tuple[int, int, str], int]
+    dead: list[dict[str, Any]]
+    seen: dict[int, list[int]]  # device id -> [accepted, rejected]
+
+
+def check_parts(session: Session, parts: list[Part]) -> Checked:
+    """Validate the parts' readings (the first half of `ingest_parts`): no writes and no rule or alarm state, so
+    the ingest thread may check the next group while the previous one is being written."""
+    st = _state(session)
+    registry = st.devices
+    if registry is None:
+        with st.lock:
+            registry = _registry(session, st)
+    now = utcnow()
+    now_ms = _ms(now)
+    max_ms = now_ms + FUTURE_TOLERANCE_MS
+    min_ms = now_ms - get_settings().telemetry_retention_days * 86_400_000
+    c = Checked(parts, now, {}, len(parts) > 1, {}, {}, [], {})
+    ts_cache: dict[Any, int | None] = {}
+    for pi, part in enumerate(parts):
+        part.result = IngestResult()
+        _validate(part, pi, registry, now, max_ms, min_ms, c.wide, c.multi, c.owner, c.extra_owner, c.dead, c.seen,
+                  ts_cache)
+    return c
+
+
+def store_checked(session: Session, checked: Checked) -> None:
+    """Store checked parts in ONE transaction, update latest values, evaluate the rules and commit (the second
+    half of `ingest_parts`); on an error nothing of any part is stored."""
     st = _state(session)
     with st.lock:
         try:
             try:
-                _ingest_locked(session, st, parts, safe=False)
+                _store_locked(session, st, checked, safe=False)
             except Exception as exc:  # PostgreSQL: a new message's row existed after all: again, merging on conflict
                 if not isinstance(getattr(exc, "orig", exc), UniqueViolation):
                     raise
                 log.warning("telemetry INSERT met stored rows; writing the batch with ON CONFLICT instead")
                 _pg_abort(session)
                 session.rollback()
-                for part in parts:
-                    part.result = IngestResult()
-                _ingest_locked(session, st, parts, safe=True)
+                _store_locked(session, st, check_parts(session, checked.parts), safe=True)
         except BaseException:
             _pg_abort(session)
             session.rollback()
             raise
 
 
-def _ingest_locked(session: Session, st: _State, parts: list[Part], safe: bool) -> None:
-    registry = _registry(session, st)
+def _store_locked(session: Session, st: _State, c: Checked, safe: bool) -> None:
     _load_rules(session, st)
     _load_alarm_state(session, st)
-    now = utcnow()
-    now_ms = _ms(now)
-    max_ms = now_ms + FUTURE_TOLERANCE_MS
-    min_ms = now_ms - get_settings().telemetry_retention_days * 86_400_000
-    wide: dict[tuple[int, int], dict[str, Any]] = {}  # (device id, ts) -> {prop: value}: one row per message
-    multi = len(parts) > 1
-    owner: dict[tuple[int, int], int] = {}  # several parts: which part a row (and its properties) came from
-    extra_owner: dict[tuple[int, int, str], int] = {}
-    dead: list[dict[str, Any]] = []
-    seen: dict[int, list[int]] = {}  # device id -> [accepted, rejected]
-    ts_cache: dict[Any, int | None] = {}
-    for pi, part in enumerate(parts):
-        _validate(part, pi, registry, now, max_ms, min_ms, wide, multi, owner, extra_owner, dead, seen, ts_cache)
-    _store_and_evaluate(session, st, parts, now, wide, multi, owner, extra_owner, dead, seen, safe)
+    _store_and_evaluate(session, st, c.parts, c.now, c.wide, c.multi, c.owner, c.extra_owner, c.dead, c.seen, safe)
 
 
 def _validate(part: Part, pi: int, registry: dict[str, DevInfo], now: dt.datetime, max_ms: int, min_ms: int,
@@ -1233,14 +1259,36 @@ def _write_readings(session: Session, st: _State, pending: _Pending, wide: dict[
     pnewest.update(newest)
     pg = conn.dialect.name == "postgresql"
     if fast and not pg:
-        conn.exec_driver_sql("INSERT INTO iot_reading (device_id, ts, vals) VALUES (?, ?, ?) ON CONFLICT (device_id, ts) "
-                             "DO UPDATE SET vals = json_patch(excluded.vals, iot_reading.vals)", fast)
+        _sqlite_insert(conn, fast)
     dups = _merge_late(conn, pg, slow) if slow else []
     if fast and pg:  # three arrays in one INSERT, sent now in the transaction's pipeline (`_pg_send`); safe: merging
         pending.pg_sent = True
         _pg_send(session, _PG_INSERT_MERGE if safe else _PG_INSERT,
                  (_pg_array([r[0] for r in fast]), _pg_array([r[1] for r in fast]), _pg_array([r[2] for r in fast])))
     return dups
+
+
+SQLITE_CHUNKS = (256, 64, 16, 4, 1)  # rows per INSERT statement: a few fixed texts, each prepared once
+
+
+@functools.cache
+def _sqlite_insert_sql(rows: int) -> str:
+    return ("INSERT INTO iot_reading (device_id, ts, vals) VALUES " + ", ".join(["(?, ?, ?)"] * rows)
+            + " ON CONFLICT (device_id, ts) DO UPDATE SET vals = json_patch(excluded.vals, iot_reading.vals)")
+
+
+def _sqlite_insert(conn: Any, rows: list[tuple[int, int, str]]) -> None:
+    """Insert rows with multi-row INSERTs of SQLITE_CHUNKS rows: SQLite inserts a whole statement's rows in one
+    step without Python's GIL (an executemany takes it back after every row, so the thread that checks the next
+    group held it most of the time and the writer waited row by row)."""
+    cur = conn.connection.driver_connection.cursor()
+    i, n = 0, len(rows)
+    for size in SQLITE_CHUNKS:
+        sql = _sqlite_insert_sql(size)
+        while n - i >= size:
+            cur.execute(sql, [x for row in rows[i:i + size] for x in row])
+            i += size
+    cur.close()
 
 
 def _merge_late(conn: Any, pg: bool, slow: list[tuple[int, int, dict[str, Any]]]) -> list[tuple[int, int, str]]:

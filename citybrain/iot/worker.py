@@ -1,6 +1,11 @@
 """Group commit for telemetry: one ingest thread per database takes every request waiting in its queue and
 ingests them in ONE transaction (`service.ingest_parts`), then answers each request after that commit.
 
+On SQLite the work is split in two stages: the ingest thread authenticates, parses and validates a group
+(`service.check_parts`, reads only) and hands it to a writer thread, which stores it, evaluates the rules and
+commits (`service.store_checked`). SQLite runs its part of the writing (inserts, commit) without the GIL, so
+the next group is being checked meanwhile. PostgreSQL keeps one stage (its commit waits on the server).
+
 Under load, requests that arrive while a transaction commits are written together by the next one, so the
 fixed cost of a transaction (begin, commit, counters, device rows) is shared; alone, a request is written at
 once. Each request still gets its own result (accepted, duplicates, rejections, alarms) and its own errors: a
@@ -46,6 +51,10 @@ class IngestWorker:
         self.requests = 0
         self.conn: Any = None  # PostgreSQL: the ingest thread's own connection (no pool ping per group)
         self.last_group = 0
+        # SQLite: checked groups wait here for the writer thread (one at most: the next group is checked while
+        # the previous one is written; SQLite writes and commits without the GIL)
+        self.handoff: queue.Queue[tuple[list[tuple[Done, service.Part]], service.Checked] | None] = queue.Queue(1)
+        self.writer: threading.Thread | None = None
 
     def submit(self, prepare: Prepare, done: Done, size: int) -> None:
         """Queue a request: `prepare(session)` authenticates and parses it into a Part (or raises);
@@ -64,6 +73,10 @@ class IngestWorker:
                 with self.lock:
                     if self.q.empty():
                         self.thread = None
+                        if self.writer is not None:  # it ends once it has written what it was handed
+                            self.handoff.put(None)
+                            self.writer.join()
+                            self.writer = None
                         self._close()
                         return
                 continue
@@ -87,7 +100,10 @@ class IngestWorker:
                 size += job[2]
             self.last_group = len(jobs)
             try:
-                self._process(jobs)
+                if self.db.is_sqlite:
+                    self._check(jobs)
+                else:
+                    self._process(jobs)
             except BaseException as exc:  # never leave a request unanswered
                 log.exception("telemetry group failed")
                 self._close()
@@ -110,6 +126,74 @@ class IngestWorker:
             self.conn = self.db.write_engine.connect()
         return self.db.write_factory(bind=self.conn)
 
+    def _check(self, jobs: list[tuple[Prepare, Done, int]]) -> None:
+        """SQLite, first stage (the ingest thread): authenticate, parse and validate a group with a reading
+        session, then hand it to the writer thread (waiting while the writer still has one waiting)."""
+        ready: list[tuple[Done, service.Part]] = []
+        with self.db.read() as s:
+            for prepare, done, _size in jobs:
+                try:
+                    part = prepare(s)
+                except BaseException as exc:
+                    s.rollback()
+                    _safe(done, None, exc)
+                    continue
+                ready.append((done, part))
+            if not ready:
+                return
+            try:
+                checked = service.check_parts(s, [part for _d, part in ready])
+            except BaseException as exc:
+                for done, _part in ready:
+                    _safe(done, None, exc)
+                return
+        if self.writer is None or not self.writer.is_alive():
+            self.writer = threading.Thread(target=self._write_loop, name="citybrain-iot-write", daemon=True)
+            self.writer.start()
+        self.handoff.put((ready, checked))
+
+    def _write_loop(self) -> None:
+        """SQLite, second stage (the writer thread): store each checked group in one transaction, answer it."""
+        while True:
+            item = self.handoff.get()
+            if item is None:
+                return
+            ready, checked = item
+            try:
+                self._store(ready, checked)
+            except BaseException as exc:  # never leave a request unanswered
+                log.exception("telemetry group failed")
+                for done, _part in ready:
+                    _safe(done, None, exc)
+
+    def _store(self, ready: list[tuple[Done, service.Part]], checked: service.Checked) -> None:
+        self.groups += 1
+        self.requests += len(ready)
+        _act_for(ready)
+        with self.db.write_factory() as s:
+            try:
+                service.store_checked(s, checked)
+            except Exception as exc:
+                if len(ready) == 1:
+                    _safe(ready[0][0], None, exc)
+                    return
+                self._one_by_one(s, ready, exc)
+                return
+        for done, part in ready:
+            _safe(done, part, None)
+
+    def _one_by_one(self, s: Session, ready: list[tuple[Done, service.Part]], exc: Exception) -> None:
+        """A group's transaction failed: each request again alone, so one bad request cannot fail the others."""
+        log.warning("telemetry group of %d failed (%s); retrying one by one", len(ready), exc)
+        for done, part in ready:
+            context.set_principal(_principal(part))
+            try:
+                service.ingest_parts(s, [part])
+            except Exception as exc1:
+                _safe(done, None, exc1)
+                continue
+            _safe(done, part, None)
+
     def _process(self, jobs: list[tuple[Prepare, Done, int]]) -> None:
         ready: list[tuple[Done, service.Part]] = []
         with self._session() as s:
@@ -127,27 +211,23 @@ class IngestWorker:
                 return
             self.groups += 1
             self.requests += len(ready)
-            principals = {(p.kind, p.id, p.name) for p in (_principal(part) for _d, part in ready)}
-            context.set_principal(_principal(ready[0][1]) if len(principals) == 1 else context.SYSTEM)
+            _act_for(ready)
             try:
                 service.ingest_parts(s, [part for _d, part in ready])
             except Exception as exc:
                 if len(ready) == 1:
                     _safe(ready[0][0], None, exc)
                     return
-                log.warning("telemetry group of %d failed (%s); retrying one by one", len(ready), exc)
-                for done, part in ready:
-                    part.result = service.IngestResult()
-                    context.set_principal(_principal(part))
-                    try:
-                        service.ingest_parts(s, [part])
-                    except Exception as exc1:
-                        _safe(done, None, exc1)
-                        continue
-                    _safe(done, part, None)
+                self._one_by_one(s, ready, exc)
                 return
         for done, part in ready:
             _safe(done, part, None)
+
+
+def _act_for(ready: list[tuple[Done, service.Part]]) -> None:
+    """Who the group's transaction acts for: its one sender, else the system."""
+    principals = {(p.kind, p.id, p.name) for p in (_principal(part) for _d, part in ready)}
+    context.set_principal(_principal(ready[0][1]) if len(principals) == 1 else context.SYSTEM)
 
 
 def _principal(part: service.Part) -> Any:
